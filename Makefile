@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# blktap-rs: `make` builds blktap.ko; `make run` and `make check` are the two commands a new
+# user needs (see README.md). When invoked by kbuild (M=...), only the Kbuild file matters.
+
+ifneq ($(KERNELRELEASE),)
+include $(src)/Kbuild
+else
+
+SHELL := /bin/bash
+TOP := $(CURDIR)
+SCRIPTS := $(TOP)/scripts
+MODULE := drivers/block/blktap/blktap.ko
+KSRC_FMT ?= $(shell $(SCRIPTS)/fetch-kernel.sh 2>/dev/null)
+CARGO_TARGET := x86_64-unknown-linux-gnu
+TOOLS_BIN := $(TOP)/tools/target/$(CARGO_TARGET)/release
+export KDIR KSRC
+
+.PHONY: all modules deps kernel kernel-perf kdir clippy fmt fmt-check rust-analyzer tools \
+	tools-test check run bench docs install uninstall clean help
+
+all: modules
+
+help:
+	@echo "make             build $(MODULE) against KDIR (default: the cached debug test kernel)"
+	@echo "make run         boot a VM, load the module and serve a sample disk through a tap"
+	@echo "make check       all tests: cargo tests, KUnit, VM selftests; ends 'N passed, N failed'"
+	@echo "make deps        install the toolchain and packages (run by the targets that need them)"
+	@echo "make kernel      build (or reuse) the debug test kernel; kernel-perf: the bench kernel"
+	@echo "make kdir        print the kernel build tree in use"
+	@echo "make clippy      build the module with CLIPPY=1; fmt / fmt-check: rustfmt"
+	@echo "make rust-analyzer  write rust-project.json for the module"
+	@echo "make tools       build the Rust userspace (tools/)"
+	@echo "make bench       benchmarks on the perf kernel"
+	@echo "make install     install the module, tools, udev rules and man pages"
+	@echo "Variables: KDIR=<kernel build tree>, KSRC=<kernel source tree>, BLKTAP_KVM=1 (use KVM)"
+
+deps:
+	@$(SCRIPTS)/bootstrap.sh
+
+kernel: deps
+	@$(SCRIPTS)/build-kernel.sh debug
+
+kernel-perf: deps
+	@$(SCRIPTS)/build-kernel.sh perf
+
+kdir:
+	@if [ -n "$(KDIR)" ]; then echo "$(KDIR)"; else $(SCRIPTS)/build-kernel.sh debug; fi
+
+modules: deps
+	@$(SCRIPTS)/kmake.sh modules
+
+clippy: deps
+	@$(SCRIPTS)/kmake.sh modules CLIPPY=1 2>&1 | tee /dev/stderr | { ! grep -qE '^(warning|error)'; }
+
+rust-analyzer: deps
+	@$(SCRIPTS)/kmake.sh rust-analyzer
+
+fmt: deps
+	@rustfmt --config-path "$$($(SCRIPTS)/fetch-kernel.sh)/.rustfmt.toml" drivers/block/blktap/blktap.rs
+	@cd tools && cargo fmt
+
+fmt-check: deps
+	@rustfmt --check --config-path "$$($(SCRIPTS)/fetch-kernel.sh)/.rustfmt.toml" drivers/block/blktap/blktap.rs
+	@cd tools && cargo fmt --check
+
+tools:
+	@cd tools && cargo build --release --target $(CARGO_TARGET)
+
+tools-test:
+	@cd tools && cargo test --target $(CARGO_TARGET)
+
+check: deps
+	@$(SCRIPTS)/check.sh
+
+run: deps
+	@$(SCRIPTS)/run-demo.sh
+
+bench: deps
+	@$(SCRIPTS)/bench.sh
+
+clean:
+	@if [ -n "$(KDIR)" ] || [ -d "$${XDG_CACHE_HOME:-$$HOME/.cache}/blktap-rs/build" ]; then \
+		$(SCRIPTS)/kmake.sh clean 2>/dev/null || true; fi
+	@rm -f rust-project.json
+	@cd tools && cargo clean 2>/dev/null || true
+
+endif

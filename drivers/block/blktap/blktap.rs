@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! blktap: userspace-backed block devices over the Xen blktap2 ring ABI.
+//!
+//! A daemon (tapdisk, or `blktapd` from this project) serves each disk `td<letters>` through a
+//! shared request ring that it maps from the char device `blktap<N>`. Taps are allocated and
+//! freed through the control device `blktap/control` (also registered as `blktap-control`).
+//! The ABI is the "V-XS" variant of XenServer's driver, byte for byte: see
+//! `include/uapi/linux/blktap.h` and `Documentation/userspace-api.rst`.
+//!
+//! All `unsafe` code and all use of `kernel::bindings` live in [`kernel_ext`]; the driver logic
+//! in the other modules is safe Rust.
+
+use kernel::{
+    miscdevice::{
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    prelude::*,
+    InPlaceModule, //
+};
+
+mod control;
+mod device;
+mod kernel_ext;
+mod registry;
+mod ring;
+mod ringdev;
+mod sysfs;
+mod tap;
+mod uapi;
+
+module! {
+    type: BlktapModule,
+    name: "blktap",
+    authors: ["blktap-rs developers"],
+    description: "Userspace-backed block devices over the Xen blktap2 ring ABI",
+    license: "GPL",
+}
+
+/// The module: the control device under both names, and the driver-wide objects.
+#[pin_data]
+struct BlktapModule {
+    /// `/dev/blktap/control`, the name V-XS tap-ctl looks for in `/proc/misc`.
+    #[pin]
+    control: MiscDeviceRegistration<control::Control>,
+    /// `/dev/blktap-control`, the name older and OpenXT tools use.
+    #[pin]
+    control_compat: MiscDeviceRegistration<control::Control>,
+    /// Dropped after the control devices: tears down the char region, class and block major.
+    registry: registry::RegistryGuard,
+}
+
+impl InPlaceModule for BlktapModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            registry: registry::init()?,
+            control <- MiscDeviceRegistration::register(MiscDeviceOptions {
+                name: c"blktap/control",
+            }),
+            control_compat <- MiscDeviceRegistration::register(MiscDeviceOptions {
+                name: c"blktap-control",
+            }),
+        })
+    }
+}

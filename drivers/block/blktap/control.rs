@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The control device (`blktap/control`, also `blktap-control`): allocates and frees taps.
+
+use core::mem::size_of;
+
+use kernel::{
+    fs::File,
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceRegistration, //
+    },
+    prelude::*,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
+};
+
+use crate::{
+    kernel_ext::task,
+    registry,
+    uapi::{
+        BlktapInfo,
+        IOCTL_ALLOC_TAP,
+        IOCTL_FREE_TAP,
+        MAX_DEVICES, //
+    },
+};
+
+/// The control device. Opening it needs no state; each ioctl stands alone.
+pub(crate) struct Control;
+
+#[vtable]
+impl MiscDevice for Control {
+    type Ptr = ();
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            IOCTL_ALLOC_TAP => {
+                if !task::capable_sys_admin() {
+                    return Err(EPERM);
+                }
+                let info = registry::alloc_tap()?;
+                let mut writer =
+                    UserSlice::new(UserPtr::from_addr(arg), size_of::<BlktapInfo>()).writer();
+                if writer.write(&info).is_err() {
+                    // The caller cannot learn the minor: do not leave the tap behind.
+                    let _ = registry::free_tap(info.ring_minor);
+                    return Err(EFAULT);
+                }
+                Ok(0)
+            }
+            IOCTL_FREE_TAP => {
+                if !task::capable_sys_admin() {
+                    return Err(EPERM);
+                }
+                // The minor comes by value; V-XS let 16384 and negative values through.
+                let minor = arg as isize;
+                if minor < 0 || minor >= MAX_DEVICES as isize {
+                    return Err(EINVAL);
+                }
+                registry::free_tap(minor as u32)?;
+                Ok(0)
+            }
+            _ => Err(ENOTTY),
+        }
+    }
+}

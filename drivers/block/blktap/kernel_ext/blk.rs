@@ -1,0 +1,557 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Block multi-queue support for a driver that owns its requests.
+//!
+//! Based on the design of the kernel's `kernel::block::mq` (7.3), and extended with what that
+//! abstraction lacks for this driver: ending a request with an error, the request's sector, op
+//! and single-page segments, queue limits, a fixed major and first minor, no partition scan, a
+//! read-only flag, and block device `open`/`release` callbacks.
+//!
+//! Ownership model: `queue_rq` hands the driver a [`Request`] it owns. The driver ends it exactly
+//! once with [`Request::end`]; a [`Request`] dropped without being ended is failed with an I/O
+//! error, so no request can be lost. Handing the request back from `queue_rq` tells blk-mq the
+//! device is busy and the request will be dispatched again later.
+//!
+//! C headers: [`include/linux/blk-mq.h`](srctree/include/linux/blk-mq.h),
+//! [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h),
+//! [`include/linux/bvec.h`](srctree/include/linux/bvec.h)
+
+use core::{
+    fmt,
+    marker::PhantomData,
+    mem::ManuallyDrop,
+    pin::Pin,
+    ptr::NonNull, //
+};
+
+use kernel::{
+    bindings,
+    error::to_result,
+    page::{
+        BorrowedPage,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    str::CString,
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    }, //
+};
+
+/// The status a request is ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// The request succeeded.
+    Ok,
+    /// The request failed with an I/O error (`EIO` for the submitter).
+    IoError,
+    /// The operation is not supported (`EOPNOTSUPP` for the submitter).
+    NotSupported,
+}
+
+impl Status {
+    fn to_raw(self) -> bindings::blk_status_t {
+        let errno = match self {
+            Status::Ok => return bindings::BLK_STS_OK as bindings::blk_status_t,
+            Status::IoError => EIO,
+            Status::NotSupported => EOPNOTSUPP,
+        };
+        // SAFETY: `errno_to_blk_status` is a pure table lookup.
+        unsafe { bindings::errno_to_blk_status(errno.to_errno()) }
+    }
+}
+
+/// The operation of a request, as far as this driver distinguishes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Read data from the device.
+    Read,
+    /// Write data to the device.
+    Write,
+    /// Anything else (flush, discard, passthrough, ...), with its `REQ_OP_*` number.
+    Other(u32),
+}
+
+/// A block request owned by the driver, from `queue_rq` until it is ended.
+///
+/// # Invariants
+///
+/// `ptr` points to a started request that the block layer handed to this driver and that has
+/// not been ended; this object is its only owner.
+pub(crate) struct Request {
+    ptr: NonNull<bindings::request>,
+}
+
+// SAFETY: a started request may be inspected and ended from any thread.
+unsafe impl Send for Request {}
+// SAFETY: `&Request` only allows reading immutable request fields.
+unsafe impl Sync for Request {}
+
+impl Request {
+    fn raw(&self) -> *mut bindings::request {
+        self.ptr.as_ptr()
+    }
+
+    /// The first sector of the request, in 512-byte units.
+    pub(crate) fn sector(&self) -> u64 {
+        // SAFETY: by the type invariant the request is live; `__sector` is not changed by the
+        // block layer while the driver owns the request.
+        unsafe { (*self.raw()).__sector }
+    }
+
+    /// The number of data bytes of the request.
+    pub(crate) fn bytes(&self) -> u32 {
+        // SAFETY: as in `sector`.
+        unsafe { (*self.raw()).__data_len }
+    }
+
+    /// The request's operation.
+    pub(crate) fn op(&self) -> Op {
+        // SAFETY: as in `sector`.
+        let flags = unsafe { (*self.raw()).cmd_flags };
+        let op = flags & ((1 << bindings::REQ_OP_BITS) - 1);
+        match op {
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            other => Op::Other(other),
+        }
+    }
+
+    /// The request's data, one page-bounded segment at a time.
+    pub(crate) fn segments(&self) -> Segments<'_> {
+        // SAFETY: as in `sector`; `bio` is NULL or the first bio of the request.
+        let bio = unsafe { (*self.raw()).bio };
+        Segments {
+            bio,
+            // SAFETY: `bio` is valid when non-NULL; its iterator is copied by value.
+            iter: if bio.is_null() {
+                bindings::bvec_iter::default()
+            } else {
+                unsafe { (*bio).bi_iter }
+            },
+            _request: PhantomData,
+        }
+    }
+
+    /// Ends the request with `status`.
+    pub(crate) fn end(self, status: Status) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: by the type invariant the request is started and not yet ended; `this` is
+        // never used again, so it is ended exactly once.
+        unsafe { bindings::blk_mq_end_request(this.raw(), status.to_raw()) };
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        // A request must never be lost: one the driver forgot to end fails.
+        // SAFETY: by the type invariant the request is started and not yet ended.
+        unsafe { bindings::blk_mq_end_request(self.raw(), Status::IoError.to_raw()) };
+    }
+}
+
+/// One piece of a request's data, contained in a single page.
+pub(crate) struct Segment<'a> {
+    /// The page holding the data.
+    pub(crate) page: BorrowedPage<'a>,
+    /// Offset of the data within `page`.
+    pub(crate) offset: usize,
+    /// Length of the data; `offset + len <= PAGE_SIZE`.
+    pub(crate) len: usize,
+}
+
+/// Iterator over the single-page segments of a request (`rq_for_each_segment`).
+pub(crate) struct Segments<'a> {
+    bio: *mut bindings::bio,
+    iter: bindings::bvec_iter,
+    _request: PhantomData<&'a Request>,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = Segment<'a>;
+
+    fn next(&mut self) -> Option<Segment<'a>> {
+        loop {
+            if self.bio.is_null() {
+                return None;
+            }
+            if self.iter.bi_size == 0 {
+                // SAFETY: `bio` is a live bio of the request, owned by the driver with it.
+                self.bio = unsafe { (*self.bio).bi_next };
+                if !self.bio.is_null() {
+                    // SAFETY: as above.
+                    self.iter = unsafe { (*self.bio).bi_iter };
+                }
+                continue;
+            }
+            let idx = self.iter.bi_idx as usize;
+            // SAFETY: while `bi_size` is non-zero, `bi_idx` indexes a valid entry of the bio's
+            // vector (the invariant `bvec_iter` maintains).
+            let bv = unsafe { *(*self.bio).bi_io_vec.add(idx) };
+            let done = self.iter.bi_offset;
+            let in_bvec = (bv.bv_offset + done) as usize;
+            let page_offset = in_bvec % PAGE_SIZE;
+            let len = ((bv.bv_len - done).min(self.iter.bi_size) as usize)
+                .min(PAGE_SIZE - page_offset);
+            // SAFETY: a bio vector's pages are contiguous `struct page`s covering
+            // `bv_offset + bv_len` bytes, so this is within that range.
+            let page = unsafe { bv.bv_page.add(in_bvec / PAGE_SIZE) };
+
+            // Advance as `bvec_iter_advance_single` does.
+            let len_u32 = len as u32;
+            if done + len_u32 == bv.bv_len {
+                self.iter.bi_idx += 1;
+                self.iter.bi_offset = 0;
+            } else {
+                self.iter.bi_offset = done + len_u32;
+            }
+            self.iter.bi_size -= len_u32;
+
+            return Some(Segment {
+                // SAFETY: the page holds the request's data, live while the request is owned,
+                // which the lifetime `'a` ties to.
+                page: unsafe { BorrowedPage::from_raw(NonNull::new(page)?) },
+                offset: page_offset,
+                len,
+            });
+        }
+    }
+}
+
+/// The callbacks of a disk.
+pub(crate) trait Operations: Sized + 'static {
+    /// Data shared by the queue and the disk callbacks.
+    type QueueData: ForeignOwnable + Send + Sync;
+
+    /// Queues `rq`. Returning it back means the device is busy: blk-mq dispatches it again
+    /// later, once the driver has run the queue ([`GenDisk::run_queue`]).
+    ///
+    /// Runs in atomic context: it must not sleep.
+    fn queue_rq(
+        data: <Self::QueueData as ForeignOwnable>::Borrowed<'_>,
+        rq: Request,
+        is_last: bool,
+    ) -> Result<(), Request>;
+
+    /// Makes requests queued without `is_last` visible to the device.
+    fn commit_rqs(data: <Self::QueueData as ForeignOwnable>::Borrowed<'_>);
+
+    /// The block device is being opened. Called with the disk's open mutex held.
+    fn open(data: <Self::QueueData as ForeignOwnable>::Borrowed<'_>) -> Result;
+
+    /// The block device is being closed. Called with the disk's open mutex held.
+    fn release(data: <Self::QueueData as ForeignOwnable>::Borrowed<'_>);
+}
+
+struct VTable<T: Operations>(PhantomData<T>);
+
+impl<T: Operations> VTable<T> {
+    /// # Safety
+    ///
+    /// Called by blk-mq with a live hardware context of a queue created by [`GenDisk::new`].
+    unsafe extern "C" fn queue_rq(
+        hctx: *mut bindings::blk_mq_hw_ctx,
+        bd: *const bindings::blk_mq_queue_data,
+    ) -> bindings::blk_status_t {
+        // SAFETY: blk-mq passes a valid `bd` whose `rq` is a request of this queue.
+        let (rq, last) = unsafe { ((*bd).rq, (*bd).last) };
+        // SAFETY: `rq` is a valid request about to be handed to the driver.
+        unsafe { bindings::blk_mq_start_request(rq) };
+        // SAFETY: `hctx` is valid; `queuedata` was set by `GenDisk::new` from `into_foreign`
+        // and is only released in `free_disk`, after the queue is gone.
+        let data = unsafe { T::QueueData::borrow((*(*hctx).queue).queuedata) };
+        // INVARIANT: the request is started and owned by the driver from here on.
+        // SAFETY: `rq` is non-NULL (blk-mq never passes NULL).
+        let rq = Request {
+            ptr: unsafe { NonNull::new_unchecked(rq) },
+        };
+        match T::queue_rq(data, rq, last) {
+            Ok(()) => bindings::BLK_STS_OK as bindings::blk_status_t,
+            Err(busy) => {
+                // Hand the request back without ending it; blk-mq keeps and re-dispatches it.
+                core::mem::forget(busy);
+                // SAFETY: a pure table lookup.
+                unsafe { bindings::errno_to_blk_status(ENOMEM.to_errno()) }
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for `queue_rq`.
+    unsafe extern "C" fn commit_rqs(hctx: *mut bindings::blk_mq_hw_ctx) {
+        // SAFETY: as in `queue_rq`.
+        let data = unsafe { T::QueueData::borrow((*(*hctx).queue).queuedata) };
+        T::commit_rqs(data);
+    }
+
+    const MQ_OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
+        queue_rq: Some(Self::queue_rq),
+        commit_rqs: Some(Self::commit_rqs),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// Called by the block layer for a disk created by [`GenDisk::new`].
+    unsafe extern "C" fn open(disk: *mut bindings::gendisk, _mode: bindings::blk_mode_t) -> c_int {
+        // SAFETY: `private_data` holds the foreign queue data until `free_disk`, which runs
+        // only after the last release.
+        let data = unsafe { T::QueueData::borrow((*disk).private_data) };
+        match T::open(data) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for `open`.
+    unsafe extern "C" fn release(disk: *mut bindings::gendisk) {
+        // SAFETY: as in `open`.
+        let data = unsafe { T::QueueData::borrow((*disk).private_data) };
+        T::release(data);
+    }
+
+    /// # Safety
+    ///
+    /// Called once, when the last reference to a disk created by [`GenDisk::new`] is dropped.
+    unsafe extern "C" fn free_disk(disk: *mut bindings::gendisk) {
+        // SAFETY: `private_data` came from `into_foreign` in `GenDisk::new`; the disk is going
+        // away, so no callback can borrow it any more.
+        drop(unsafe { T::QueueData::from_foreign((*disk).private_data) });
+    }
+
+    const BLOCK_OPS: bindings::block_device_operations = bindings::block_device_operations {
+        owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+        open: Some(Self::open),
+        release: Some(Self::release),
+        free_disk: Some(Self::free_disk),
+        ..pin_init::zeroed()
+    };
+}
+
+/// Parameters of a new disk.
+pub(crate) struct DiskParams {
+    /// Block major number.
+    pub(crate) major: u32,
+    /// The disk's only minor number.
+    pub(crate) first_minor: u32,
+    /// Size in 512-byte sectors.
+    pub(crate) capacity_sectors: u64,
+    /// Logical block size in bytes.
+    pub(crate) logical_block_size: u32,
+    /// Physical block size in bytes.
+    pub(crate) physical_block_size: u32,
+    /// Most segments in one request.
+    pub(crate) max_segments: u16,
+    /// Largest segment, in bytes.
+    pub(crate) max_segment_size: u32,
+    /// Segments may not cross a boundary of this mask plus one.
+    pub(crate) seg_boundary_mask: u64,
+    /// Buffers must be aligned to this mask plus one.
+    pub(crate) dma_alignment: u32,
+    /// Largest request, in 512-byte sectors.
+    pub(crate) max_hw_sectors: u32,
+    /// Tags (requests in flight) of the single hardware queue.
+    pub(crate) queue_depth: u32,
+    /// Whether the disk is read-only.
+    pub(crate) read_only: bool,
+}
+
+/// A blk-mq tag set.
+#[pin_data(PinnedDrop)]
+struct TagSet {
+    #[pin]
+    inner: Opaque<bindings::blk_mq_tag_set>,
+}
+
+impl TagSet {
+    fn new(ops: &'static bindings::blk_mq_ops, depth: u32) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            inner <- Opaque::try_ffi_init(|slot: *mut bindings::blk_mq_tag_set| {
+                // SAFETY: `slot` is valid for writes; the tag set is fully initialised here
+                // before `blk_mq_alloc_tag_set` reads it.
+                unsafe {
+                    slot.write(bindings::blk_mq_tag_set {
+                        ops,
+                        nr_hw_queues: 1,
+                        nr_maps: 1,
+                        queue_depth: depth,
+                        numa_node: bindings::NUMA_NO_NODE,
+                        ..pin_init::zeroed()
+                    });
+                    to_result(bindings::blk_mq_alloc_tag_set(slot))
+                }
+            }),
+        })
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for TagSet {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: the tag set was allocated by `blk_mq_alloc_tag_set` in `new`, and every queue
+        // using it has been torn down (`GenDisk` frees it after `del_gendisk`).
+        unsafe { bindings::blk_mq_free_tag_set(self.inner.get()) };
+    }
+}
+
+/// A live disk with its own tag set and single hardware queue.
+///
+/// Dropping it deletes the disk (`del_gendisk`), which waits for requests in flight: the driver
+/// must have ended or failed all of them first and must fail new ones at once.
+///
+/// # Invariants
+///
+/// `disk` points to a gendisk added with `device_add_disk` and not yet deleted, whose queue
+/// uses `tag_set` and whose `private_data` and `queuedata` hold one foreign `T::QueueData`.
+pub(crate) struct GenDisk<T: Operations> {
+    disk: NonNull<bindings::gendisk>,
+    tag_set: Pin<KBox<TagSet>>,
+    _p: PhantomData<fn(T)>,
+}
+
+// SAFETY: a gendisk may be used and deleted from any thread.
+unsafe impl<T: Operations> Send for GenDisk<T> {}
+// SAFETY: the methods taking `&self` call thread-safe block layer functions.
+unsafe impl<T: Operations> Sync for GenDisk<T> {}
+
+impl<T: Operations> GenDisk<T> {
+    /// Creates and adds a disk named `name` (no partition scan).
+    pub(crate) fn new(
+        name: fmt::Arguments<'_>,
+        params: &DiskParams,
+        data: T::QueueData,
+    ) -> Result<Self> {
+        let name = CString::try_from_fmt(name)?;
+        if name.to_bytes_with_nul().len() > bindings::DISK_NAME_LEN as usize {
+            return Err(EINVAL);
+        }
+        let tag_set = KBox::pin_init(
+            TagSet::new(&VTable::<T>::MQ_OPS, params.queue_depth),
+            GFP_KERNEL,
+        )?;
+        let mut lim: bindings::queue_limits = pin_init::zeroed();
+        lim.logical_block_size = params.logical_block_size;
+        lim.physical_block_size = params.physical_block_size;
+        lim.max_hw_sectors = params.max_hw_sectors;
+        lim.max_segments = params.max_segments;
+        lim.max_segment_size = params.max_segment_size;
+        lim.seg_boundary_mask = params.seg_boundary_mask as c_ulong;
+        lim.dma_alignment = params.dma_alignment;
+
+        let data = data.into_foreign();
+        // SAFETY: the tag set is allocated and pinned; `lim` is a valid limits structure; the
+        // lock class key is static.
+        let disk = unsafe {
+            bindings::__blk_mq_alloc_disk(
+                tag_set.inner.get(),
+                &mut lim,
+                data,
+                kernel::static_lock_class!().as_ptr(),
+            )
+        };
+        let disk = match kernel::error::from_err_ptr(disk) {
+            Ok(disk) => disk,
+            Err(e) => {
+                // SAFETY: `data` came from `into_foreign` above and was not stored anywhere.
+                drop(unsafe { T::QueueData::from_foreign(data) });
+                return Err(e);
+            }
+        };
+        // SAFETY: `disk` was just allocated and is not visible to anyone else yet.
+        unsafe {
+            (*disk).major = params.major as c_int;
+            (*disk).first_minor = params.first_minor as c_int;
+            (*disk).minors = 1;
+            (*disk).fops = &VTable::<T>::BLOCK_OPS;
+            (*disk).private_data = data;
+            (*disk).flags |= bindings::GENHD_FL_NO_PART as c_int;
+            let dst = (*disk).disk_name.as_mut_ptr().cast::<u8>();
+            let bytes = name.to_bytes_with_nul();
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+            bindings::set_capacity(disk, params.capacity_sectors);
+            bindings::set_disk_ro(disk, params.read_only);
+        }
+        // SAFETY: the disk is fully set up; NULL parent and groups are allowed.
+        let ret = unsafe {
+            bindings::device_add_disk(core::ptr::null_mut(), disk, core::ptr::null_mut())
+        };
+        if ret != 0 {
+            // `free_disk` is only called for added disks, so release the data here.
+            // SAFETY: the disk was never added; `put_disk` frees it; `data` is ours again.
+            unsafe {
+                bindings::put_disk(disk);
+                drop(T::QueueData::from_foreign(data));
+            }
+            return Err(Error::from_errno(ret));
+        }
+        // INVARIANT: the disk was added, with `data` in `private_data` and `queuedata`.
+        Ok(Self {
+            // SAFETY: `from_err_ptr` succeeded, so `disk` is not NULL.
+            disk: unsafe { NonNull::new_unchecked(disk) },
+            tag_set,
+            _p: PhantomData,
+        })
+    }
+
+    /// Runs the hardware queue, asynchronously: dispatches requests handed back as busy.
+    pub(crate) fn run_queue(&self) {
+        // SAFETY: by the type invariant the disk and its queue are live.
+        unsafe { bindings::blk_mq_run_hw_queues((*self.disk.as_ptr()).queue, true) };
+    }
+}
+
+impl<T: Operations> Drop for GenDisk<T> {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant the disk was added and not deleted. After
+        // `del_gendisk` no request reaches the driver; the disk's memory (and the queue data,
+        // via `free_disk`) lives until its last opener closes it; the tag set is freed after
+        // this function (field drop), once the queue no longer uses it.
+        unsafe {
+            bindings::del_gendisk(self.disk.as_ptr());
+            bindings::put_disk(self.disk.as_ptr());
+        }
+        let _ = &self.tag_set;
+    }
+}
+
+/// A dynamically allocated block major number, registered under a name (`/proc/devices`).
+///
+/// # Invariants
+///
+/// `major` is registered under `name` with `__register_blkdev`.
+pub(crate) struct BlockMajor {
+    major: u32,
+    name: &'static CStr,
+}
+
+impl BlockMajor {
+    /// Registers a block major named `name`.
+    pub(crate) fn new(name: &'static CStr) -> Result<Self> {
+        // SAFETY: `name` is static; major 0 asks for a dynamic number; no probe callback.
+        let ret = unsafe { bindings::__register_blkdev(0, name.as_char_ptr(), None) };
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        // INVARIANT: registered just above.
+        Ok(Self {
+            major: ret as u32,
+            name,
+        })
+    }
+
+    /// The major number.
+    pub(crate) fn major(&self) -> u32 {
+        self.major
+    }
+}
+
+impl Drop for BlockMajor {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant the major is registered under `name`.
+        unsafe { bindings::unregister_blkdev(self.major, self.name.as_char_ptr()) };
+    }
+}

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A device class with sysfs attributes on the class and on each of its devices.
+//!
+//! The 7.3 `kernel` crate has no sysfs attribute abstraction. Attributes here are declared as
+//! `(name, mode)` lists; one show and one store trampoline serve them all and dispatch to the
+//! owner by attribute name, so the driver's attribute code stays safe Rust.
+//!
+//! C header: [`include/linux/device/class.h`](srctree/include/linux/device/class.h)
+
+use core::{
+    fmt,
+    marker::PhantomData,
+    pin::Pin,
+    ptr::NonNull, //
+};
+
+use kernel::{
+    bindings,
+    error::to_result,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::Arc,
+    types::Opaque, //
+};
+
+/// Output buffer of a sysfs `show` callback (one page, truncated silently like `sysfs_emit`).
+pub(crate) struct SysfsWriter {
+    buf: *mut u8,
+    len: usize,
+}
+
+impl SysfsWriter {
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl fmt::Write for SysfsWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(PAGE_SIZE - 1 - self.len);
+        // SAFETY: `buf` is the page sysfs handed to `show`; `len + n < PAGE_SIZE`.
+        unsafe { core::ptr::copy_nonoverlapping(s.as_ptr(), self.buf.add(self.len), n) };
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Attributes of the class and of its devices, implemented by the per-device data type.
+pub(crate) trait Attributes: Send + Sync + Sized + 'static {
+    /// `(name, mode)` of every per-device attribute.
+    const DEVICE_ATTRS: &'static [(&'static CStr, u16)];
+    /// `(name, mode)` of every class attribute.
+    const CLASS_ATTRS: &'static [(&'static CStr, u16)];
+
+    /// Shows per-device attribute `name` of `this`.
+    fn show(this: &Self, name: &CStr, out: &mut SysfsWriter) -> Result;
+    /// Stores `input` (exactly as written) into per-device attribute `name` of `this`.
+    fn store(this: &Self, name: &CStr, input: &[u8]) -> Result;
+    /// Shows class attribute `name`.
+    fn show_class(name: &CStr, out: &mut SysfsWriter) -> Result;
+    /// Stores `input` into class attribute `name`.
+    fn store_class(name: &CStr, input: &[u8]) -> Result;
+}
+
+fn emit(out: &SysfsWriter, ret: Result) -> isize {
+    match ret {
+        Ok(()) => out.len() as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+struct Callbacks<T: Attributes>(PhantomData<T>);
+
+impl<T: Attributes> Callbacks<T> {
+    /// # Safety
+    ///
+    /// Called by sysfs for an attribute of a device created by [`Class::create_device`].
+    unsafe extern "C" fn show(
+        dev: *mut bindings::device,
+        attr: *mut bindings::device_attribute,
+        buf: *mut c_char,
+    ) -> isize {
+        // SAFETY: the device's driver data is the `T` kept alive by its `ClassDevice`, which
+        // removes the device (waiting for running callbacks) before releasing it.
+        let this = unsafe { &*bindings::dev_get_drvdata(dev).cast::<T>() };
+        // SAFETY: attribute names are the static strings of `T::DEVICE_ATTRS`.
+        let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
+        let mut out = SysfsWriter { buf: buf.cast(), len: 0 };
+        let ret = T::show(this, name, &mut out);
+        emit(&out, ret)
+    }
+
+    /// # Safety
+    ///
+    /// As for `show`; `buf` holds `count` bytes.
+    unsafe extern "C" fn store(
+        dev: *mut bindings::device,
+        attr: *mut bindings::device_attribute,
+        buf: *const c_char,
+        count: usize,
+    ) -> isize {
+        // SAFETY: as in `show`.
+        let this = unsafe { &*bindings::dev_get_drvdata(dev).cast::<T>() };
+        // SAFETY: as in `show`.
+        let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
+        // SAFETY: sysfs passes `count` readable bytes.
+        let input = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) };
+        match T::store(this, name, input) {
+            Ok(()) => count as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by sysfs for an attribute of a class registered by [`Class::new`].
+    unsafe extern "C" fn show_class(
+        _class: *const bindings::class,
+        attr: *const bindings::class_attribute,
+        buf: *mut c_char,
+    ) -> isize {
+        // SAFETY: attribute names are the static strings of `T::CLASS_ATTRS`.
+        let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
+        let mut out = SysfsWriter { buf: buf.cast(), len: 0 };
+        let ret = T::show_class(name, &mut out);
+        emit(&out, ret)
+    }
+
+    /// # Safety
+    ///
+    /// As for `show_class`; `buf` holds `count` bytes.
+    unsafe extern "C" fn store_class(
+        _class: *const bindings::class,
+        attr: *const bindings::class_attribute,
+        buf: *const c_char,
+        count: usize,
+    ) -> isize {
+        // SAFETY: as in `show_class`.
+        let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
+        // SAFETY: sysfs passes `count` readable bytes.
+        let input = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) };
+        match T::store_class(name, input) {
+            Ok(()) => count as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+}
+
+/// The C structures of a class and its attribute groups, pinned for as long as it is registered.
+struct ClassData {
+    class: Opaque<bindings::class>,
+    dev_attrs: KVec<bindings::device_attribute>,
+    class_attrs: KVec<bindings::class_attribute>,
+    dev_attr_ptrs: KVec<*mut bindings::attribute>,
+    class_attr_ptrs: KVec<*mut bindings::attribute>,
+    dev_group: bindings::attribute_group,
+    class_group: bindings::attribute_group,
+    dev_groups: [*const bindings::attribute_group; 2],
+    class_groups: [*const bindings::attribute_group; 2],
+}
+
+/// A registered device class.
+///
+/// # Invariants
+///
+/// `data.class` is registered with `class_register` and points at the attribute arrays of
+/// `data`, which never move (the box is pinned) while it is registered.
+pub(crate) struct Class<T: Attributes> {
+    data: Pin<KBox<ClassData>>,
+    _p: PhantomData<fn(T)>,
+}
+
+// SAFETY: class functions may be called from any thread; the data is only changed at creation.
+unsafe impl<T: Attributes> Send for Class<T> {}
+// SAFETY: as above.
+unsafe impl<T: Attributes> Sync for Class<T> {}
+
+fn attr(name: &'static CStr, mode: u16) -> bindings::attribute {
+    let mut attr = bindings::attribute {
+        name: name.as_char_ptr(),
+        mode,
+        ..pin_init::zeroed()
+    };
+    // As `sysfs_attr_init` does: lockdep needs a static key for attributes in dynamic memory.
+    #[cfg(CONFIG_DEBUG_LOCK_ALLOC)]
+    {
+        attr.key = kernel::static_lock_class!().as_ptr();
+    }
+    attr
+}
+
+impl<T: Attributes> Class<T> {
+    /// Registers class `name` with `T`'s attributes.
+    pub(crate) fn new(name: &'static CStr) -> Result<Self> {
+        let mut dev_attrs = KVec::with_capacity(T::DEVICE_ATTRS.len(), GFP_KERNEL)?;
+        for &(n, mode) in T::DEVICE_ATTRS {
+            dev_attrs.push(
+                bindings::device_attribute {
+                    attr: attr(n, mode),
+                    __bindgen_anon_1: bindings::device_attribute__bindgen_ty_1 {
+                        show: Some(Callbacks::<T>::show),
+                    },
+                    __bindgen_anon_2: bindings::device_attribute__bindgen_ty_2 {
+                        store: if mode & 0o222 != 0 { Some(Callbacks::<T>::store) } else { None },
+                    },
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        let mut class_attrs = KVec::with_capacity(T::CLASS_ATTRS.len(), GFP_KERNEL)?;
+        for &(n, mode) in T::CLASS_ATTRS {
+            class_attrs.push(
+                bindings::class_attribute {
+                    attr: attr(n, mode),
+                    show: Some(Callbacks::<T>::show_class),
+                    store: if mode & 0o222 != 0 { Some(Callbacks::<T>::store_class) } else { None },
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        let mut data = KBox::new(
+            ClassData {
+                class: Opaque::zeroed(),
+                dev_attrs,
+                class_attrs,
+                dev_attr_ptrs: KVec::new(),
+                class_attr_ptrs: KVec::new(),
+                dev_group: pin_init::zeroed(),
+                class_group: pin_init::zeroed(),
+                dev_groups: [core::ptr::null(); 2],
+                class_groups: [core::ptr::null(); 2],
+            },
+            GFP_KERNEL,
+        )?;
+        // Wire the pointer arrays; the box's contents do not move from here on.
+        let d = &mut *data;
+        for a in d.dev_attrs.iter_mut() {
+            d.dev_attr_ptrs.push(&raw mut a.attr, GFP_KERNEL)?;
+        }
+        d.dev_attr_ptrs.push(core::ptr::null_mut(), GFP_KERNEL)?;
+        for a in d.class_attrs.iter_mut() {
+            d.class_attr_ptrs.push(&raw mut a.attr, GFP_KERNEL)?;
+        }
+        d.class_attr_ptrs.push(core::ptr::null_mut(), GFP_KERNEL)?;
+        d.dev_group.__bindgen_anon_2.attrs = d.dev_attr_ptrs.as_mut_ptr();
+        d.class_group.__bindgen_anon_2.attrs = d.class_attr_ptrs.as_mut_ptr();
+        d.dev_groups[0] = &raw const d.dev_group;
+        d.class_groups[0] = &raw const d.class_group;
+        let class = d.class.get();
+        // SAFETY: `class` is zeroed memory owned by `d`; the groups point into `d`.
+        unsafe {
+            (*class).name = name.as_char_ptr();
+            (*class).dev_groups = d.dev_groups.as_ptr().cast_mut();
+            (*class).class_groups = d.class_groups.as_ptr().cast_mut();
+        }
+        let data = KBox::into_pin(data);
+        // SAFETY: the class structure is fully set up and pinned in `data`.
+        to_result(unsafe { bindings::class_register(data.class.get()) })?;
+        // INVARIANT: registered just above, with pinned data.
+        Ok(Self {
+            data,
+            _p: PhantomData,
+        })
+    }
+
+    /// Creates device `name` (a `/` in it shows as `!` in sysfs) with number `devt`, whose
+    /// attributes are served by `data`.
+    pub(crate) fn create_device(&self, devt: u32, name: &CStr, data: Arc<T>) -> Result<ClassDevice<T>> {
+        let drvdata = Arc::into_raw(data);
+        // SAFETY: the class is registered; `"%s"` consumes exactly the one string argument.
+        let dev = unsafe {
+            bindings::device_create(
+                self.data.class.get(),
+                core::ptr::null_mut(),
+                devt,
+                drvdata.cast_mut().cast(),
+                c"%s".as_char_ptr(),
+                name.as_char_ptr(),
+            )
+        };
+        match kernel::error::from_err_ptr(dev) {
+            Ok(dev) => Ok(ClassDevice {
+                // SAFETY: `from_err_ptr` succeeded, so `dev` is a valid device.
+                dev: unsafe { NonNull::new_unchecked(dev) },
+                class: self.data.class.get(),
+                devt,
+                // SAFETY: `drvdata` came from `Arc::into_raw` above.
+                data: unsafe { Arc::from_raw(drvdata) },
+            }),
+            Err(e) => {
+                // SAFETY: `drvdata` came from `Arc::into_raw` above and was not kept.
+                drop(unsafe { Arc::from_raw(drvdata) });
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<T: Attributes> Drop for Class<T> {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant the class is registered.
+        unsafe { bindings::class_unregister(self.data.class.get()) };
+    }
+}
+
+/// A device of a [`Class`], removed when dropped.
+///
+/// # Invariants
+///
+/// `dev` was created by `device_create` in class `class` with number `devt` and driver data
+/// `data`; the class outlives it (the driver drops all devices before the class).
+pub(crate) struct ClassDevice<T: Attributes> {
+    dev: NonNull<bindings::device>,
+    class: *mut bindings::class,
+    devt: u32,
+    data: Arc<T>,
+}
+
+// SAFETY: devices may be removed from any thread.
+unsafe impl<T: Attributes> Send for ClassDevice<T> {}
+// SAFETY: `&ClassDevice` gives no access to the C device.
+unsafe impl<T: Attributes> Sync for ClassDevice<T> {}
+
+impl<T: Attributes> Drop for ClassDevice<T> {
+    fn drop(&mut self) {
+        let _ = self.dev;
+        // SAFETY: by the type invariant the device exists in the live class. `device_destroy`
+        // waits for attribute callbacks in progress, so `data` is released after them.
+        unsafe { bindings::device_destroy(self.class, self.devt) };
+        let _ = &self.data;
+    }
+}

@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Memory shared with the ring daemon, and the VMA that maps it.
+//!
+//! The ring page and all data pages are one zeroed vmalloc area: the kernel reaches it through
+//! a stable address, and every page is inserted into the daemon's VMA once, at `mmap` time, so
+//! the data path never touches page tables.
+//!
+//! The daemon can write anything at any time into this memory, so nothing here forms a Rust
+//! reference into it: all accesses are raw volatile or atomic operations at offsets computed
+//! from bounded values, and every value read is returned by copy for the caller to validate.
+//!
+//! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h)
+
+use kernel::{
+    bindings,
+    mm::virt::{
+        VmaNew,
+        VmaRef, //
+    },
+    page::{
+        AsPageIter,
+        Page,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    sync::{
+        atomic::{
+            atomic_load,
+            atomic_store,
+            Acquire,
+            Release, //
+        },
+        Arc,
+        ArcBorrow, //
+    },
+    types::Opaque,
+};
+
+use crate::uapi::{
+    RingRequest,
+    RingResponse,
+    MMAP_PAGES,
+    RING_ENTRY_SIZE,
+    RING_HEADER_SIZE,
+    RING_SIZE,
+    SEGMENT_MAX, //
+};
+
+/// Size of the shared area (and of the only mapping accepted), in bytes.
+pub(crate) const MMAP_BYTES: usize = MMAP_PAGES * PAGE_SIZE;
+
+const REQ_PROD_OFFSET: usize = 0;
+const REQ_EVENT_OFFSET: usize = 4;
+const RSP_PROD_OFFSET: usize = 8;
+const RSP_EVENT_OFFSET: usize = 12;
+
+/// The ring page and the data pages of one ring mapping.
+///
+/// # Invariants
+///
+/// `area` is a vmalloc allocation of `MMAP_BYTES` bytes, page aligned.
+pub(crate) struct SharedRing {
+    area: VBox<Opaque<[u8; MMAP_BYTES]>>,
+}
+
+impl SharedRing {
+    /// Allocates a zeroed area with the ring header initialised (both event indices 1).
+    pub(crate) fn new() -> Result<Self> {
+        let area = VBox::<Opaque<[u8; MMAP_BYTES]>>::zeroed(GFP_KERNEL)?;
+        let ring = Self { area };
+        ring.store_u32(REQ_EVENT_OFFSET, 1);
+        ring.store_u32(RSP_EVENT_OFFSET, 1);
+        Ok(ring)
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.area.get().cast()
+    }
+
+    fn store_u32(&self, offset: usize, value: u32) {
+        debug_assert!(offset % 4 == 0 && offset < PAGE_SIZE);
+        // SAFETY: `offset` is a 4-aligned offset within the ring page, part of the live area.
+        unsafe { atomic_store(self.base().add(offset).cast::<u32>(), value, Release) };
+    }
+
+    /// Makes requests up to (not including) index `req_prod` visible to the daemon.
+    ///
+    /// The entries must have been written before: the store has release semantics.
+    pub(crate) fn publish_requests(&self, req_prod: u32) {
+        self.store_u32(REQ_PROD_OFFSET, req_prod);
+    }
+
+    /// The daemon's response producer index, read once with acquire semantics.
+    pub(crate) fn responses_produced(&self) -> u32 {
+        // SAFETY: the offset is 4-aligned within the live ring page.
+        unsafe { atomic_load(self.base().add(RSP_PROD_OFFSET).cast::<u32>(), Acquire) }
+    }
+
+    fn entry(&self, index: u32) -> *mut u8 {
+        let slot = index as usize % RING_SIZE;
+        // SAFETY: `slot < RING_SIZE`, and the entries fit in the ring page (checked at build
+        // time in `uapi`), so the pointer stays within the area.
+        unsafe { self.base().add(RING_HEADER_SIZE + slot * RING_ENTRY_SIZE) }
+    }
+
+    /// Writes `req` into the entry of ring index `index`.
+    pub(crate) fn write_request(&self, index: u32, req: &RingRequest) {
+        // SAFETY: `entry` is within the area and 8-aligned (64 + k * 112); `RingRequest` is
+        // plain data of `RING_ENTRY_SIZE` bytes.
+        unsafe { core::ptr::write_volatile(self.entry(index).cast::<RingRequest>(), *req) };
+    }
+
+    /// Copies the response at ring index `index` out of the shared page.
+    pub(crate) fn read_response(&self, index: u32) -> RingResponse {
+        // SAFETY: as in `write_request`; every bit pattern is a valid `RingResponse`.
+        unsafe { core::ptr::read_volatile(self.entry(index).cast::<RingResponse>()) }
+    }
+
+    fn data(&self, id: usize, seg: usize, offset: usize, len: usize) -> Result<*mut u8> {
+        if id >= RING_SIZE || seg >= SEGMENT_MAX || offset > PAGE_SIZE || len > PAGE_SIZE - offset {
+            return Err(EINVAL);
+        }
+        let page = 1 + id * SEGMENT_MAX + seg;
+        // SAFETY: `page < MMAP_PAGES` and `offset + len <= PAGE_SIZE` were checked above.
+        Ok(unsafe { self.base().add(page * PAGE_SIZE + offset) })
+    }
+
+    /// Copies `len` bytes at `src_offset` of `src` into data page (`id`, `seg`) at `offset`.
+    pub(crate) fn copy_to_data(
+        &self,
+        id: usize,
+        seg: usize,
+        offset: usize,
+        src: &Page,
+        src_offset: usize,
+        len: usize,
+    ) -> Result {
+        let dst = self.data(id, seg, offset, len)?;
+        // SAFETY: `dst` is valid for `len` bytes of the area; the daemon may write them
+        // concurrently, which only affects the data copied, as with any user buffer.
+        unsafe { src.read_raw(dst, src_offset, len) }
+    }
+
+    /// Copies `len` bytes of data page (`id`, `seg`) at `offset` into `dst` at `dst_offset`.
+    pub(crate) fn copy_from_data(
+        &self,
+        id: usize,
+        seg: usize,
+        offset: usize,
+        dst: &Page,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result {
+        let src = self.data(id, seg, offset, len)?;
+        // SAFETY: as in `copy_to_data`.
+        unsafe { dst.write_raw(src, dst_offset, len) }
+    }
+
+    /// Maps the whole area into `vma`, which must cover exactly `MMAP_BYTES` from file offset
+    /// zero with `MAP_SHARED`, and makes `owner` learn about the mapping's end.
+    ///
+    /// The VMA cannot be copied on fork, expanded, moved, split or made executable, and faults
+    /// anywhere in it (there are none while it is intact) raise `SIGBUS`.
+    pub(crate) fn map<T: MappingOwner>(&mut self, vma: &VmaNew, owner: Arc<T>) -> Result<MappingId> {
+        let start = vma.start();
+        if vma.end() - start != MMAP_BYTES {
+            return Err(EINVAL);
+        }
+        // SAFETY: `vma` is a valid VMA being set up under the mmap lock; reading is fine.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        if pgoff != 0 || vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
+            return Err(EINVAL);
+        }
+        if vma.executable() {
+            return Err(EPERM);
+        }
+        vma.try_clear_mayexec()?;
+        vma.set_dontcopy();
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        let mixed = vma.set_mixedmap();
+        for (i, page) in self.area.page_iter().enumerate() {
+            mixed.vm_insert_page(start + i * PAGE_SIZE, &page)?;
+        }
+        let id = MappingId::of(vma);
+        // Only now, when nothing can fail any more: a failed `mmap` does not call `close`.
+        // SAFETY: the VMA is being set up under the mmap write lock; `VmaOps::<T>::OPS` is
+        // static; the owner reference is released by `close`.
+        unsafe {
+            (*vma.as_ptr()).vm_private_data = Arc::into_raw(owner).cast_mut().cast();
+            (*vma.as_ptr()).vm_ops = &VmaOps::<T>::OPS;
+        }
+        Ok(id)
+    }
+}
+
+/// Identifies one ring mapping: its address space and start address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MappingId {
+    mm: usize,
+    start: usize,
+}
+
+impl MappingId {
+    fn of(vma: &VmaRef) -> Self {
+        Self {
+            mm: core::ptr::from_ref(vma.mm()).addr(),
+            start: vma.start(),
+        }
+    }
+
+    /// The identity of the mapping's address space, comparable with
+    /// [`super::task::current_mm_id`].
+    pub(crate) fn mm(&self) -> usize {
+        self.mm
+    }
+}
+
+/// The owner of a ring mapping, told when a VMA of it goes away.
+pub(crate) trait MappingOwner: Send + Sync + Sized + 'static {
+    /// A VMA created by [`SharedRing::map`] (identified by `id`), or a transient copy of it
+    /// (with another `id`), is being unmapped. Runs under the mmap write lock.
+    fn unmapped(this: ArcBorrow<'_, Self>, id: MappingId);
+}
+
+struct VmaOps<T: MappingOwner>(core::marker::PhantomData<T>);
+
+impl<T: MappingOwner> VmaOps<T> {
+    /// # Safety
+    ///
+    /// Called by the mm core for a copy of a VMA set up by [`SharedRing::map`].
+    unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: the copied `vm_private_data` holds a reference from `Arc::into_raw`; the
+        // original VMA keeps it alive while we take one more for the copy.
+        let owner = unsafe { ArcBorrow::<T>::from_raw((*vma).vm_private_data.cast()) };
+        core::mem::forget(Arc::<T>::from(owner));
+    }
+
+    /// # Safety
+    ///
+    /// Called by the mm core, once, when a VMA set up by [`SharedRing::map`] (or a copy made
+    /// through `open`) is unmapped.
+    unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: `vm_private_data` holds a reference taken in `map` or `open` that this VMA
+        // owns and releases now.
+        let owner = unsafe { Arc::<T>::from_raw((*vma).vm_private_data.cast()) };
+        // SAFETY: the VMA is valid for the duration of the callback.
+        let id = MappingId::of(unsafe { VmaRef::from_raw(vma) });
+        T::unmapped(owner.as_arc_borrow(), id);
+    }
+
+    /// Refuses to split the VMA (partial `munmap`/`mprotect`): the ring is all or nothing.
+    unsafe extern "C" fn may_split(_vma: *mut bindings::vm_area_struct, _addr: c_ulong) -> c_int {
+        EINVAL.to_errno()
+    }
+
+    /// Refuses to move the VMA.
+    unsafe extern "C" fn mremap(_vma: *mut bindings::vm_area_struct) -> c_int {
+        EINVAL.to_errno()
+    }
+
+    /// Every page is inserted at `mmap` time; any fault is outside the ring.
+    unsafe extern "C" fn fault(_vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+        bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t
+    }
+
+    const OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        open: Some(Self::open),
+        close: Some(Self::close),
+        may_split: Some(Self::may_split),
+        mremap: Some(Self::mremap),
+        fault: Some(Self::fault),
+        ..pin_init::zeroed()
+    };
+}

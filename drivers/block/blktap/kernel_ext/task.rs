@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Facts about the calling task, and references on this module.
+
+use kernel::{
+    bindings,
+    prelude::*, //
+};
+
+/// The thread id of the calling task, as the `task` sysfs attribute reports it.
+pub(crate) fn current_pid() -> i32 {
+    kernel::current!().pid()
+}
+
+/// An identity for the address space of the calling task, or `None` for a kernel thread.
+///
+/// The value is only ever compared with the identity recorded when a ring was mapped; that
+/// mapping keeps its address space alive, so the value cannot be reused while it is recorded.
+pub(crate) fn current_mm_id() -> Option<usize> {
+    kernel::current!().mm().map(|mm| core::ptr::from_ref(mm).addr())
+}
+
+/// Whether the calling task has `CAP_SYS_ADMIN` (and so may create and destroy taps).
+pub(crate) fn capable_sys_admin() -> bool {
+    // SAFETY: `capable` may be called from any process context.
+    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) }
+}
+
+/// A reference on this module: while one exists, the module cannot be unloaded.
+///
+/// # Invariants
+///
+/// A reference on `THIS_MODULE` was taken with `try_module_get` and is owned by this object.
+pub(crate) struct ModuleRef(());
+
+impl ModuleRef {
+    /// Takes a reference on this module; fails with `ENODEV` while the module is being unloaded.
+    pub(crate) fn get() -> Result<Self> {
+        let module = kernel::module::this_module::<crate::LocalModule>().as_ptr();
+        // SAFETY: `module` is this module's `THIS_MODULE` pointer, valid while we run.
+        if unsafe { bindings::try_module_get(module) } {
+            // INVARIANT: the reference was just taken.
+            Ok(Self(()))
+        } else {
+            Err(ENODEV)
+        }
+    }
+}
+
+impl Drop for ModuleRef {
+    fn drop(&mut self) {
+        let module = kernel::module::this_module::<crate::LocalModule>().as_ptr();
+        // SAFETY: by the type invariant we own one reference on this module.
+        unsafe { bindings::module_put(module) };
+    }
+}

@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Protocol logic of the shared ring, independent of any kernel object so KUnit can test it:
+//! slot allocation, segment encoding, response validation, device parameters and disk names.
+
+use core::fmt;
+
+use kernel::{
+    page::PAGE_SIZE,
+    prelude::*, //
+};
+
+use crate::uapi::{
+    Blktap2Params,
+    DeviceInfo,
+    RingResponse,
+    DEVICE_RO,
+    NAME_MAX,
+    RING_SIZE,
+    RSP_OKAY, //
+};
+
+/// Sector size of the ring protocol: segments and sector numbers count 512-byte units.
+pub(crate) const SECTOR_SIZE: usize = 512;
+
+/// A request sent to the daemon and not answered yet.
+pub(crate) struct Pending<R> {
+    /// The block request (or, in tests, a stand-in).
+    pub(crate) rq: R,
+    /// The operation sent (`OP_READ` or `OP_WRITE`).
+    pub(crate) operation: u8,
+}
+
+/// The ring's request ids: id `i` owns data pages `1 + i * SEGMENT_MAX ..`.
+///
+/// # Invariants
+///
+/// Bit `i` of `used` is set exactly when `slots[i]` is `Some`.
+pub(crate) struct Slots<R> {
+    slots: [Option<Pending<R>>; RING_SIZE],
+    used: u32,
+}
+
+impl<R> Slots<R> {
+    /// An empty table.
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: [const { None }; RING_SIZE],
+            used: 0,
+        }
+    }
+
+    /// The lowest free id, if any.
+    pub(crate) fn free_id(&self) -> Option<usize> {
+        let id = self.used.trailing_ones() as usize;
+        (id < RING_SIZE).then_some(id)
+    }
+
+    /// Records `pending` under the free id `id`.
+    pub(crate) fn insert(&mut self, id: usize, pending: Pending<R>) {
+        debug_assert!(id < RING_SIZE && self.slots[id].is_none());
+        self.slots[id] = Some(pending);
+        // INVARIANT: bit and slot set together.
+        self.used |= 1 << id;
+    }
+
+    /// The operation of the request pending under `id`, if one is.
+    pub(crate) fn operation(&self, id: usize) -> Option<u8> {
+        self.slots.get(id)?.as_ref().map(|p| p.operation)
+    }
+
+    /// Removes and returns the request pending under `id`.
+    pub(crate) fn take(&mut self, id: usize) -> Option<Pending<R>> {
+        let pending = self.slots.get_mut(id)?.take()?;
+        // INVARIANT: bit and slot cleared together.
+        self.used &= !(1 << id);
+        Some(pending)
+    }
+
+    /// Number of pending requests.
+    pub(crate) fn count(&self) -> u32 {
+        self.used.count_ones()
+    }
+
+    /// Ids of pending requests, lowest first.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..RING_SIZE).filter(|&i| self.used & (1 << i) != 0)
+    }
+}
+
+/// Encodes a segment at `offset` of length `len` within a page as `(first_sect, last_sect)`.
+///
+/// The queue limits make every segment 512-byte aligned and within one page; anything else is
+/// refused rather than sent.
+pub(crate) fn segment_sectors(offset: usize, len: usize) -> Result<(u8, u8)> {
+    if len == 0 || offset % SECTOR_SIZE != 0 || len % SECTOR_SIZE != 0 || offset + len > PAGE_SIZE {
+        return Err(EINVAL);
+    }
+    let first = offset / SECTOR_SIZE;
+    let last = first + len / SECTOR_SIZE - 1;
+    Ok((first as u8, last as u8))
+}
+
+/// Number of responses to consume, from the kernel's `rsp_cons` and the daemon's `rsp_prod`.
+///
+/// A correct daemon never has more than `RING_SIZE` unconsumed responses; a larger distance
+/// (including a `rsp_prod` behind `rsp_cons`) is a corrupt index and yields `None`.
+pub(crate) fn responses_to_consume(rsp_cons: u32, rsp_prod: u32) -> Option<u32> {
+    let n = rsp_prod.wrapping_sub(rsp_cons);
+    (n as usize <= RING_SIZE).then_some(n)
+}
+
+/// What a response from the daemon means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Completes request `id`, successfully or not.
+    Complete {
+        /// The request id.
+        id: usize,
+        /// Whether the daemon reported success.
+        ok: bool,
+    },
+    /// Completes request `id` with an error: the operation does not match the request's.
+    OpMismatch {
+        /// The request id.
+        id: usize,
+    },
+    /// Refers to no pending request: ignored.
+    Invalid,
+}
+
+/// Judges `rsp` against the pending requests.
+pub(crate) fn judge_response<R>(slots: &Slots<R>, rsp: &RingResponse) -> Verdict {
+    let Ok(id) = usize::try_from(rsp.id) else {
+        return Verdict::Invalid;
+    };
+    match slots.operation(id) {
+        None => Verdict::Invalid,
+        Some(op) if op != rsp.operation => Verdict::OpMismatch { id },
+        Some(_) => Verdict::Complete {
+            id,
+            ok: rsp.status == RSP_OKAY,
+        },
+    }
+}
+
+/// Validated parameters of a block device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DeviceConfig {
+    /// Size in 512-byte sectors.
+    pub(crate) capacity: u64,
+    /// Logical block size.
+    pub(crate) logical_block_size: u32,
+    /// Physical block size.
+    pub(crate) physical_block_size: u32,
+    /// Read-only disk.
+    pub(crate) read_only: bool,
+}
+
+impl DeviceConfig {
+    /// Validates a `CREATE_DEVICE` argument as the V-XS driver does.
+    pub(crate) fn from_info(info: &DeviceInfo) -> Result<Self> {
+        let lbs = info.sector_size;
+        let pbs = info.physical_sector_size;
+        if info.capacity == 0
+            || !lbs.is_power_of_two()
+            || !(512..=4096).contains(&lbs)
+            || !pbs.is_power_of_two()
+            || pbs < 512
+            || info.capacity > u64::MAX >> lbs.trailing_zeros()
+        {
+            return Err(EINVAL);
+        }
+        Ok(Self {
+            capacity: info.capacity,
+            logical_block_size: lbs,
+            // The block layer requires physical >= logical; V-XS does not check it.
+            physical_block_size: pbs.max(lbs),
+            read_only: info.flags & DEVICE_RO != 0,
+        })
+    }
+
+    /// Validates a `CREATE_DEVICE_COMPAT` argument: one size for logical and physical blocks.
+    pub(crate) fn from_params(params: &Blktap2Params) -> Result<Self> {
+        let size = u32::try_from(params.sector_size).map_err(|_| EINVAL)?;
+        Self::from_info(&DeviceInfo {
+            capacity: params.capacity,
+            sector_size: size,
+            physical_sector_size: size,
+            ..DeviceInfo::default()
+        })
+    }
+}
+
+/// The name carried by a `CREATE_DEVICE_COMPAT` argument: up to the first NUL, at most
+/// `NAME_MAX - 1` bytes.
+pub(crate) fn params_name(params: &Blktap2Params) -> &[u8] {
+    let len = params.name.iter().position(|&b| b == 0).unwrap_or(NAME_MAX - 1);
+    &params.name[..len.min(NAME_MAX - 1)]
+}
+
+/// The name of the disk of tap `minor`: `td` and base-26 letters (`tda`, `tdz`, `tdaa`, ...).
+#[derive(Clone, Copy)]
+pub(crate) struct DiskName {
+    buf: [u8; 5],
+    len: usize,
+}
+
+impl DiskName {
+    /// The disk name of `minor` (at most three letters, enough for 18278 minors).
+    pub(crate) fn new(minor: u32) -> Self {
+        let m = minor as usize;
+        let mut buf = *b"td\0\0\0";
+        let len = if m < 26 {
+            buf[2] = b'a' + m as u8;
+            3
+        } else if m < 26 * 27 {
+            buf[2] = b'a' + (m / 26 - 1) as u8;
+            buf[3] = b'a' + (m % 26) as u8;
+            4
+        } else {
+            let hi = m / 26 - 1;
+            buf[2] = b'a' + (hi / 26 - 1) as u8;
+            buf[3] = b'a' + (hi % 26) as u8;
+            buf[4] = b'a' + (m % 26) as u8;
+            5
+        };
+        Self { buf, len }
+    }
+
+    /// The name's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl kernel::fmt::Display for DiskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for DiskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.as_bytes() {
+            fmt::Write::write_char(f, char::from(b))?;
+        }
+        Ok(())
+    }
+}
+
+#[kunit_tests(blktap_ring)]
+mod tests {
+    use super::*;
+    use crate::uapi::{
+        OP_READ,
+        OP_WRITE, //
+    };
+
+    #[test]
+    fn slots_lowest_free_first() {
+        let mut s = Slots::<u32>::new();
+        for i in 0..RING_SIZE {
+            assert_eq!(s.free_id(), Some(i));
+            s.insert(i, Pending { rq: i as u32, operation: OP_READ });
+        }
+        assert_eq!(s.free_id(), None);
+        assert_eq!(s.count(), 32);
+        assert_eq!(s.take(5).map(|p| p.rq), Some(5));
+        assert!(s.take(5).is_none());
+        assert_eq!(s.free_id(), Some(5));
+        assert_eq!(s.ids().count(), 31);
+        assert!(s.take(RING_SIZE).is_none());
+    }
+
+    #[test]
+    fn segment_encoding() {
+        assert_eq!(segment_sectors(0, 4096), Ok((0, 7)));
+        assert_eq!(segment_sectors(512, 512), Ok((1, 1)));
+        assert_eq!(segment_sectors(3584, 512), Ok((7, 7)));
+        assert!(segment_sectors(0, 0).is_err());
+        assert!(segment_sectors(256, 512).is_err());
+        assert!(segment_sectors(512, 4096).is_err());
+        assert!(segment_sectors(0, 1000).is_err());
+    }
+
+    #[test]
+    fn response_index_arithmetic() {
+        assert_eq!(responses_to_consume(0, 0), Some(0));
+        assert_eq!(responses_to_consume(10, 42), Some(32));
+        assert_eq!(responses_to_consume(10, 43), None);
+        assert_eq!(responses_to_consume(u32::MAX - 1, 3), Some(5));
+        assert_eq!(responses_to_consume(5, 4), None);
+    }
+
+    #[test]
+    fn response_judgement() {
+        let mut s = Slots::<()>::new();
+        s.insert(3, Pending { rq: (), operation: OP_WRITE });
+        let mut rsp = RingResponse { id: 3, operation: OP_WRITE, ..Default::default() };
+        assert_eq!(judge_response(&s, &rsp), Verdict::Complete { id: 3, ok: true });
+        rsp.status = -1;
+        assert_eq!(judge_response(&s, &rsp), Verdict::Complete { id: 3, ok: false });
+        rsp.operation = OP_READ;
+        assert_eq!(judge_response(&s, &rsp), Verdict::OpMismatch { id: 3 });
+        rsp.id = 4;
+        assert_eq!(judge_response(&s, &rsp), Verdict::Invalid);
+        rsp.id = 32;
+        assert_eq!(judge_response(&s, &rsp), Verdict::Invalid);
+        rsp.id = u64::MAX;
+        assert_eq!(judge_response(&s, &rsp), Verdict::Invalid);
+    }
+
+    #[test]
+    fn device_info_validation() {
+        let ok = DeviceInfo { capacity: 2048, sector_size: 512, physical_sector_size: 4096, ..Default::default() };
+        assert!(DeviceConfig::from_info(&ok).is_ok());
+        for bad in [
+            DeviceInfo { capacity: 0, ..ok },
+            DeviceInfo { sector_size: 1000, ..ok },
+            DeviceInfo { sector_size: 8192, ..ok },
+            DeviceInfo { sector_size: 256, ..ok },
+            DeviceInfo { physical_sector_size: 100, ..ok },
+            DeviceInfo { physical_sector_size: 0, ..ok },
+            DeviceInfo { capacity: u64::MAX, sector_size: 4096, ..ok },
+        ] {
+            assert!(DeviceConfig::from_info(&bad).is_err());
+        }
+        let ro = DeviceConfig::from_info(&DeviceInfo { flags: DEVICE_RO | 0x100, ..ok });
+        assert_eq!(ro.map(|c| c.read_only), Ok(true));
+    }
+
+    #[test]
+    fn disk_names() {
+        let name = |m| DiskName::new(m);
+        assert_eq!(name(0).as_bytes(), b"tda");
+        assert_eq!(name(25).as_bytes(), b"tdz");
+        assert_eq!(name(26).as_bytes(), b"tdaa");
+        assert_eq!(name(701).as_bytes(), b"tdzz");
+        assert_eq!(name(702).as_bytes(), b"tdaaa");
+        assert_eq!(name(16383).as_bytes(), b"tdxfd");
+    }
+}

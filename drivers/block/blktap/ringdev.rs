@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ring character devices `blktap<N>` (region `blktap2`, minor = tap minor).
+
+use core::mem::size_of;
+
+use kernel::{
+    fs::File,
+    mm::virt::VmaNew,
+    prelude::*,
+    sync::{
+        poll::PollTable,
+        Arc,
+        ArcBorrow, //
+    },
+    transmute::FromBytes,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
+};
+
+use crate::{
+    kernel_ext::chrdev::FileOps,
+    registry,
+    ring::{
+        params_name,
+        DeviceConfig, //
+    },
+    tap::Tap,
+    uapi::{
+        Blktap2Params,
+        DeviceInfo,
+        IOCTL_CREATE_DEVICE,
+        IOCTL_CREATE_DEVICE_COMPAT,
+        IOCTL_REMOVE_DEVICE,
+        IOCTL_RESPOND, //
+    },
+};
+
+/// File operations of the ring devices.
+pub(crate) struct RingFile;
+
+/// Copies a `T` from userspace; done before taking any tap lock.
+fn read_user<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read::<T>()
+}
+
+impl FileOps for RingFile {
+    type Ptr = Arc<Tap>;
+
+    fn open(minor: u32, _file: &File) -> Result<Arc<Tap>> {
+        let tap = registry::lookup(minor)?;
+        tap.open_ring()?;
+        Ok(tap)
+    }
+
+    fn release(tap: Arc<Tap>, _file: &File) {
+        tap.release_ring();
+    }
+
+    fn mmap(tap: ArcBorrow<'_, Tap>, _file: &File, vma: &VmaNew) -> Result {
+        Tap::mmap(tap, vma)
+    }
+
+    fn poll(tap: ArcBorrow<'_, Tap>, file: &File, table: PollTable<'_>) -> u32 {
+        tap.poll(file, table)
+    }
+
+    fn ioctl(tap: ArcBorrow<'_, Tap>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            IOCTL_RESPOND => tap.respond()?,
+            IOCTL_CREATE_DEVICE => {
+                let info = read_user::<DeviceInfo>(arg)?;
+                Tap::create_device(tap, DeviceConfig::from_info(&info), None)?
+            }
+            IOCTL_CREATE_DEVICE_COMPAT => {
+                let params = read_user::<Blktap2Params>(arg)?;
+                let config = DeviceConfig::from_params(&params);
+                Tap::create_device(tap, config, Some(params_name(&params)))?
+            }
+            IOCTL_REMOVE_DEVICE => tap.remove_device()?,
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+}

@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! sysfs attributes of the `blktap2` class and of each tap (`/sys/class/blktap2/blktap!blktap<N>`).
+
+use core::fmt::Write;
+
+use kernel::{
+    prelude::*,
+    sync::atomic::Relaxed, //
+};
+
+use crate::{
+    kernel_ext::class::{
+        Attributes,
+        SysfsWriter, //
+    },
+    registry,
+    tap::Tap,
+};
+
+fn fmt_err(_: core::fmt::Error) -> Error {
+    EINVAL
+}
+
+/// Parses a decimal integer as `sscanf("%d")` would accept it (surrounding whitespace allowed).
+fn parse_int(input: &[u8]) -> Result<i32> {
+    let s = core::str::from_utf8(input).map_err(|_| EINVAL)?;
+    s.trim().parse::<i32>().map_err(|_| EINVAL)
+}
+
+impl Attributes for Tap {
+    const DEVICE_ATTRS: &'static [(&'static CStr, u16)] =
+        &[(c"name", 0o644), (c"debug", 0o444), (c"task", 0o444), (c"pool", 0o600)];
+    const CLASS_ATTRS: &'static [(&'static CStr, u16)] = &[(c"verbosity", 0o644), (c"devices", 0o444)];
+
+    fn show(tap: &Tap, name: &CStr, out: &mut SysfsWriter) -> Result {
+        match name.to_bytes() {
+            b"name" => tap.show_name(out).map_err(fmt_err),
+            b"debug" => tap.show_debug(out).map_err(fmt_err),
+            b"task" => match tap.task() {
+                Some(pid) => writeln!(out, "{pid}").map_err(fmt_err),
+                None => Ok(()),
+            },
+            b"pool" => tap.show_pool(out).map_err(fmt_err),
+            _ => Err(EINVAL),
+        }
+    }
+
+    fn store(tap: &Tap, name: &CStr, input: &[u8]) -> Result {
+        match name.to_bytes() {
+            b"name" => tap.set_name(input),
+            b"pool" => tap.set_pool(input),
+            _ => Err(EINVAL),
+        }
+    }
+
+    fn show_class(name: &CStr, out: &mut SysfsWriter) -> Result {
+        match name.to_bytes() {
+            b"verbosity" => writeln!(out, "{}", registry::verbosity()).map_err(fmt_err),
+            b"devices" => registry::for_each_tap(|tap| {
+                tap.with_disk_name(|has_disk, name| {
+                    if !has_disk {
+                        return Ok(());
+                    }
+                    write!(out, "{} ", tap.minor()).map_err(fmt_err)?;
+                    for &b in name {
+                        out.write_char(char::from(b)).map_err(fmt_err)?;
+                    }
+                    writeln!(out).map_err(fmt_err)
+                })
+            }),
+            _ => Err(EINVAL),
+        }
+    }
+
+    fn store_class(name: &CStr, input: &[u8]) -> Result {
+        match name.to_bytes() {
+            b"verbosity" => {
+                registry::VERBOSITY.store(parse_int(input)?, Relaxed);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+}

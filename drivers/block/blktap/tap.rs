@@ -1,0 +1,772 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A tap: one ring (shared with its daemon) and, once the daemon asks for it, one disk.
+//!
+//! See `Documentation/design.rst` for the object lifetimes and the lock order; in short:
+//!
+//! 1. the mmap lock (held by the mm core around `mmap` and VMA close),
+//! 2. [`TAPS`](crate::registry::TAPS), the table of taps,
+//! 3. [`Tap::ctl`], the control state (mapping, disk, name),
+//! 4. the disk's `open_mutex` (block layer: `del_gendisk`, and around our open/release),
+//! 5. [`Tap::io`], the data path state (ring, pending requests), a spinlock.
+//!
+//! Nothing copies from or to userspace while holding `ctl` (a fault takes the mmap lock).
+
+use kernel::{
+    bindings,
+    new_mutex,
+    new_poll_condvar,
+    new_spinlock,
+    prelude::*,
+    sync::{
+        poll::{
+            PollCondVar,
+            PollTable, //
+        },
+        Arc,
+        ArcBorrow,
+        Mutex,
+        SpinLock, //
+    },
+    fs::File,
+    mm::virt::VmaNew,
+    workqueue::{
+        impl_has_work,
+        new_work,
+        Work,
+        WorkItem, //
+    },
+};
+
+use crate::{
+    device::TapQueue,
+    kernel_ext::{
+        blk::{
+            DiskParams,
+            GenDisk,
+            Op,
+            Request,
+            Status, //
+        },
+        shm::{
+            MappingId,
+            MappingOwner,
+            SharedRing, //
+        },
+        task,
+        workqueue as module_wq,
+    },
+    ring::{
+        judge_response,
+        responses_to_consume,
+        segment_sectors,
+        DeviceConfig,
+        DiskName,
+        Pending,
+        Slots,
+        Verdict, //
+    },
+    uapi::{
+        RingRequest,
+        Segment,
+        OP_READ,
+        OP_WRITE,
+        RING_SIZE,
+        SEGMENT_MAX, //
+    },
+};
+
+/// The ring of a mapped tap: the shared memory and the kernel's private indices.
+struct Ring {
+    shm: SharedRing,
+    slots: Slots<Request>,
+    /// Next request index to fill (published up to here by `publish`).
+    req_prod_pvt: u32,
+    /// Next response index to consume.
+    rsp_cons: u32,
+}
+
+/// Statistics, shown by the `debug` attribute.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Stats {
+    /// Requests sent to the daemon.
+    pub(crate) sent: u64,
+    /// Requests completed with an error (by the daemon or by teardown).
+    pub(crate) failed: u64,
+    /// Malformed responses ignored.
+    pub(crate) bad_responses: u64,
+    /// Times the ring was full.
+    pub(crate) busy: u64,
+}
+
+/// Data path state, taken in `queue_rq` (atomic context).
+struct Io {
+    ring: Option<Ring>,
+    /// The disk exists and accepts opens and I/O.
+    disk_live: bool,
+    /// Openers of the disk.
+    openers: u32,
+    /// Requests were published since the last poll.
+    requests_published: bool,
+    /// The disk's last opener closed it since the last poll.
+    disk_closed: bool,
+    /// A request was handed back because the ring was full.
+    queue_busy: bool,
+    stats: Stats,
+}
+
+/// Control state, taken in ioctls, open/release, mmap, VMA close and sysfs.
+struct Ctl {
+    /// Pid of the task that opened the ring, while it is open.
+    task: Option<i32>,
+    /// The ring's mapping, while it exists.
+    mapping: Option<MappingId>,
+    disk: Option<GenDisk<TapQueue>>,
+    config: Option<DeviceConfig>,
+    /// Name set through sysfs or `CREATE_DEVICE_COMPAT` (bytes, as given).
+    name: KVec<u8>,
+    /// Page pool name (pools are accepted for compatibility; all share the page allocator).
+    pool: KVec<u8>,
+    /// `FREE_TAP` succeeded: the ring can no longer be opened.
+    freed: bool,
+}
+
+/// One tap.
+#[pin_data]
+pub(crate) struct Tap {
+    minor: u32,
+    bdev_major: u32,
+    ring_major: u32,
+    #[pin]
+    ctl: Mutex<Ctl>,
+    #[pin]
+    io: SpinLock<Io>,
+    #[pin]
+    poll: PollCondVar,
+    #[pin]
+    remove_work: Work<Tap>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Tap { self.remove_work }
+}
+
+/// Rate limit for per-tap warnings: log the 1st, 2nd, 4th, 8th, ... occurrence.
+fn worth_logging(count: u64) -> bool {
+    count.is_power_of_two()
+}
+
+impl Tap {
+    /// Creates tap `minor`.
+    pub(crate) fn new(minor: u32, ring_major: u32, bdev_major: u32) -> Result<Arc<Self>> {
+        let mut pool = KVec::new();
+        pool.extend_from_slice(b"default", GFP_KERNEL)?;
+        Arc::pin_init(
+            try_pin_init!(Self {
+                minor,
+                bdev_major,
+                ring_major,
+                ctl <- new_mutex!(Ctl {
+                    task: None,
+                    mapping: None,
+                    disk: None,
+                    config: None,
+                    name: KVec::new(),
+                    pool,
+                    freed: false,
+                }),
+                io <- new_spinlock!(Io {
+                    ring: None,
+                    disk_live: false,
+                    openers: 0,
+                    requests_published: false,
+                    disk_closed: false,
+                    queue_busy: false,
+                    stats: Stats::default(),
+                }),
+                poll <- new_poll_condvar!(),
+                remove_work <- new_work!(),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The tap's minor number.
+    pub(crate) fn minor(&self) -> u32 {
+        self.minor
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Ring file.
+
+    /// The ring device is being opened by the calling task.
+    pub(crate) fn open_ring(&self) -> Result {
+        let mut ctl = self.ctl.lock();
+        if ctl.freed {
+            return Err(ENXIO);
+        }
+        if ctl.task.is_some() {
+            return Err(EBUSY);
+        }
+        ctl.task = Some(task::current_pid());
+        Ok(())
+    }
+
+    /// The last reference to the ring file is gone (close and unmap both happened).
+    pub(crate) fn release_ring(&self) {
+        let mut ctl = self.ctl.lock();
+        ctl.task = None;
+        // Without a daemon the disk only fails I/O: remove it now if nobody has it open,
+        // otherwise when its last opener closes it (see `disk_released`).
+        if self.try_remove_disk(&mut ctl).is_err() {
+            pr_info!(
+                "{}: daemon gone while the disk is open; failing I/O until it is closed\n",
+                DiskName::new(self.minor)
+            );
+        }
+    }
+
+    /// Maps the ring into `vma` (the whole 353-page area, once).
+    pub(crate) fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        let mut ctl = this.ctl.lock();
+        if ctl.mapping.is_some() {
+            return Err(EBUSY);
+        }
+        let mut shm = SharedRing::new()?;
+        let id = shm.map(vma, Arc::from(this))?;
+        ctl.mapping = Some(id);
+        let mut io = this.io.lock();
+        io.ring = Some(Ring {
+            shm,
+            slots: Slots::new(),
+            req_prod_pvt: 0,
+            rsp_cons: 0,
+        });
+        io.queue_busy = false;
+        Ok(())
+    }
+
+    /// Registers `file` for wake-ups and reports whether the daemon has something to do.
+    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
+        table.register_wait(file, &self.poll);
+        let mut io = self.io.lock();
+        let ready = io.requests_published || io.disk_closed;
+        io.requests_published = false;
+        io.disk_closed = false;
+        if ready {
+            bindings::POLLIN | bindings::POLLRDNORM
+        } else {
+            0
+        }
+    }
+
+    /// Checks that the calling task's address space owns the ring mapping (else `EACCES`).
+    fn check_owner(ctl: &Ctl) -> Result {
+        match (ctl.mapping, task::current_mm_id()) {
+            (Some(m), Some(mm)) if m.mm() == mm => Ok(()),
+            _ => Err(EACCES),
+        }
+    }
+
+    /// `RESPOND`: consumes the daemon's responses and completes their requests.
+    pub(crate) fn respond(&self) -> Result {
+        let ctl = self.ctl.lock();
+        Self::check_owner(&ctl)?;
+        let mut done: [Option<(Request, Status)>; RING_SIZE] = [const { None }; RING_SIZE];
+        let mut ndone = 0;
+        let restart = {
+            let mut guard = self.io.lock();
+            let io = &mut *guard;
+            let Some(ring) = io.ring.as_mut() else {
+                return Err(EACCES);
+            };
+            let prod = ring.shm.responses_produced();
+            match responses_to_consume(ring.rsp_cons, prod) {
+                None => {
+                    io.stats.bad_responses += 1;
+                    if worth_logging(io.stats.bad_responses) {
+                        pr_warn!(
+                            "{}: ignoring responses: rsp_prod {} is {} past rsp_cons {}\n",
+                            DiskName::new(self.minor),
+                            prod,
+                            prod.wrapping_sub(ring.rsp_cons),
+                            ring.rsp_cons
+                        );
+                    }
+                    ring.rsp_cons = prod;
+                }
+                Some(n) => {
+                    for i in 0..n {
+                        let rsp = ring.shm.read_response(ring.rsp_cons.wrapping_add(i));
+                        let (id, mut status) = match judge_response(&ring.slots, &rsp) {
+                            Verdict::Complete { id, ok: true } => (id, Status::Ok),
+                            Verdict::Complete { id, ok: false } => (id, Status::IoError),
+                            Verdict::OpMismatch { id } => {
+                                io.stats.bad_responses += 1;
+                                if worth_logging(io.stats.bad_responses) {
+                                    pr_warn!(
+                                        "{}: response for id {} has operation {}; failing it\n",
+                                        DiskName::new(self.minor),
+                                        id,
+                                        rsp.operation
+                                    );
+                                }
+                                (id, Status::IoError)
+                            }
+                            Verdict::Invalid => {
+                                io.stats.bad_responses += 1;
+                                if worth_logging(io.stats.bad_responses) {
+                                    pr_warn!(
+                                        "{}: ignoring response for id {} (no such request)\n",
+                                        DiskName::new(self.minor),
+                                        rsp.id
+                                    );
+                                }
+                                continue;
+                            }
+                        };
+                        let Some(pending) = ring.slots.take(id) else {
+                            continue;
+                        };
+                        if status == Status::Ok && pending.operation == OP_READ {
+                            for (seg, s) in pending.rq.segments().enumerate() {
+                                if ring
+                                    .shm
+                                    .copy_from_data(id, seg, s.offset, &s.page, s.offset, s.len)
+                                    .is_err()
+                                {
+                                    status = Status::IoError;
+                                    break;
+                                }
+                            }
+                        }
+                        if status != Status::Ok {
+                            io.stats.failed += 1;
+                        }
+                        done[ndone] = Some((pending.rq, status));
+                        ndone += 1;
+                    }
+                    ring.rsp_cons = ring.rsp_cons.wrapping_add(n);
+                }
+            }
+            let restart = io.queue_busy && ndone > 0;
+            if restart {
+                io.queue_busy = false;
+            }
+            restart
+        };
+        // Ended outside the spinlock: completion may run the queue, which takes it again.
+        for (rq, status) in done.iter_mut().filter_map(Option::take) {
+            rq.end(status);
+        }
+        if restart {
+            if let Some(disk) = &ctl.disk {
+                disk.run_queue();
+            }
+        }
+        Ok(())
+    }
+
+    /// The VMA `id` is going away: if it is the ring's, fail every pending request.
+    fn unmap(&self, id: MappingId) {
+        let mut ctl = self.ctl.lock();
+        if ctl.mapping != Some(id) {
+            // A transient copy made by a refused `mremap`.
+            return;
+        }
+        ctl.mapping = None;
+        let (ring, failed) = {
+            let mut io = self.io.lock();
+            let mut ring = io.ring.take();
+            let mut failed: [Option<Request>; RING_SIZE] = [const { None }; RING_SIZE];
+            if let Some(r) = ring.as_mut() {
+                for (id, slot) in failed.iter_mut().enumerate() {
+                    *slot = r.slots.take(id).map(|p| p.rq);
+                }
+            }
+            let n = failed.iter().filter(|r| r.is_some()).count() as u64;
+            io.stats.failed += n;
+            io.queue_busy = false;
+            (ring, failed)
+        };
+        for rq in failed.into_iter().flatten() {
+            rq.end(Status::IoError);
+        }
+        // Requests handed back as busy are dispatched again and now fail at once.
+        if let Some(disk) = &ctl.disk {
+            disk.run_queue();
+        }
+        drop(ctl);
+        drop(ring);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Ring ioctls.
+
+    /// `CREATE_DEVICE` / `CREATE_DEVICE_COMPAT`: creates the disk.
+    pub(crate) fn create_device(
+        this: ArcBorrow<'_, Self>,
+        config: Result<DeviceConfig>,
+        name: Option<&[u8]>,
+    ) -> Result {
+        let mut ctl = this.ctl.lock();
+        Self::check_owner(&ctl)?;
+        if ctl.disk.is_some() {
+            return Err(EEXIST);
+        }
+        let config = config?;
+        let params = DiskParams {
+            major: this.bdev_major,
+            first_minor: this.minor,
+            capacity_sectors: config.capacity,
+            logical_block_size: config.logical_block_size,
+            physical_block_size: config.physical_block_size,
+            max_segments: SEGMENT_MAX as u16,
+            max_segment_size: kernel::page::PAGE_SIZE as u32,
+            seg_boundary_mask: kernel::page::PAGE_SIZE as u64 - 1,
+            dma_alignment: 511,
+            max_hw_sectors: (SEGMENT_MAX * kernel::page::PAGE_SIZE / 512) as u32,
+            queue_depth: RING_SIZE as u32,
+            read_only: config.read_only,
+        };
+        // Live before the disk is added: udev may read it at once.
+        this.io.lock().disk_live = true;
+        let disk_name = DiskName::new(this.minor);
+        match GenDisk::new(fmt!("{}", disk_name), &params, Arc::from(this)) {
+            Ok(disk) => ctl.disk = Some(disk),
+            Err(e) => {
+                this.io.lock().disk_live = false;
+                return Err(e);
+            }
+        }
+        ctl.config = Some(config);
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            ctl.name.clear();
+            ctl.name.extend_from_slice(name, GFP_KERNEL)?;
+        }
+        pr_info!(
+            "{}: sector-size: {}/{} capacity: {}{}\n",
+            disk_name,
+            config.logical_block_size,
+            config.physical_block_size,
+            config.capacity,
+            if config.read_only { " read-only" } else { "" }
+        );
+        Ok(())
+    }
+
+    /// `REMOVE_DEVICE`: removes the disk unless it is open (`EBUSY`).
+    pub(crate) fn remove_device(&self) -> Result {
+        let mut ctl = self.ctl.lock();
+        Self::check_owner(&ctl)?;
+        self.try_remove_disk(&mut ctl)
+    }
+
+    /// Removes the disk if nobody has it open and no request is with the daemon.
+    fn try_remove_disk(&self, ctl: &mut Ctl) -> Result {
+        let Some(disk) = ctl.disk.as_ref() else {
+            return Ok(());
+        };
+        {
+            let mut io = self.io.lock();
+            let pending = io.ring.as_ref().map_or(0, |r| r.slots.count());
+            if io.openers > 0 || pending > 0 {
+                return Err(EBUSY);
+            }
+            // From here opens fail and new requests fail at once, so `del_gendisk` (which
+            // waits for requests in flight) cannot wait for the daemon.
+            io.disk_live = false;
+        }
+        disk.run_queue();
+        ctl.disk = None;
+        ctl.config = None;
+        pr_info!("{}: removed\n", DiskName::new(self.minor));
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Block device.
+
+    /// Queues `rq` on the ring (see [`crate::device`]); hands it back if the ring is full.
+    pub(crate) fn queue(&self, rq: Request, is_last: bool) -> Result<(), Request> {
+        let mut guard = self.io.lock();
+        let io = &mut *guard;
+        let ring = match (io.disk_live, io.ring.as_mut()) {
+            (true, Some(ring)) => ring,
+            _ => {
+                // No daemon (or the disk is going away): fail at once, never wait.
+                io.stats.failed += 1;
+                drop(guard);
+                rq.end(Status::IoError);
+                return Ok(());
+            }
+        };
+        let operation = match rq.op() {
+            Op::Read => OP_READ,
+            Op::Write => OP_WRITE,
+            Op::Other(_) => {
+                drop(guard);
+                rq.end(Status::NotSupported);
+                return Ok(());
+            }
+        };
+        let Some(id) = ring.slots.free_id() else {
+            io.queue_busy = true;
+            io.stats.busy += 1;
+            return Err(rq);
+        };
+        match Self::encode(ring, &rq, id, operation) {
+            Ok(req) => {
+                ring.shm.write_request(ring.req_prod_pvt, &req);
+                ring.req_prod_pvt = ring.req_prod_pvt.wrapping_add(1);
+                ring.slots.insert(id, Pending { rq, operation });
+                io.stats.sent += 1;
+                if is_last {
+                    Self::publish(io);
+                    drop(guard);
+                    self.poll.notify_all();
+                }
+            }
+            Err(_) => {
+                io.stats.failed += 1;
+                drop(guard);
+                pr_warn!(
+                    "{}: failing a request the ring cannot carry ({} bytes at sector {})\n",
+                    DiskName::new(self.minor),
+                    rq.bytes(),
+                    rq.sector()
+                );
+                rq.end(Status::IoError);
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the ring entry for `rq` in slot `id`, copying write data into its pages.
+    fn encode(ring: &Ring, rq: &Request, id: usize, operation: u8) -> Result<RingRequest> {
+        let mut req = RingRequest {
+            operation,
+            id: id as u64,
+            sector_number: rq.sector(),
+            ..RingRequest::default()
+        };
+        let mut n = 0;
+        for s in rq.segments() {
+            if n == SEGMENT_MAX {
+                return Err(EINVAL);
+            }
+            let (first_sect, last_sect) = segment_sectors(s.offset, s.len)?;
+            if operation == OP_WRITE {
+                ring.shm.copy_to_data(id, n, s.offset, &s.page, s.offset, s.len)?;
+            }
+            req.seg[n] = Segment {
+                first_sect,
+                last_sect,
+                ..Segment::default()
+            };
+            n += 1;
+        }
+        if n == 0 {
+            return Err(EINVAL);
+        }
+        req.nr_segments = n as u8;
+        Ok(req)
+    }
+
+    /// Publishes requests filled so far (caller then wakes the poller).
+    fn publish(io: &mut Io) {
+        if let Some(ring) = io.ring.as_ref() {
+            ring.shm.publish_requests(ring.req_prod_pvt);
+            io.requests_published = true;
+        }
+    }
+
+    /// blk-mq `commit_rqs`: publishes requests queued without `is_last`.
+    pub(crate) fn commit(&self) {
+        Self::publish(&mut self.io.lock());
+        self.poll.notify_all();
+    }
+
+    /// The disk is being opened.
+    pub(crate) fn disk_opened(&self) -> Result {
+        let mut io = self.io.lock();
+        if !io.disk_live {
+            return Err(ENXIO);
+        }
+        io.openers += 1;
+        Ok(())
+    }
+
+    /// The disk is being closed.
+    pub(crate) fn disk_released(this: ArcBorrow<'_, Self>) {
+        let orphaned = {
+            let mut io = this.io.lock();
+            io.openers = io.openers.saturating_sub(1);
+            if io.openers > 0 {
+                return;
+            }
+            io.disk_closed = true;
+            io.ring.is_none()
+        };
+        // Wakes a daemon retrying `REMOVE_DEVICE`.
+        this.poll.notify_all();
+        if orphaned {
+            // Removal takes the open mutex, which our caller holds: do it from the workqueue.
+            module_wq::enqueue(Arc::from(this));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Control.
+
+    /// `FREE_TAP` check: the tap may only go once its ring is closed and unmapped and its disk
+    /// gone (removed here if nobody has it open). Marks the tap freed on success.
+    pub(crate) fn prepare_free(&self) -> Result {
+        let mut ctl = self.ctl.lock();
+        if ctl.task.is_some() || ctl.mapping.is_some() {
+            return Err(EBUSY);
+        }
+        self.try_remove_disk(&mut ctl)?;
+        ctl.freed = true;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // sysfs.
+
+    /// Writes the `name` attribute: the name, or the minor if it has none.
+    pub(crate) fn show_name(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let ctl = self.ctl.lock();
+        if ctl.name.is_empty() {
+            writeln!(out, "{}", self.minor)
+        } else {
+            for &b in ctl.name.iter() {
+                out.write_char(char::from(b))?;
+            }
+            writeln!(out)
+        }
+    }
+
+    /// Sets the name (kept verbatim, as V-XS does).
+    pub(crate) fn set_name(&self, name: &[u8]) -> Result {
+        if name.len() >= crate::uapi::NAME_MAX {
+            return Err(ENAMETOOLONG);
+        }
+        if name.contains(&0) {
+            return Err(EINVAL);
+        }
+        let mut ctl = self.ctl.lock();
+        ctl.name.clear();
+        ctl.name.extend_from_slice(name, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// The pid of the ring's opener, if open.
+    pub(crate) fn task(&self) -> Option<i32> {
+        self.ctl.lock().task
+    }
+
+    /// Whether the tap has a disk, and its name bytes (for the class `devices` attribute).
+    pub(crate) fn with_disk_name<R>(&self, f: impl FnOnce(bool, &[u8]) -> R) -> R {
+        let ctl = self.ctl.lock();
+        f(ctl.disk.is_some(), &ctl.name)
+    }
+
+    /// Writes the pool attribute.
+    pub(crate) fn show_pool(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let ctl = self.ctl.lock();
+        for &b in ctl.pool.iter() {
+            out.write_char(char::from(b))?;
+        }
+        writeln!(out)
+    }
+
+    /// Selects a pool by name; refused (`EBUSY`) while the disk exists.
+    pub(crate) fn set_pool(&self, name: &[u8]) -> Result {
+        let name = name.strip_suffix(b"\n").unwrap_or(name);
+        if name.is_empty() || name.len() >= crate::uapi::NAME_MAX || name.contains(&0) {
+            return Err(EINVAL);
+        }
+        let mut ctl = self.ctl.lock();
+        if ctl.disk.is_some() {
+            return Err(EBUSY);
+        }
+        ctl.pool.clear();
+        ctl.pool.extend_from_slice(name, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Writes the `debug` attribute: state, disk and pending requests.
+    pub(crate) fn show_debug(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let ctl = self.ctl.lock();
+        let name = DiskName::new(self.minor);
+        writeln!(
+            out,
+            "tap {}:{} disk:{} mapped:{} task:{}",
+            self.ring_major,
+            self.minor,
+            name,
+            ctl.mapping.is_some(),
+            ctl.task.unwrap_or(0)
+        )?;
+        if let Some(c) = ctl.config {
+            writeln!(
+                out,
+                "disk capacity:{} sector size:{}/{}{}",
+                c.capacity,
+                c.logical_block_size,
+                c.physical_block_size,
+                if c.read_only { " read-only" } else { "" }
+            )?;
+        }
+        let io = self.io.lock();
+        let s = io.stats;
+        writeln!(
+            out,
+            "bdev openers:{} live:{} busy:{}",
+            io.openers, io.disk_live, io.queue_busy
+        )?;
+        writeln!(
+            out,
+            "sent:{} failed:{} bad responses:{} ring full:{}",
+            s.sent, s.failed, s.bad_responses, s.busy
+        )?;
+        match io.ring.as_ref() {
+            None => writeln!(out, "begin pending:0\nend pending"),
+            Some(r) => {
+                writeln!(
+                    out,
+                    "req_prod_pvt:{} rsp_cons:{}\nbegin pending:{}",
+                    r.req_prod_pvt,
+                    r.rsp_cons,
+                    r.slots.count()
+                )?;
+                for id in r.slots.ids() {
+                    let op = r.slots.operation(id).unwrap_or(0);
+                    writeln!(out, "{}: op:{}", id, if op == OP_WRITE { 'W' } else { 'R' })?;
+                }
+                writeln!(out, "end pending")
+            }
+        }
+    }
+}
+
+impl MappingOwner for Tap {
+    fn unmapped(this: ArcBorrow<'_, Self>, id: MappingId) {
+        this.unmap(id);
+    }
+}
+
+impl WorkItem for Tap {
+    type Pointer = Arc<Tap>;
+
+    /// Removes a disk whose daemon is gone, once its last opener has closed it.
+    fn run(this: Arc<Tap>) {
+        let mut ctl = this.ctl.lock();
+        if ctl.mapping.is_some() {
+            // A new daemon serves the disk now.
+            return;
+        }
+        let _ = this.try_remove_disk(&mut ctl);
+    }
+}

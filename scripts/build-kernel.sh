@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build (or reuse) a test kernel of the given flavour ("debug" or "perf") and print its build tree.
+# The tree lives in the cache, keyed by kernel version, config fragments and toolchain versions, so
+# a rebuild happens only when one of those changes. Only one kernel build runs at a time (flock).
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+flavour=${1:-debug}
+frag_dir="$TOP/scripts/kconfig"
+[ -f "$frag_dir/$flavour.config" ] || die "unknown kernel flavour '$flavour' (debug or perf)"
+
+ksrc=$("$TOP/scripts/fetch-kernel.sh")
+kver=$(make -s -C "$ksrc" kernelversion 2>/dev/null)
+toolchain=$(rustc --version; bindgen --version 2>&1 | head -n1; "clang$LLVM_SUFFIX" --version | head -n1)
+key=$( { echo "$kver"; cat "$frag_dir/base.config" "$frag_dir/$flavour.config"; echo "$toolchain"; echo "LLVM=$LLVM_SUFFIX"; } \
+	| sha256sum | cut -c1-16)
+out="$CACHE_DIR/build/$flavour-$kver-$key"
+if [ -f "$out/.blktap-built" ]; then echo "$out"; exit 0; fi
+
+mkdir -p "$CACHE_DIR/build"
+exec 9>"$CACHE_DIR/build/.lock"
+log "waiting for the kernel build lock" ; flock 9
+if [ -f "$out/.blktap-built" ]; then echo "$out"; exit 0; fi
+
+mk=(make -C "$ksrc" O="$out" ARCH=x86_64 LLVM="$LLVM_SUFFIX")
+log "configuring $flavour kernel $kver in $out"
+mkdir -p "$out"
+"${mk[@]}" -s tinyconfig >/dev/null
+"$ksrc/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" \
+	"$frag_dir/base.config" "$frag_dir/$flavour.config" >/dev/null
+"${mk[@]}" -s olddefconfig >/dev/null
+if ! grep -q '^CONFIG_RUST=y' "$out/.config"; then
+	"${mk[@]}" rustavailable || true
+	die "CONFIG_RUST was dropped by Kconfig: the Rust toolchain check above says why."
+fi
+# Every option of the fragments must survive olddefconfig; a silent drop (KASAN without clang,
+# KASAN with SLUB_TINY, ...) would leave us testing less than we think.
+missing=$(grep -hE '^(CONFIG_[A-Z0-9_]+=.*|# CONFIG_[A-Z0-9_]+ is not set)$' \
+	"$frag_dir/base.config" "$frag_dir/$flavour.config" | while read -r line; do
+		case "$line" in
+		"# "*) opt=${line#\# }; opt=${opt%% *}
+		       ! grep -qE "^$opt=[ym]" "$out/.config" || echo "  $line" ;;
+		*)     grep -qxF -- "$line" "$out/.config" || echo "  $line" ;;
+		esac; done)
+[ -z "$missing" ] || die "config options dropped by Kconfig:
+$missing"
+
+log "building $flavour kernel (about 5-7 minutes on 2 cores)"
+start=$(date +%s)
+"${mk[@]}" -j"$(nproc)" bzImage modules > "$out/build.log" 2>&1 || { tail -n 40 "$out/build.log"; die "kernel build failed (log: $out/build.log)"; }
+log "kernel built in $(( $(date +%s) - start )) s"
+touch "$out/.blktap-built"
+echo "$out"
