@@ -195,7 +195,11 @@ impl DeviceConfig {
 /// The name carried by a `CREATE_DEVICE_COMPAT` argument: up to the first NUL, at most
 /// `NAME_MAX - 1` bytes.
 pub(crate) fn params_name(params: &Blktap2Params) -> &[u8] {
-    let len = params.name.iter().position(|&b| b == 0).unwrap_or(NAME_MAX - 1);
+    let len = params
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(NAME_MAX - 1);
     &params.name[..len.min(NAME_MAX - 1)]
 }
 
@@ -262,7 +266,13 @@ mod tests {
         let mut s = Slots::<u32>::new();
         for i in 0..RING_SIZE {
             assert_eq!(s.free_id(), Some(i));
-            s.insert(i, Pending { rq: i as u32, operation: OP_READ });
+            s.insert(
+                i,
+                Pending {
+                    rq: i as u32,
+                    operation: OP_READ,
+                },
+            );
         }
         assert_eq!(s.free_id(), None);
         assert_eq!(s.count(), 32);
@@ -296,11 +306,27 @@ mod tests {
     #[test]
     fn response_judgement() {
         let mut s = Slots::<()>::new();
-        s.insert(3, Pending { rq: (), operation: OP_WRITE });
-        let mut rsp = RingResponse { id: 3, operation: OP_WRITE, ..Default::default() };
-        assert_eq!(judge_response(&s, &rsp), Verdict::Complete { id: 3, ok: true });
+        s.insert(
+            3,
+            Pending {
+                rq: (),
+                operation: OP_WRITE,
+            },
+        );
+        let mut rsp = RingResponse {
+            id: 3,
+            operation: OP_WRITE,
+            ..Default::default()
+        };
+        assert_eq!(
+            judge_response(&s, &rsp),
+            Verdict::Complete { id: 3, ok: true }
+        );
         rsp.status = -1;
-        assert_eq!(judge_response(&s, &rsp), Verdict::Complete { id: 3, ok: false });
+        assert_eq!(
+            judge_response(&s, &rsp),
+            Verdict::Complete { id: 3, ok: false }
+        );
         rsp.operation = OP_READ;
         assert_eq!(judge_response(&s, &rsp), Verdict::OpMismatch { id: 3 });
         rsp.id = 4;
@@ -313,20 +339,47 @@ mod tests {
 
     #[test]
     fn device_info_validation() {
-        let ok = DeviceInfo { capacity: 2048, sector_size: 512, physical_sector_size: 4096, ..Default::default() };
+        let ok = DeviceInfo {
+            capacity: 2048,
+            sector_size: 512,
+            physical_sector_size: 4096,
+            ..Default::default()
+        };
         assert!(DeviceConfig::from_info(&ok).is_ok());
         for bad in [
             DeviceInfo { capacity: 0, ..ok },
-            DeviceInfo { sector_size: 1000, ..ok },
-            DeviceInfo { sector_size: 8192, ..ok },
-            DeviceInfo { sector_size: 256, ..ok },
-            DeviceInfo { physical_sector_size: 100, ..ok },
-            DeviceInfo { physical_sector_size: 0, ..ok },
-            DeviceInfo { capacity: u64::MAX, sector_size: 4096, ..ok },
+            DeviceInfo {
+                sector_size: 1000,
+                ..ok
+            },
+            DeviceInfo {
+                sector_size: 8192,
+                ..ok
+            },
+            DeviceInfo {
+                sector_size: 256,
+                ..ok
+            },
+            DeviceInfo {
+                physical_sector_size: 100,
+                ..ok
+            },
+            DeviceInfo {
+                physical_sector_size: 0,
+                ..ok
+            },
+            DeviceInfo {
+                capacity: u64::MAX,
+                sector_size: 4096,
+                ..ok
+            },
         ] {
             assert!(DeviceConfig::from_info(&bad).is_err());
         }
-        let ro = DeviceConfig::from_info(&DeviceInfo { flags: DEVICE_RO | 0x100, ..ok });
+        let ro = DeviceConfig::from_info(&DeviceInfo {
+            flags: DEVICE_RO | 0x100,
+            ..ok
+        });
         assert_eq!(ro.map(|c| c.read_only), Ok(true));
     }
 

@@ -43,7 +43,9 @@ pub(crate) struct RingFile;
 
 /// Copies a `T` from userspace; done before taking any tap lock.
 fn read_user<T: FromBytes>(arg: usize) -> Result<T> {
-    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read::<T>()
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>())
+        .reader()
+        .read::<T>()
 }
 
 impl FileOps for RingFile {

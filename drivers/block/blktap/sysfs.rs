@@ -29,9 +29,14 @@ fn parse_int(input: &[u8]) -> Result<i32> {
 }
 
 impl Attributes for Tap {
-    const DEVICE_ATTRS: &'static [(&'static CStr, u16)] =
-        &[(c"name", 0o644), (c"debug", 0o444), (c"task", 0o444), (c"pool", 0o600)];
-    const CLASS_ATTRS: &'static [(&'static CStr, u16)] = &[(c"verbosity", 0o644), (c"devices", 0o444)];
+    const DEVICE_ATTRS: &'static [(&'static CStr, u16)] = &[
+        (c"name", 0o644),
+        (c"debug", 0o444),
+        (c"task", 0o444),
+        (c"pool", 0o600),
+    ];
+    const CLASS_ATTRS: &'static [(&'static CStr, u16)] =
+        &[(c"verbosity", 0o644), (c"devices", 0o444)];
 
     fn show(tap: &Tap, name: &CStr, out: &mut SysfsWriter) -> Result {
         match name.to_bytes() {

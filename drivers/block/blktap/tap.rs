@@ -14,9 +14,9 @@
 
 use kernel::{
     bindings,
-    new_mutex,
-    new_poll_condvar,
-    new_spinlock,
+    fs::File,
+    mm::virt::VmaNew,
+    new_mutex, new_poll_condvar, new_spinlock,
     prelude::*,
     sync::{
         poll::{
@@ -28,8 +28,6 @@ use kernel::{
         Mutex,
         SpinLock, //
     },
-    fs::File,
-    mm::virt::VmaNew,
     workqueue::{
         impl_has_work,
         new_work,
@@ -53,8 +51,7 @@ use crate::{
             MappingOwner,
             SharedRing, //
         },
-        task,
-        workqueue as module_wq,
+        task, workqueue as module_wq,
     },
     ring::{
         judge_response,
@@ -557,7 +554,8 @@ impl Tap {
             }
             let (first_sect, last_sect) = segment_sectors(s.offset, s.len)?;
             if operation == OP_WRITE {
-                ring.shm.copy_to_data(id, n, s.offset, &s.page, s.offset, s.len)?;
+                ring.shm
+                    .copy_to_data(id, n, s.offset, &s.page, s.offset, s.len)?;
             }
             req.seg[n] = Segment {
                 first_sect,

@@ -122,14 +122,15 @@ impl Request {
     pub(crate) fn segments(&self) -> Segments<'_> {
         // SAFETY: as in `sector`; `bio` is NULL or the first bio of the request.
         let bio = unsafe { (*self.raw()).bio };
+        let iter = if bio.is_null() {
+            bindings::bvec_iter::default()
+        } else {
+            // SAFETY: `bio` is a valid bio of the request; its iterator is copied by value.
+            unsafe { (*bio).bi_iter }
+        };
         Segments {
             bio,
-            // SAFETY: `bio` is valid when non-NULL; its iterator is copied by value.
-            iter: if bio.is_null() {
-                bindings::bvec_iter::default()
-            } else {
-                unsafe { (*bio).bi_iter }
-            },
+            iter,
             _request: PhantomData,
         }
     }
@@ -192,8 +193,8 @@ impl<'a> Iterator for Segments<'a> {
             let done = self.iter.bi_offset;
             let in_bvec = (bv.bv_offset + done) as usize;
             let page_offset = in_bvec % PAGE_SIZE;
-            let len = ((bv.bv_len - done).min(self.iter.bi_size) as usize)
-                .min(PAGE_SIZE - page_offset);
+            let len =
+                ((bv.bv_len - done).min(self.iter.bi_size) as usize).min(PAGE_SIZE - page_offset);
             // SAFETY: a bio vector's pages are contiguous `struct page`s covering
             // `bv_offset + bv_len` bytes, so this is within that range.
             let page = unsafe { bv.bv_page.add(in_bvec / PAGE_SIZE) };
@@ -261,11 +262,10 @@ impl<T: Operations> VTable<T> {
         // SAFETY: `hctx` is valid; `queuedata` was set by `GenDisk::new` from `into_foreign`
         // and is only released in `free_disk`, after the queue is gone.
         let data = unsafe { T::QueueData::borrow((*(*hctx).queue).queuedata) };
+        // SAFETY: blk-mq never passes a NULL request.
+        let ptr = unsafe { NonNull::new_unchecked(rq) };
         // INVARIANT: the request is started and owned by the driver from here on.
-        // SAFETY: `rq` is non-NULL (blk-mq never passes NULL).
-        let rq = Request {
-            ptr: unsafe { NonNull::new_unchecked(rq) },
-        };
+        let rq = Request { ptr };
         match T::queue_rq(data, rq, last) {
             Ok(()) => bindings::BLK_STS_OK as bindings::blk_status_t,
             Err(busy) => {

@@ -99,7 +99,10 @@ impl<T: FileOps> VTable<T> {
     /// # Safety
     ///
     /// Called by the VFS with a file opened by `open` and a VMA being set up.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: `private_data` was set by `open`; `release` has not run while the file is used.
         let data = unsafe { T::Ptr::borrow((*file).private_data) };
         // SAFETY: the VMA is being set up under the mmap write lock for this call.
@@ -133,7 +136,7 @@ impl<T: FileOps> VTable<T> {
         // SAFETY: as in `mmap`.
         let data = unsafe { T::Ptr::borrow((*file).private_data) };
         // SAFETY: the file is valid for the call.
-        match T::ioctl(data, unsafe { File::from_raw_file(file) }, cmd, arg as usize) {
+        match T::ioctl(data, unsafe { File::from_raw_file(file) }, cmd, arg) {
             Ok(ret) => ret as c_long,
             Err(e) => e.to_errno() as c_long,
         }
@@ -190,7 +193,9 @@ impl<T: FileOps> Region<T> {
     pub(crate) fn new(name: &'static CStr, count: u32) -> Result<Pin<KBox<Self>>> {
         let mut base: bindings::dev_t = 0;
         // SAFETY: `base` is valid for writes; `name` is a static NUL-terminated string.
-        to_result(unsafe { bindings::alloc_chrdev_region(&mut base, 0, count, name.as_char_ptr()) })?;
+        to_result(unsafe {
+            bindings::alloc_chrdev_region(&mut base, 0, count, name.as_char_ptr())
+        })?;
         // INVARIANT: the range was just registered.
         let numbers = Numbers { base, count };
         KBox::pin_init(

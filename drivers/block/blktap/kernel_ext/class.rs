@@ -87,7 +87,10 @@ impl<T: Attributes> Callbacks<T> {
         let this = unsafe { &*bindings::dev_get_drvdata(dev).cast::<T>() };
         // SAFETY: attribute names are the static strings of `T::DEVICE_ATTRS`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
-        let mut out = SysfsWriter { buf: buf.cast(), len: 0 };
+        let mut out = SysfsWriter {
+            buf: buf.cast(),
+            len: 0,
+        };
         let ret = T::show(this, name, &mut out);
         emit(&out, ret)
     }
@@ -123,7 +126,10 @@ impl<T: Attributes> Callbacks<T> {
     ) -> isize {
         // SAFETY: attribute names are the static strings of `T::CLASS_ATTRS`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
-        let mut out = SysfsWriter { buf: buf.cast(), len: 0 };
+        let mut out = SysfsWriter {
+            buf: buf.cast(),
+            len: 0,
+        };
         let ret = T::show_class(name, &mut out);
         emit(&out, ret)
     }
@@ -203,7 +209,11 @@ impl<T: Attributes> Class<T> {
                         show: Some(Callbacks::<T>::show),
                     },
                     __bindgen_anon_2: bindings::device_attribute__bindgen_ty_2 {
-                        store: if mode & 0o222 != 0 { Some(Callbacks::<T>::store) } else { None },
+                        store: if mode & 0o222 != 0 {
+                            Some(Callbacks::<T>::store)
+                        } else {
+                            None
+                        },
                     },
                 },
                 GFP_KERNEL,
@@ -215,7 +225,11 @@ impl<T: Attributes> Class<T> {
                 bindings::class_attribute {
                     attr: attr(n, mode),
                     show: Some(Callbacks::<T>::show_class),
-                    store: if mode & 0o222 != 0 { Some(Callbacks::<T>::store_class) } else { None },
+                    store: if mode & 0o222 != 0 {
+                        Some(Callbacks::<T>::store_class)
+                    } else {
+                        None
+                    },
                 },
                 GFP_KERNEL,
             )?;
@@ -267,7 +281,12 @@ impl<T: Attributes> Class<T> {
 
     /// Creates device `name` (a `/` in it shows as `!` in sysfs) with number `devt`, whose
     /// attributes are served by `data`.
-    pub(crate) fn create_device(&self, devt: u32, name: &CStr, data: Arc<T>) -> Result<ClassDevice<T>> {
+    pub(crate) fn create_device(
+        &self,
+        devt: u32,
+        name: &CStr,
+        data: Arc<T>,
+    ) -> Result<ClassDevice<T>> {
         let drvdata = Arc::into_raw(data);
         // SAFETY: the class is registered; `"%s"` consumes exactly the one string argument.
         let dev = unsafe {

@@ -162,7 +162,11 @@ impl SharedRing {
     ///
     /// The VMA cannot be copied on fork, expanded, moved, split or made executable, and faults
     /// anywhere in it (there are none while it is intact) raise `SIGBUS`.
-    pub(crate) fn map<T: MappingOwner>(&mut self, vma: &VmaNew, owner: Arc<T>) -> Result<MappingId> {
+    pub(crate) fn map<T: MappingOwner>(
+        &mut self,
+        vma: &VmaNew,
+        owner: Arc<T>,
+    ) -> Result<MappingId> {
         let start = vma.start();
         if vma.end() - start != MMAP_BYTES {
             return Err(EINVAL);
@@ -251,16 +255,28 @@ impl<T: MappingOwner> VmaOps<T> {
     }
 
     /// Refuses to split the VMA (partial `munmap`/`mprotect`): the ring is all or nothing.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm core; the arguments are not used.
     unsafe extern "C" fn may_split(_vma: *mut bindings::vm_area_struct, _addr: c_ulong) -> c_int {
         EINVAL.to_errno()
     }
 
     /// Refuses to move the VMA.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm core; the argument is not used.
     unsafe extern "C" fn mremap(_vma: *mut bindings::vm_area_struct) -> c_int {
         EINVAL.to_errno()
     }
 
     /// Every page is inserted at `mmap` time; any fault is outside the ring.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm core; the argument is not used.
     unsafe extern "C" fn fault(_vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
         bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t
     }

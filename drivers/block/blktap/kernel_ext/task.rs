@@ -17,7 +17,9 @@ pub(crate) fn current_pid() -> i32 {
 /// The value is only ever compared with the identity recorded when a ring was mapped; that
 /// mapping keeps its address space alive, so the value cannot be reused while it is recorded.
 pub(crate) fn current_mm_id() -> Option<usize> {
-    kernel::current!().mm().map(|mm| core::ptr::from_ref(mm).addr())
+    kernel::current!()
+        .mm()
+        .map(|mm| core::ptr::from_ref(mm).addr())
 }
 
 /// Whether the calling task has `CAP_SYS_ADMIN` (and so may create and destroy taps).
