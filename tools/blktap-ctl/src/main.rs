@@ -1,0 +1,479 @@
+//! `blktap-ctl`: manage blktap2 taps in the spirit of tap-ctl.
+
+// Doc comments on the CLI types are clap help text, written for a terminal, not rustdoc.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
+use blktap::node::{self, disk_name};
+use blktap::sysfs;
+use blktap::{BlktapInfo, Control};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use std::error::Error;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+type AnyResult<T> = Result<T, Box<dyn Error>>;
+
+/// Manage blktap2 taps: allocate and free minors, start and stop blktapd daemons.
+///
+/// A tap is a minor of the blktap2 driver. It has a ring device that one daemon (blktapd)
+/// opens and maps, and a block device /dev/td<letters> whose I/O the daemon serves. Like
+/// tap-ctl, blktap-ctl creates its own device nodes: DEV_DIR/blktap<N> (ring) and
+/// DEV_DIR/tapdev<N> (disk).
+#[derive(Debug, Parser)]
+#[command(name = "blktap-ctl", version, about, long_about)]
+struct Cli {
+    /// Control device node [default: first existing of /dev/xen/blktap-2/control,
+    /// /dev/blktap-control, /dev/blktap/control; created from /proc/misc if none exists].
+    #[arg(long, global = true, value_name = "PATH")]
+    control: Option<PathBuf>,
+
+    /// Directory for the ring and disk nodes.
+    #[arg(long, global = true, value_name = "DIR", default_value = node::DEV_DIR)]
+    dev_dir: PathBuf,
+
+    /// Mount point of sysfs.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/sys")]
+    sysfs: PathBuf,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Allocate a tap, create its nodes and print its minor.
+    Alloc,
+
+    /// Free a tap (its ring must be closed and unmapped) and remove its nodes.
+    Free {
+        /// Minor of the tap.
+        #[arg(short, long, value_name = "N")]
+        minor: u32,
+    },
+
+    /// Allocate a tap, start blktapd on it and print the disk node once the disk exists.
+    ///
+    /// On any failure the tap is freed again. The daemon keeps running in its own session
+    /// after blktap-ctl exits; stop it with `blktap-ctl destroy`.
+    Create(CreateArgs),
+
+    /// Stop the daemon of a tap, free the tap and remove its nodes.
+    ///
+    /// Sends SIGTERM to the process recorded in sysfs `task`, waits for it to release the
+    /// ring (the daemon removes the disk first, which waits until nobody has it open), then
+    /// frees the tap.
+    Destroy {
+        /// Minor of the tap.
+        #[arg(short, long, value_name = "N")]
+        minor: u32,
+
+        /// Seconds to wait for the daemon to exit and the tap to become free.
+        #[arg(short, long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+
+    /// List allocated taps: minor, daemon pid, name, disk and state.
+    ///
+    /// States: idle (ring closed, no disk), open (ring open, no disk), active (ring open
+    /// and disk present), closing (disk present but no daemon).
+    List,
+}
+
+#[derive(Debug, ClapArgs)]
+struct CreateArgs {
+    /// Backend served by blktapd: null[:SIZE], mem[:SIZE] or file:PATH.
+    #[arg(short, long, value_name = "SPEC")]
+    backend: String,
+
+    /// Size of a null or mem backend if SPEC has none (bytes, K/M/G/T suffixes).
+    #[arg(short, long, value_name = "SIZE")]
+    size: Option<String>,
+
+    /// Create a read-only disk.
+    #[arg(short = 'R', long)]
+    read_only: bool,
+
+    /// Logical and physical sector size of the disk.
+    #[arg(long, value_name = "BYTES")]
+    sector_size: Option<u32>,
+
+    /// Seconds to wait for the daemon to report that the disk exists.
+    #[arg(short, long, value_name = "SECS", default_value_t = 10)]
+    timeout: u64,
+
+    /// Daemon log file (default: inherit standard error).
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+
+    /// blktapd executable [default: next to blktap-ctl, else found on PATH].
+    #[arg(long, value_name = "PATH")]
+    daemon: Option<PathBuf>,
+}
+
+impl Cli {
+    fn control(&self) -> blktap::Result<Control> {
+        match &self.control {
+            Some(p) => Control::open(p),
+            None => Control::open_default(),
+        }
+    }
+
+    fn class_dir(&self) -> PathBuf {
+        self.sysfs.join("class/blktap2")
+    }
+}
+
+fn cmd_alloc(cli: &Cli) -> AnyResult<()> {
+    let ctl = cli.control()?;
+    let info = ctl.alloc()?;
+    if let Err(e) = node::create_nodes(&cli.dev_dir, &info) {
+        let _ = ctl.free(info.ring_minor);
+        return Err(e.into());
+    }
+    println!("{}", info.ring_minor);
+    Ok(())
+}
+
+fn cmd_free(cli: &Cli, minor: u32) -> AnyResult<()> {
+    cli.control()?.free(minor)?;
+    node::remove_nodes(&cli.dev_dir, minor)?;
+    Ok(())
+}
+
+fn daemon_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("blktapd")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("blktapd"))
+}
+
+/// A pipe whose write end is inheritable.
+fn ready_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: clearing FD_CLOEXEC on a descriptor we own, so that the daemon inherits it.
+    if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((r, w))
+}
+
+/// Reads from `r` until a line "ready" arrives (true), EOF (false) or the deadline.
+fn wait_ready(r: OwnedFd, deadline: Instant) -> io::Result<bool> {
+    let mut f = File::from(r);
+    let mut buf = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "timed out waiting for blktapd",
+            ));
+        }
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut chunk = [0u8; 64];
+        let got = f.read(&mut chunk)?;
+        if got == 0 {
+            return Ok(false);
+        }
+        buf.extend_from_slice(&chunk[..got]);
+        if buf.split(|&b| b == b'\n').any(|l| l == b"ready") {
+            return Ok(true);
+        }
+    }
+}
+
+/// Kills the daemon of `minor` (if any), waits for the ring to be released and frees the
+/// tap, retrying `EBUSY` until `deadline`.
+fn teardown(cli: &Cli, ctl: &Control, minor: u32, deadline: Instant) -> AnyResult<()> {
+    let class = cli.class_dir();
+    if let Ok(tap) = sysfs::read_tap(&class, minor) {
+        if let Some(pid) = tap.task {
+            stop_daemon(&class, minor, pid, deadline)?;
+        }
+    }
+    loop {
+        match ctl.free(minor) {
+            Ok(()) => break,
+            Err(e) if e.is_errno(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    node::remove_nodes(&cli.dev_dir, minor)?;
+    Ok(())
+}
+
+/// True if `pid` is gone or a zombie.
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => true,
+    }
+}
+
+/// SIGTERMs `pid` and waits until it no longer holds the ring of `minor`.
+fn stop_daemon(class: &Path, minor: u32, pid: u32, deadline: Instant) -> AnyResult<()> {
+    let pid_t = libc::pid_t::try_from(pid)?;
+    // SAFETY: sending a signal has no memory-safety implications.
+    if unsafe { libc::kill(pid_t, libc::SIGTERM) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(format!("kill {pid}: {e}").into());
+        }
+    }
+    loop {
+        let released = match sysfs::read_tap(class, minor) {
+            Ok(tap) => tap.task != Some(pid),
+            Err(_) => true,
+        };
+        if released || process_gone(pid) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "blktapd (pid {pid}) did not exit in time; is /dev/{} still open?",
+                disk_name(minor)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cmd_create(cli: &Cli, args: &CreateArgs) -> AnyResult<()> {
+    let ctl = cli.control()?;
+    let info = ctl.alloc()?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    match start_daemon(cli, &info, args, deadline) {
+        Ok(()) => {
+            println!(
+                "{}",
+                node::tapdev_path(&cli.dev_dir, info.ring_minor).display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let cleanup_deadline = Instant::now() + Duration::from_secs(args.timeout.max(1));
+            if let Err(c) = teardown(cli, &ctl, info.ring_minor, cleanup_deadline) {
+                eprintln!("blktap-ctl: cleanup of tap {} failed: {c}", info.ring_minor);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn start_daemon(
+    cli: &Cli,
+    info: &BlktapInfo,
+    args: &CreateArgs,
+    deadline: Instant,
+) -> AnyResult<()> {
+    let minor = info.ring_minor;
+    node::create_nodes(&cli.dev_dir, info)?;
+    let (r, w) = ready_pipe()?;
+    let exe = daemon_path(args.daemon.as_deref());
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--minor")
+        .arg(minor.to_string())
+        .arg("--dev-dir")
+        .arg(&cli.dev_dir)
+        .arg("--backend")
+        .arg(&args.backend)
+        .arg("--ready-fd")
+        .arg(w.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(s) = &args.size {
+        cmd.arg("--size").arg(s);
+    }
+    if args.read_only {
+        cmd.arg("--read-only");
+    }
+    if let Some(s) = args.sector_size {
+        cmd.arg("--sector-size").arg(s.to_string());
+    }
+    if let Some(l) = &args.log {
+        cmd.arg("--log").arg(l);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    drop(w);
+    let ready = wait_ready(r, deadline);
+    if ready.is_err() {
+        // Timed out: the process we started is still waiting for its daemon child; stop it
+        // (the daemon itself, if it got as far as opening the ring, is stopped by teardown).
+        let _ = child.kill();
+    }
+    // blktapd forks into the background; the process we started exits once the disk exists
+    // (or the daemon failed), so this does not block for long.
+    let status = child.wait()?;
+    match ready {
+        Ok(true) if status.success() => Ok(()),
+        Ok(_) => Err(format!("blktapd failed for tap {minor} ({status})").into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn cmd_destroy(cli: &Cli, minor: u32, timeout: u64) -> AnyResult<()> {
+    let ctl = cli.control()?;
+    let class = cli.class_dir();
+    if class.exists() && !sysfs::tap_dir(&class, minor).exists() {
+        return Err(format!("no tap with minor {minor}").into());
+    }
+    teardown(
+        cli,
+        &ctl,
+        minor,
+        Instant::now() + Duration::from_secs(timeout),
+    )
+}
+
+fn cmd_list(cli: &Cli) -> AnyResult<()> {
+    let class = cli.class_dir();
+    let taps = sysfs::list_taps(&class)?;
+    let devices: Vec<u32> = sysfs::read_devices(&class)
+        .map(|d| d.into_iter().map(|(m, _)| m).collect())
+        .unwrap_or_default();
+    println!(
+        "{:>5}  {:>7}  {:<7}  {:<6}  NAME",
+        "MINOR", "PID", "DISK", "STATE"
+    );
+    for tap in taps {
+        let has_disk = devices.contains(&tap.minor) || sysfs::disk_exists(&cli.sysfs, tap.minor);
+        let state = match (tap.task.is_some(), has_disk) {
+            (false, false) => "idle",
+            (true, false) => "open",
+            (true, true) => "active",
+            (false, true) => "closing",
+        };
+        let pid = tap.task.map_or_else(|| "-".to_string(), |p| p.to_string());
+        println!(
+            "{:>5}  {:>7}  {:<7}  {:<6}  {}",
+            tap.minor,
+            pid,
+            tap.disk_name(),
+            state,
+            tap.name
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Cmd::Alloc => cmd_alloc(&cli),
+        Cmd::Free { minor } => cmd_free(&cli, *minor),
+        Cmd::Create(args) => cmd_create(&cli, args),
+        Cmd::Destroy { minor, timeout } => cmd_destroy(&cli, *minor, *timeout),
+        Cmd::List => cmd_list(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("blktap-ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_parsing() {
+        let c = Cli::try_parse_from([
+            "blktap-ctl",
+            "create",
+            "-R",
+            "--backend",
+            "mem",
+            "--size",
+            "1M",
+        ])
+        .unwrap();
+        match c.command {
+            Cmd::Create(a) => {
+                assert!(a.read_only);
+                assert_eq!(a.backend, "mem");
+                assert_eq!(a.size.as_deref(), Some("1M"));
+            }
+            _ => panic!("not create"),
+        }
+        let c = Cli::try_parse_from(["blktap-ctl", "destroy", "-m", "4", "--dev-dir", "/tmp/x"])
+            .unwrap();
+        assert!(matches!(
+            c.command,
+            Cmd::Destroy {
+                minor: 4,
+                timeout: 10
+            }
+        ));
+        assert_eq!(c.dev_dir, PathBuf::from("/tmp/x"));
+        assert!(Cli::try_parse_from(["blktap-ctl", "free"]).is_err());
+        assert!(Cli::try_parse_from(["blktap-ctl", "create"]).is_err());
+    }
+
+    #[test]
+    fn ready_protocol() {
+        let (r, w) = ready_pipe().unwrap();
+        let mut f = File::from(w);
+        std::io::Write::write_all(&mut f, b"ready\n").unwrap();
+        assert!(wait_ready(r, Instant::now() + Duration::from_secs(5)).unwrap());
+
+        let (r, w) = ready_pipe().unwrap();
+        drop(w);
+        assert!(!wait_ready(r, Instant::now() + Duration::from_secs(5)).unwrap());
+
+        let (r, _w) = ready_pipe().unwrap();
+        let e = wait_ready(r, Instant::now() + Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn process_state() {
+        assert!(!process_gone(std::process::id()));
+        assert!(process_gone(u32::MAX / 2));
+    }
+}

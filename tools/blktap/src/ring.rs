@@ -1,0 +1,1017 @@
+//! The ring device: mapping, request parsing, responses and the ring ioctls.
+//!
+//! The shared page is written concurrently by the kernel, so it is never accessed through
+//! Rust references: indices use atomic loads/stores on raw pointers ([`AtomicU32::from_ptr`])
+//! and ring entries are copied in and out with volatile reads/writes. The memory-level logic
+//! ([`RingMemory`], [`BackRing`]) works on any 353-page buffer, so it can be exercised against
+//! an anonymous mapping with a simulated kernel (see [`Mapping::anonymous`]).
+
+use crate::error::{cvt, Error, Result};
+use crate::sys;
+use crate::uapi::{
+    self, Blktap2Params, DeviceInfo, RingRequest, RingResponse, Segment, SringHeader, MMAP_SIZE,
+    OP_READ, OP_WRITE, PAGE_SIZE, RING_SIZE, RSP_ERROR, SECTORS_PER_PAGE, SECTOR_SIZE, SEGMENT_MAX,
+};
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::{offset_of, size_of};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// An owned memory mapping, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; all access to it goes through raw
+// pointers (atomics/volatile for the ring page), so sharing or moving the owner across threads
+// is sound.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`; `&Mapping` only hands out raw pointers and `RingMemory` handles.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// A zero-filled private anonymous mapping of `len` bytes (for simulations and tests).
+    pub fn anonymous(len: usize) -> Result<Self> {
+        // SAFETY: anonymous mapping at an address chosen by the kernel; no existing memory is
+        // affected.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        Self::from_mmap(p, len, || format!("mmap anonymous {len} bytes"))
+    }
+
+    /// A shared read/write mapping of `len` bytes of `fd` at byte `offset`.
+    pub fn map_fd(fd: BorrowedFd<'_>, len: usize, offset: i64) -> Result<Self> {
+        // SAFETY: a new mapping at an address chosen by the kernel; no existing memory is
+        // affected.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                offset,
+            )
+        };
+        Self::from_mmap(p, len, || format!("mmap {len} bytes at offset {offset}"))
+    }
+
+    fn from_mmap(
+        p: *mut libc::c_void,
+        len: usize,
+        context: impl FnOnce() -> String,
+    ) -> Result<Self> {
+        if p == libc::MAP_FAILED {
+            return Err(Error::last_os(context()));
+        }
+        let base = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| Error::Invalid("mmap returned NULL".into()))?;
+        Ok(Self { base, len })
+    }
+
+    /// Start of the mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the mapping is empty (never, for a successful mmap).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The mapping as ring memory, if it is large enough for the ring layout.
+    pub fn memory(&self) -> Option<RingMemory<'_>> {
+        // SAFETY: the mapping is page aligned, at least MMAP_SIZE bytes long (checked) and
+        // lives as long as the returned borrow.
+        (self.len >= MMAP_SIZE).then(|| unsafe { RingMemory::from_raw(self.base.as_ptr()) })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: base/len describe a mapping created by mmap and owned by this value; no
+        // RingMemory can outlive it (they borrow `self`).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A handle to the 353 pages of a ring mapping: the shared ring page and the data pages.
+///
+/// It is `Copy` and hands out only raw pointers and copies; it is valid for lifetime `'a`.
+#[derive(Clone, Copy)]
+pub struct RingMemory<'a> {
+    base: NonNull<u8>,
+    _mapping: PhantomData<&'a Mapping>,
+}
+
+// SAFETY: RingMemory only gives access through atomics, volatile copies and raw pointers;
+// the memory it designates is valid for 'a regardless of the thread.
+unsafe impl Send for RingMemory<'_> {}
+// SAFETY: as for Send.
+unsafe impl Sync for RingMemory<'_> {}
+
+impl fmt::Debug for RingMemory<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingMemory")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl<'a> RingMemory<'a> {
+    /// Wraps raw ring memory.
+    ///
+    /// # Safety
+    ///
+    /// `base` must be aligned to 8 bytes (a page in practice) and valid for reads and writes
+    /// of [`MMAP_SIZE`] bytes for the whole lifetime `'a`.
+    pub unsafe fn from_raw(base: *mut u8) -> Self {
+        Self {
+            base: NonNull::new(base).expect("ring memory base is NULL"),
+            _mapping: PhantomData,
+        }
+    }
+
+    /// Start of the ring page.
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    fn index(&self, offset: usize) -> &'a AtomicU32 {
+        debug_assert!(offset % 4 == 0 && offset < uapi::SRING_HEADER_SIZE);
+        // SAFETY: `offset` is one of the 4-byte aligned u32 index fields of the header inside
+        // the valid ring page; the index fields are only ever accessed atomically here.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    /// `req_prod` (acquire): requests up to this index are visible.
+    pub fn req_prod(&self) -> u32 {
+        self.index(offset_of!(SringHeader, req_prod))
+            .load(Ordering::Acquire)
+    }
+
+    /// Publishes requests up to `value` (release). Kernel side; for simulations.
+    pub fn set_req_prod(&self, value: u32) {
+        self.index(offset_of!(SringHeader, req_prod))
+            .store(value, Ordering::Release);
+    }
+
+    /// `rsp_prod` (acquire). Kernel side; for simulations.
+    pub fn rsp_prod(&self) -> u32 {
+        self.index(offset_of!(SringHeader, rsp_prod))
+            .load(Ordering::Acquire)
+    }
+
+    /// Publishes responses up to `value` (release).
+    pub fn set_rsp_prod(&self, value: u32) {
+        self.index(offset_of!(SringHeader, rsp_prod))
+            .store(value, Ordering::Release);
+    }
+
+    /// A copy of the ring header.
+    pub fn header(&self) -> SringHeader {
+        // SAFETY: the header lies at the start of the valid, aligned ring page; read by value.
+        unsafe { ptr::read_volatile(self.base.as_ptr().cast::<SringHeader>()) }
+    }
+
+    /// Initialises the header like the kernel's `SHARED_RING_INIT` (indices 0, events 1).
+    /// Kernel side; for simulations.
+    pub fn init(&self) {
+        // SAFETY: the header lies at the start of the valid, aligned ring page.
+        unsafe {
+            ptr::write_volatile(
+                self.base.as_ptr().cast::<SringHeader>(),
+                SringHeader::INITIAL,
+            )
+        }
+    }
+
+    fn entry(&self, index: u32) -> *mut u8 {
+        let slot = index % RING_SIZE;
+        // SAFETY: entry_offset(slot) + 112 <= 64 + 32 * 112 < PAGE_SIZE, inside the ring page.
+        unsafe { self.base.as_ptr().add(uapi::entry_offset(slot)) }
+    }
+
+    /// Copies the request in the slot of ring index `index` (`index % RING_SIZE`).
+    pub fn read_request(&self, index: u32) -> RingRequest {
+        // SAFETY: the entry is inside the ring page and 8-byte aligned (64 + n * 112); it is
+        // copied out by value.
+        unsafe { ptr::read_volatile(self.entry(index).cast::<RingRequest>()) }
+    }
+
+    /// Writes a request into the slot of ring index `index`. Kernel side; for simulations.
+    pub fn write_request(&self, index: u32, req: &RingRequest) {
+        // SAFETY: the entry is inside the ring page and aligned; written by value.
+        unsafe { ptr::write_volatile(self.entry(index).cast::<RingRequest>(), *req) }
+    }
+
+    /// Copies the response in the slot of ring index `index`. Kernel side; for simulations.
+    pub fn read_response(&self, index: u32) -> RingResponse {
+        // SAFETY: the entry is inside the ring page and aligned; copied out by value.
+        unsafe { ptr::read_volatile(self.entry(index).cast::<RingResponse>()) }
+    }
+
+    /// Writes a response into the slot of ring index `index`.
+    pub fn write_response(&self, index: u32, rsp: &RingResponse) {
+        // SAFETY: the entry is inside the ring page and aligned; written by value.
+        unsafe { ptr::write_volatile(self.entry(index).cast::<RingResponse>(), *rsp) }
+    }
+
+    /// Start of mapping page `page` (0 is the ring page).
+    ///
+    /// # Panics
+    ///
+    /// If `page >= MMAP_PAGES`.
+    pub fn page_ptr(&self, page: usize) -> *mut u8 {
+        assert!(
+            page < uapi::MMAP_PAGES,
+            "page {page} outside the ring mapping"
+        );
+        // SAFETY: page < MMAP_PAGES, so the offset stays inside the MMAP_SIZE bytes.
+        unsafe { self.base.as_ptr().add(page * PAGE_SIZE) }
+    }
+
+    /// Start of the data page of segment `seg` of request `id`:
+    /// `base + (1 + id * 11 + seg) * 4096`.
+    ///
+    /// # Panics
+    ///
+    /// If `id >= RING_SIZE` or `seg >= SEGMENT_MAX`.
+    pub fn data_ptr(&self, id: u32, seg: u32) -> *mut u8 {
+        assert!(
+            id < RING_SIZE && seg < SEGMENT_MAX,
+            "bad data page ({id}, {seg})"
+        );
+        self.page_ptr(uapi::data_page(id, seg))
+    }
+
+    /// The bytes of segment number `index` of request `id` described by `seg`.
+    ///
+    /// # Panics
+    ///
+    /// If the arguments are out of range (use a validated [`Request`]).
+    pub fn segment_buf(&self, id: u32, index: u32, seg: &Segment) -> SegmentBuf<'a> {
+        assert!(seg.first_sect <= seg.last_sect && seg.last_sect < SECTORS_PER_PAGE);
+        let first = usize::from(seg.first_sect) * SECTOR_SIZE as usize;
+        let len = (usize::from(seg.last_sect - seg.first_sect) + 1) * SECTOR_SIZE as usize;
+        // SAFETY: first + len <= PAGE_SIZE, so the range stays inside the data page.
+        let ptr = unsafe { self.data_ptr(id, index).add(first) };
+        SegmentBuf {
+            ptr,
+            len,
+            _memory: PhantomData,
+        }
+    }
+}
+
+/// The bytes of one request segment inside a data page.
+///
+/// The memory is shared with the kernel; it is accessed only through raw copies.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentBuf<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _memory: PhantomData<RingMemory<'a>>,
+}
+
+impl SegmentBuf<'_> {
+    /// Start of the segment data.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Length in bytes (a multiple of 512, at most 4096).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: segments cover at least one sector.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `src` (exactly [`len`](Self::len) bytes) into the segment.
+    pub fn copy_from_slice(&self, src: &[u8]) {
+        assert_eq!(src.len(), self.len, "segment length mismatch");
+        // SAFETY: `ptr` is valid for `len` bytes of writes (RingMemory invariant) and cannot
+        // overlap `src`, which is ordinary Rust memory.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr, self.len) }
+    }
+
+    /// Copies the segment into `dst` (exactly [`len`](Self::len) bytes).
+    pub fn copy_to_slice(&self, dst: &mut [u8]) {
+        assert_eq!(dst.len(), self.len, "segment length mismatch");
+        // SAFETY: `ptr` is valid for `len` bytes of reads; `dst` is a distinct Rust buffer.
+        unsafe { ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) }
+    }
+
+    /// Fills the segment with `byte`.
+    pub fn fill(&self, byte: u8) {
+        // SAFETY: `ptr` is valid for `len` bytes of writes.
+        unsafe { ptr::write_bytes(self.ptr, byte, self.len) }
+    }
+
+    /// Copies the segment into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        self.copy_to_slice(&mut v);
+        v
+    }
+}
+
+/// Operation of a validated request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Read from the backend into the data pages.
+    Read,
+    /// Write the data pages to the backend.
+    Write,
+}
+
+impl Op {
+    /// The ABI value.
+    pub fn raw(self) -> u8 {
+        match self {
+            Op::Read => OP_READ,
+            Op::Write => OP_WRITE,
+        }
+    }
+}
+
+/// Why a request was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// `id` is not a ring slot.
+    BadId(u64),
+    /// `operation` is neither READ nor WRITE.
+    BadOperation(u8),
+    /// `nr_segments` is 0 or above 11.
+    BadSegmentCount(u8),
+    /// A segment's sector range is not within one page.
+    BadSegment {
+        /// Segment index.
+        index: u8,
+        /// Its `first_sect`.
+        first_sect: u8,
+        /// Its `last_sect`.
+        last_sect: u8,
+    },
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadId(id) => write!(f, "request id {id} outside 0..{RING_SIZE}"),
+            Self::BadOperation(op) => write!(f, "unsupported operation {op}"),
+            Self::BadSegmentCount(n) => write!(f, "segment count {n} outside 1..={SEGMENT_MAX}"),
+            Self::BadSegment {
+                index,
+                first_sect,
+                last_sect,
+            } => write!(
+                f,
+                "segment {index}: sectors {first_sect}..={last_sect} not within a page"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// A validated request, copied out of the shared page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Read or write.
+    pub op: Op,
+    /// Ring id (0..32), which selects the data pages.
+    pub id: u32,
+    /// Start in 512-byte sectors.
+    pub sector: u64,
+    nr_segments: u8,
+    segs: [Segment; SEGMENT_MAX as usize],
+}
+
+impl Request {
+    /// Validates a raw request: id < 32, 1..=11 segments, READ or WRITE,
+    /// `first_sect <= last_sect <= 7` for every segment.
+    pub fn parse(raw: &RingRequest) -> Result<Self, RequestError> {
+        let op = match raw.operation {
+            OP_READ => Op::Read,
+            OP_WRITE => Op::Write,
+            op => return Err(RequestError::BadOperation(op)),
+        };
+        if raw.id >= u64::from(RING_SIZE) {
+            return Err(RequestError::BadId(raw.id));
+        }
+        let n = raw.nr_segments;
+        if n == 0 || u32::from(n) > SEGMENT_MAX {
+            return Err(RequestError::BadSegmentCount(n));
+        }
+        for (index, s) in raw.seg[..usize::from(n)].iter().enumerate() {
+            if s.first_sect > s.last_sect || s.last_sect >= SECTORS_PER_PAGE {
+                return Err(RequestError::BadSegment {
+                    index: index as u8,
+                    first_sect: s.first_sect,
+                    last_sect: s.last_sect,
+                });
+            }
+        }
+        Ok(Self {
+            op,
+            id: raw.id as u32,
+            sector: raw.sector_number,
+            nr_segments: n,
+            segs: raw.seg,
+        })
+    }
+
+    /// The segments (1..=11).
+    pub fn segments(&self) -> &[Segment] {
+        &self.segs[..usize::from(self.nr_segments)]
+    }
+
+    /// Total length in 512-byte sectors.
+    pub fn nr_sectors(&self) -> u64 {
+        self.segments()
+            .iter()
+            .map(|s| u64::from(s.last_sect - s.first_sect) + 1)
+            .sum()
+    }
+
+    /// Byte range on the disk, `None` if it does not fit in 64 bits (the sector number comes
+    /// from the kernel and is not range-checked by [`parse`](Self::parse)).
+    pub fn byte_range(&self) -> Option<std::ops::Range<u64>> {
+        let start = self.sector.checked_mul(SECTOR_SIZE)?;
+        Some(start..start.checked_add(self.len_bytes())?)
+    }
+
+    /// Total length in bytes.
+    pub fn len_bytes(&self) -> u64 {
+        self.nr_sectors() * SECTOR_SIZE
+    }
+
+    /// The data buffers of the segments, in disk order (they are contiguous on the disk).
+    pub fn buffers<'a>(&self, mem: RingMemory<'a>) -> impl Iterator<Item = SegmentBuf<'a>> {
+        let req = *self;
+        (0..usize::from(req.nr_segments))
+            .map(move |i| mem.segment_buf(req.id, i as u32, &req.segs[i]))
+    }
+}
+
+/// Counts of one pass over the ring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Responses written (one per request consumed).
+    pub responses: u32,
+    /// Requests that failed validation (answered with `RSP_ERROR`, not given to the handler).
+    pub invalid: u32,
+    /// Requests the handler answered with a non-zero status.
+    pub failed: u32,
+    /// The last validation error seen.
+    pub last_invalid: Option<RequestError>,
+}
+
+/// The daemon's private ring state (Xen's "back ring"): the next request to consume and the
+/// next response to produce. Reset (create a new one) whenever the ring is mapped afresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackRing {
+    req_cons: u32,
+    rsp_prod_pvt: u32,
+}
+
+impl BackRing {
+    /// State of a freshly mapped ring.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Index of the next request to consume.
+    pub fn req_cons(&self) -> u32 {
+        self.req_cons
+    }
+
+    /// Index of the next response to write (not yet published beyond `rsp_prod`).
+    pub fn rsp_prod_pvt(&self) -> u32 {
+        self.rsp_prod_pvt
+    }
+
+    /// Consumes every request published up to `req_prod` (read once, acquire) and writes one
+    /// response per request, without publishing them.
+    ///
+    /// Each entry is copied out of the shared page and validated; valid requests go to
+    /// `handler`, which returns the response status; invalid ones are answered with
+    /// `RSP_ERROR` (echoing id and operation, as tapdisk does). Fails without consuming
+    /// anything if the producer claims more than [`RING_SIZE`] unconsumed requests.
+    pub fn process<F>(&mut self, mem: RingMemory<'_>, mut handler: F) -> Result<Batch>
+    where
+        F: FnMut(&Request) -> i16,
+    {
+        let prod = mem.req_prod();
+        let pending = prod.wrapping_sub(self.req_cons);
+        if pending > RING_SIZE {
+            return Err(Error::Invalid(format!(
+                "ring overflow: req_prod {prod}, req_cons {} ({pending} requests pending)",
+                self.req_cons
+            )));
+        }
+        let mut batch = Batch::default();
+        while self.req_cons != prod {
+            let raw = mem.read_request(self.req_cons);
+            self.req_cons = self.req_cons.wrapping_add(1);
+            let status = match Request::parse(&raw) {
+                Ok(req) => {
+                    let status = handler(&req);
+                    batch.failed += u32::from(status != uapi::RSP_OKAY);
+                    status
+                }
+                Err(e) => {
+                    batch.invalid += 1;
+                    batch.last_invalid = Some(e);
+                    RSP_ERROR
+                }
+            };
+            mem.write_response(
+                self.rsp_prod_pvt,
+                &RingResponse::new(raw.id, raw.operation, status),
+            );
+            self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+            batch.responses += 1;
+        }
+        Ok(batch)
+    }
+
+    /// Publishes all written responses (`rsp_prod = rsp_prod_pvt`, release).
+    pub fn publish(&self, mem: RingMemory<'_>) {
+        mem.set_rsp_prod(self.rsp_prod_pvt);
+    }
+
+    /// [`process`](Self::process), then, if any response was written, one
+    /// [`publish`](Self::publish) and one call of `kick` (the `RESPOND` ioctl).
+    pub fn serve<F, K>(&mut self, mem: RingMemory<'_>, handler: F, kick: K) -> Result<Batch>
+    where
+        F: FnMut(&Request) -> i16,
+        K: FnOnce() -> Result<()>,
+    {
+        let batch = self.process(mem, handler)?;
+        if batch.responses > 0 {
+            self.publish(mem);
+            kick()?;
+        }
+        Ok(batch)
+    }
+}
+
+/// How [`Ring::create_device`] created the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateMethod {
+    /// `CREATE_DEVICE` (208).
+    DeviceInfo,
+    /// The legacy `CREATE_DEVICE_COMPAT` (202), because 208 is not implemented.
+    Compat,
+}
+
+/// An open ring device, optionally mapped.
+#[derive(Debug)]
+pub struct Ring {
+    // Declared before `fd` so that the mapping is removed before the file is closed.
+    mapping: Option<Mapping>,
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Ring {
+    /// Opens the ring node `path` read/write. Fails with `EBUSY` if the ring is already open
+    /// and `ENXIO` if no tap has that minor.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        Ok(Self {
+            mapping: None,
+            fd: sys::open(path, libc::O_RDWR)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The node path this ring was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The minor of the node (`minor(st_rdev)`), as tapdisk determines it.
+    pub fn minor(&self) -> Result<u32> {
+        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a valid out-pointer and the fd is open.
+        let ret = unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) };
+        cvt(ret, || format!("fstat {}", self.path.display()))?;
+        Ok(libc::minor(st.st_rdev))
+    }
+
+    /// Maps the ring: 353 pages, shared, read/write, offset 0. Fails with `EBUSY` if the
+    /// ring is mapped already (by anyone).
+    pub fn map(&mut self) -> Result<()> {
+        let m = self.map_with(MMAP_SIZE, 0)?;
+        self.mapping = Some(m);
+        Ok(())
+    }
+
+    /// A mapping of `len` bytes at byte `offset` that is not recorded as the ring mapping
+    /// (for probing the driver's checks).
+    pub fn map_with(&self, len: usize, offset: i64) -> Result<Mapping> {
+        Mapping::map_fd(self.fd.as_fd(), len, offset).map_err(|e| match e {
+            Error::Sys { errno, context } => Error::Sys {
+                context: format!("{context} of {}", self.path.display()),
+                errno,
+            },
+            e => e,
+        })
+    }
+
+    /// Removes the ring mapping (the kernel fails any in-flight request).
+    pub fn unmap(&mut self) {
+        self.mapping = None;
+    }
+
+    /// True while the ring is mapped through [`map`](Self::map).
+    pub fn is_mapped(&self) -> bool {
+        self.mapping.is_some()
+    }
+
+    /// The ring memory, if mapped.
+    pub fn memory(&self) -> Option<RingMemory<'_>> {
+        self.mapping.as_ref().and_then(Mapping::memory)
+    }
+
+    /// Closes the file but keeps the mapping (which keeps the file referenced in the kernel).
+    pub fn into_mapping(self) -> Option<Mapping> {
+        self.mapping
+    }
+
+    fn ioctl(&self, name: &str, cmd: u32, arg: libc::c_ulong) -> Result<libc::c_int> {
+        // SAFETY: only called with the ring ioctls and arguments matching their ABI (pointers
+        // to live, correctly sized structs, or no argument).
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), cmd as _, arg) };
+        cvt(ret, || format!("ioctl {name} on {}", self.path.display()))
+    }
+
+    /// `CREATE_DEVICE` (208) only.
+    pub fn create_device_info(&self, info: &DeviceInfo) -> Result<()> {
+        let arg = info as *const DeviceInfo as libc::c_ulong;
+        self.ioctl("CREATE_DEVICE", uapi::IOCTL_CREATE_DEVICE, arg)
+            .map(drop)
+    }
+
+    /// `CREATE_DEVICE_COMPAT` (202) only.
+    pub fn create_device_compat(&self, params: &Blktap2Params) -> Result<()> {
+        let arg = params as *const Blktap2Params as libc::c_ulong;
+        self.ioctl(
+            "CREATE_DEVICE_COMPAT",
+            uapi::IOCTL_CREATE_DEVICE_COMPAT,
+            arg,
+        )
+        .map(drop)
+    }
+
+    /// Creates the block device like tapdisk: `CREATE_DEVICE` (208), and if that is not
+    /// implemented (`ENOTTY` or `ENOIOCTLCMD`) `CREATE_DEVICE_COMPAT` (202), which cannot
+    /// carry the flags or a distinct physical sector size.
+    pub fn create_device(&self, info: &DeviceInfo) -> Result<CreateMethod> {
+        match self.create_device_info(info) {
+            Ok(()) => Ok(CreateMethod::DeviceInfo),
+            Err(e) if crate::control::is_not_implemented(&e) => {
+                self.create_device_compat(&Blktap2Params::from_info(info))?;
+                Ok(CreateMethod::Compat)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `REMOVE_DEVICE` (207): `EBUSY` while the disk is open; succeeds if there is no disk.
+    pub fn remove_device(&self) -> Result<()> {
+        self.ioctl("REMOVE_DEVICE", uapi::IOCTL_REMOVE_DEVICE, 0)
+            .map(drop)
+    }
+
+    /// `RESPOND` (1): makes the kernel consume the responses published up to `rsp_prod`.
+    pub fn respond(&self) -> Result<()> {
+        self.ioctl("RESPOND", uapi::IOCTL_RESPOND, 0).map(drop)
+    }
+
+    /// Any ioctl on the ring.
+    ///
+    /// # Safety
+    ///
+    /// If the kernel interprets `arg` as a pointer for `cmd`, it must be valid for that use.
+    pub unsafe fn ioctl_raw(&self, cmd: u32, arg: libc::c_ulong) -> Result<libc::c_int> {
+        // SAFETY: delegated to the caller.
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), cmd as _, arg) };
+        cvt(ret, || format!("ioctl {cmd} on {}", self.path.display()))
+    }
+
+    /// Polls the ring for `POLLIN` (which also makes the kernel dispatch queued I/O and
+    /// publish `req_prod`). `None` waits forever. Returns false on timeout or `EINTR`.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+        // SAFETY: one valid pollfd.
+        let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match cvt(ret, || format!("poll {}", self.path.display())) {
+            Ok(_) => Ok(pfd.revents & libc::POLLIN != 0),
+            Err(e) if e.is_errno(libc::EINTR) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Serves one batch: [`BackRing::serve`] on this ring's memory with `RESPOND` as kick.
+    /// Fails with [`Error::Invalid`] if the ring is not mapped.
+    pub fn serve<F>(&self, back: &mut BackRing, handler: F) -> Result<Batch>
+    where
+        F: FnMut(&Request) -> i16,
+    {
+        let mem = self
+            .memory()
+            .ok_or_else(|| Error::Invalid(format!("{} is not mapped", self.path.display())))?;
+        back.serve(mem, handler, || self.respond())
+    }
+}
+
+impl AsFd for Ring {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Size check: a full ring entry is the request size.
+const _: () = assert!(size_of::<RingRequest>() == uapi::RING_ENTRY_SIZE);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uapi::{SringHeader, RSP_OKAY};
+
+    fn ring() -> Mapping {
+        let m = Mapping::anonymous(MMAP_SIZE).unwrap();
+        m.memory().unwrap().init();
+        m
+    }
+
+    #[test]
+    fn header_init_and_indices() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        assert_eq!(mem.header(), SringHeader::INITIAL);
+        mem.set_req_prod(5);
+        mem.set_rsp_prod(3);
+        assert_eq!(mem.req_prod(), 5);
+        assert_eq!(mem.rsp_prod(), 3);
+        // SAFETY: test-only raw read of the header's first word inside the mapping.
+        let raw = unsafe { ptr::read_volatile(m.as_ptr().cast::<u32>()) };
+        assert_eq!(raw, 5);
+    }
+
+    #[test]
+    fn data_pointer_layout() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        let base = m.as_ptr() as usize;
+        assert_eq!(mem.data_ptr(0, 0) as usize - base, PAGE_SIZE);
+        assert_eq!(mem.data_ptr(1, 0) as usize - base, 12 * PAGE_SIZE);
+        assert_eq!(mem.data_ptr(31, 10) as usize - base, 352 * PAGE_SIZE);
+        let b = mem.segment_buf(2, 3, &Segment::new(2, 5));
+        assert_eq!(
+            b.as_ptr() as usize - base,
+            (1 + 2 * 11 + 3) * PAGE_SIZE + 1024
+        );
+        assert_eq!(b.len(), 2048);
+        assert_eq!(mem.entry(33) as usize - base, 64 + 112);
+    }
+
+    #[test]
+    #[should_panic]
+    fn data_pointer_out_of_range() {
+        let m = ring();
+        m.memory().unwrap().data_ptr(32, 0);
+    }
+
+    #[test]
+    fn request_validation() {
+        let ok = RingRequest::new(OP_WRITE, 31, 8, &[(0, 7), (0, 0)]);
+        let r = Request::parse(&ok).unwrap();
+        assert_eq!(
+            (r.op, r.id, r.sector, r.nr_sectors()),
+            (Op::Write, 31, 8, 9)
+        );
+        assert_eq!(r.byte_range(), Some(4096..4096 + 9 * 512));
+        let far = RingRequest::new(OP_READ, 0, u64::MAX / 512, &[(0, 7)]);
+        assert_eq!(Request::parse(&far).unwrap().byte_range(), None);
+        assert_eq!(r.len_bytes(), 9 * 512);
+
+        let bad_id = RingRequest::new(OP_READ, 32, 0, &[(0, 7)]);
+        assert_eq!(Request::parse(&bad_id), Err(RequestError::BadId(32)));
+        let bad_op = RingRequest::new(2, 0, 0, &[(0, 7)]);
+        assert_eq!(Request::parse(&bad_op), Err(RequestError::BadOperation(2)));
+        let no_seg = RingRequest::new(OP_READ, 0, 0, &[]);
+        assert_eq!(
+            Request::parse(&no_seg),
+            Err(RequestError::BadSegmentCount(0))
+        );
+        let mut many = RingRequest::new(OP_READ, 0, 0, &[(0, 7)]);
+        many.nr_segments = 12;
+        assert_eq!(
+            Request::parse(&many),
+            Err(RequestError::BadSegmentCount(12))
+        );
+        let full = RingRequest::new(OP_READ, 0, 0, &[(0, 7); 11]);
+        assert_eq!(Request::parse(&full).unwrap().nr_sectors(), 88);
+        let reversed = RingRequest::new(OP_READ, 0, 0, &[(0, 7), (3, 2)]);
+        assert!(matches!(
+            Request::parse(&reversed),
+            Err(RequestError::BadSegment {
+                index: 1,
+                first_sect: 3,
+                last_sect: 2
+            })
+        ));
+        let past_page = RingRequest::new(OP_READ, 0, 0, &[(0, 8)]);
+        assert!(matches!(
+            Request::parse(&past_page),
+            Err(RequestError::BadSegment { .. })
+        ));
+        // Segments beyond nr_segments are not looked at.
+        let mut junk = RingRequest::new(OP_READ, 0, 0, &[(0, 7)]);
+        junk.seg[5] = Segment::new(9, 1);
+        assert!(Request::parse(&junk).is_ok());
+    }
+
+    #[test]
+    fn batch_consumes_all_and_publishes_once() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        let mut back = BackRing::new();
+        for i in 0..5u32 {
+            mem.write_request(
+                i,
+                &RingRequest::new(OP_READ, u64::from(i), u64::from(i) * 8, &[(0, 7)]),
+            );
+        }
+        mem.write_request(5, &RingRequest::new(9, 5, 0, &[(0, 7)]));
+        mem.set_req_prod(6);
+        let mut seen = Vec::new();
+        let mut kicks = 0;
+        let batch = back
+            .serve(
+                mem,
+                |r| {
+                    seen.push(r.id);
+                    if r.id == 4 {
+                        RSP_ERROR
+                    } else {
+                        RSP_OKAY
+                    }
+                },
+                || {
+                    kicks += 1;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert_eq!(batch.responses, 6);
+        assert_eq!(batch.invalid, 1);
+        assert_eq!(batch.failed, 1);
+        assert_eq!(batch.last_invalid, Some(RequestError::BadOperation(9)));
+        assert_eq!(kicks, 1);
+        assert_eq!(mem.rsp_prod(), 6);
+        assert_eq!(
+            mem.read_response(4),
+            RingResponse::new(4, OP_READ, RSP_ERROR)
+        );
+        assert_eq!(mem.read_response(5), RingResponse::new(5, 9, RSP_ERROR));
+        assert_eq!(
+            mem.read_response(0),
+            RingResponse::new(0, OP_READ, RSP_OKAY)
+        );
+        // Nothing new: no publish, no kick.
+        let batch = back
+            .serve(mem, |_| RSP_OKAY, || panic!("kick without responses"))
+            .unwrap();
+        assert_eq!(batch.responses, 0);
+    }
+
+    #[test]
+    fn indices_wrap_around() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        let start = u32::MAX - 2;
+        let mut back = BackRing {
+            req_cons: start,
+            rsp_prod_pvt: start,
+        };
+        mem.set_rsp_prod(start);
+        for k in 0..6u32 {
+            let idx = start.wrapping_add(k);
+            mem.write_request(
+                idx,
+                &RingRequest::new(OP_WRITE, u64::from(idx % RING_SIZE), 0, &[(0, 0)]),
+            );
+        }
+        mem.set_req_prod(start.wrapping_add(6));
+        let b = back.process(mem, |_| RSP_OKAY).unwrap();
+        assert_eq!(b.responses, 6);
+        back.publish(mem);
+        assert_eq!(mem.rsp_prod(), 3);
+        assert_eq!(back.req_cons(), 3);
+    }
+
+    #[test]
+    fn overflow_is_rejected() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        mem.set_req_prod(RING_SIZE + 1);
+        let mut back = BackRing::new();
+        assert!(matches!(
+            back.process(mem, |_| RSP_OKAY),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(back.req_cons(), 0);
+        mem.set_req_prod(RING_SIZE);
+        for i in 0..RING_SIZE {
+            mem.write_request(i, &RingRequest::new(OP_READ, u64::from(i), 0, &[(0, 7)]));
+        }
+        assert_eq!(
+            back.process(mem, |_| RSP_OKAY).unwrap().responses,
+            RING_SIZE
+        );
+    }
+
+    #[test]
+    fn segment_buffers_copy() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        let req = Request::parse(&RingRequest::new(OP_WRITE, 7, 0, &[(1, 1), (0, 7)])).unwrap();
+        let bufs: Vec<_> = req.buffers(mem).collect();
+        assert_eq!(bufs.len(), 2);
+        assert_eq!(bufs[0].len(), 512);
+        assert_eq!(bufs[1].len(), 4096);
+        bufs[0].copy_from_slice(&[0xab; 512]);
+        bufs[1].fill(0xcd);
+        // SAFETY: test-only raw reads inside the mapping.
+        unsafe {
+            assert_eq!(*mem.data_ptr(7, 0), 0);
+            assert_eq!(*mem.data_ptr(7, 0).add(512), 0xab);
+            assert_eq!(*mem.data_ptr(7, 0).add(1024), 0);
+            assert_eq!(*mem.data_ptr(7, 1).add(4095), 0xcd);
+        }
+        assert!(bufs[0].to_vec().iter().all(|&b| b == 0xab));
+    }
+
+    #[test]
+    fn open_missing_ring() {
+        let e = Ring::open("/nonexistent/blktap0").unwrap_err();
+        assert!(e.is_errno(libc::ENOENT));
+    }
+
+    #[test]
+    fn ring_on_a_regular_file() {
+        // A regular file stands in for the ring node: mapping and memory access work, the
+        // ring ioctls do not.
+        let path = std::env::temp_dir().join(format!("blktap-ringfile-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; MMAP_SIZE]).unwrap();
+        let mut r = Ring::open(&path).unwrap();
+        assert!(r.memory().is_none());
+        r.map().unwrap();
+        assert!(r.is_mapped());
+        let mem = r.memory().unwrap();
+        mem.init();
+        assert_eq!(mem.header(), SringHeader::INITIAL);
+        assert!(r.remove_device().unwrap_err().is_errno(libc::ENOTTY));
+        r.minor().unwrap();
+        r.poll(Some(Duration::ZERO)).unwrap();
+        let m = r.into_mapping().unwrap();
+        assert_eq!(m.len(), MMAP_SIZE);
+        drop(m);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,0 +1,544 @@
+//! `#[repr(C)]` mirrors of `include/uapi/linux/blktap.h` (the V-XS ABI, x86-64 layout).
+//!
+//! The header is authoritative; the `layout_matches_c_header` unit test compiles a C program
+//! against it and compares every size and offset with the Rust definitions below.
+
+use std::fmt;
+
+/// Control ioctl: allocate a tap; the argument points to a [`BlktapInfo`] (out).
+pub const IOCTL_ALLOC_TAP: u32 = 200;
+/// Control ioctl: free the tap whose minor is passed by value.
+pub const IOCTL_FREE_TAP: u32 = 201;
+/// Ring ioctl: consume the responses published up to `rsp_prod`; the argument is ignored.
+pub const IOCTL_RESPOND: u32 = 1;
+/// Ring ioctl: create the block device from a [`Blktap2Params`] (legacy form).
+pub const IOCTL_CREATE_DEVICE_COMPAT: u32 = 202;
+/// Ring ioctl: remove the block device; fails with `EBUSY` while the disk is open.
+pub const IOCTL_REMOVE_DEVICE: u32 = 207;
+/// Ring ioctl: create the block device from a [`DeviceInfo`].
+pub const IOCTL_CREATE_DEVICE: u32 = 208;
+
+/// Kernel-internal `ENOIOCTLCMD`; tapdisk treats it like `ENOTTY` when probing ioctl 208.
+pub const ENOIOCTLCMD: i32 = 515;
+
+/// Number of taps (and minors) the driver supports.
+pub const MAX_DEVICES: u32 = 16384;
+
+/// [`DeviceInfo::flags`] bit: the disk is read-only.
+pub const DEVICE_RO: u64 = 0x1;
+
+/// Size of [`Blktap2Params::name`].
+pub const MAX_MESSAGE_LEN: usize = 256;
+
+/// Entries in the shared ring; indices are free-running `u32` counters.
+pub const RING_SIZE: u32 = 32;
+/// Data pages (segments) per request.
+pub const SEGMENT_MAX: u32 = 11;
+/// Pages of the ring mapping: the ring page plus `RING_SIZE * SEGMENT_MAX` data pages.
+pub const MMAP_PAGES: usize = 1 + (RING_SIZE * SEGMENT_MAX) as usize;
+/// Page size the ABI is defined for (x86-64).
+pub const PAGE_SIZE: usize = 4096;
+/// Length in bytes of the ring mapping.
+pub const MMAP_SIZE: usize = MMAP_PAGES * PAGE_SIZE;
+/// Sector unit of `capacity`, `sector_number`, `first_sect` and `last_sect`.
+pub const SECTOR_SIZE: u64 = 512;
+/// Sectors per data page.
+pub const SECTORS_PER_PAGE: u8 = (PAGE_SIZE as u64 / SECTOR_SIZE) as u8;
+
+/// Request operation: read from the backend into the data pages.
+pub const OP_READ: u8 = 0;
+/// Request operation: write the data pages to the backend.
+pub const OP_WRITE: u8 = 1;
+
+/// Response status: success.
+pub const RSP_OKAY: i16 = 0;
+/// Response status: I/O error.
+pub const RSP_ERROR: i16 = -1;
+/// Response status: operation not supported (the kernel fails the I/O like `RSP_ERROR`).
+pub const RSP_EOPNOTSUPP: i16 = -2;
+
+/// Page index within the ring mapping of segment `seg` of the request with ring id `id`.
+pub const fn data_page(id: u32, seg: u32) -> usize {
+    (1 + id * SEGMENT_MAX + seg) as usize
+}
+
+/// Offset of ring entry `slot` (0..[`RING_SIZE`]) from the start of the ring page.
+pub const fn entry_offset(slot: u32) -> usize {
+    SRING_HEADER_SIZE + slot as usize * RING_ENTRY_SIZE
+}
+
+/// Size of the shared ring header (indices, message byte and padding).
+pub const SRING_HEADER_SIZE: usize = 64;
+/// Size of one ring entry (the request/response union).
+pub const RING_ENTRY_SIZE: usize = 112;
+
+/// Reply of `ALLOC_TAP` (`struct blktap_info`, 12 bytes; tap-ctl's `blktap2_handle`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlktapInfo {
+    /// Major of the `blktap2` ring character devices.
+    pub ring_major: u32,
+    /// Major of the `tapdev` block devices.
+    pub bdev_major: u32,
+    /// The allocated tap minor.
+    pub ring_minor: u32,
+}
+
+/// Argument of `CREATE_DEVICE` (`struct blktap_device_info`, 56 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Size in 512-byte sectors; must be non-zero.
+    pub capacity: u64,
+    /// Logical block size: a power of two in 512..=4096.
+    pub sector_size: u32,
+    /// Physical block size: a power of two, at least 512.
+    pub physical_sector_size: u32,
+    /// [`DEVICE_RO`]; other bits are ignored.
+    pub flags: u64,
+    rsvd: [u64; 4],
+}
+
+impl DeviceInfo {
+    /// Device info with the same logical and physical sector size.
+    pub fn new(capacity: u64, sector_size: u32, read_only: bool) -> Self {
+        Self {
+            capacity,
+            sector_size,
+            physical_sector_size: sector_size,
+            flags: if read_only { DEVICE_RO } else { 0 },
+            rsvd: [0; 4],
+        }
+    }
+}
+
+/// Argument of `CREATE_DEVICE_COMPAT` (`struct blktap2_params`, 272 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Blktap2Params {
+    /// NUL-terminated tap name; may be empty.
+    pub name: [u8; MAX_MESSAGE_LEN],
+    /// Size in 512-byte sectors.
+    pub capacity: u64,
+    /// Logical and physical block size.
+    pub sector_size: u64,
+}
+
+impl Blktap2Params {
+    /// Parameters with an empty name, as tapdisk sends them.
+    pub fn new(capacity: u64, sector_size: u64) -> Self {
+        Self {
+            name: [0; MAX_MESSAGE_LEN],
+            capacity,
+            sector_size,
+        }
+    }
+
+    /// Sets the name, truncated so that a terminating NUL always fits.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = [0; MAX_MESSAGE_LEN];
+        let len = name.len().min(MAX_MESSAGE_LEN - 1);
+        self.name[..len].copy_from_slice(&name.as_bytes()[..len]);
+        self
+    }
+
+    /// Same parameters as `info` minus what the legacy call cannot express (flags and a
+    /// distinct physical sector size).
+    pub fn from_info(info: &DeviceInfo) -> Self {
+        Self::new(info.capacity, u64::from(info.sector_size))
+    }
+}
+
+impl Default for Blktap2Params {
+    fn default() -> Self {
+        Self::new(0, 0)
+    }
+}
+
+impl fmt::Debug for Blktap2Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.name.len());
+        f.debug_struct("Blktap2Params")
+            .field("name", &String::from_utf8_lossy(&self.name[..end]))
+            .field("capacity", &self.capacity)
+            .field("sector_size", &self.sector_size)
+            .finish()
+    }
+}
+
+/// One data segment (`struct blktap_segment`, 8 bytes): sectors `first_sect..=last_sect`
+/// of its page.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pad: u32,
+    /// First 512-byte sector of the page that holds data.
+    pub first_sect: u8,
+    /// Last 512-byte sector of the page that holds data (inclusive).
+    pub last_sect: u8,
+    pad2: [u8; 2],
+}
+
+impl Segment {
+    /// Segment covering sectors `first..=last` of its page.
+    pub fn new(first_sect: u8, last_sect: u8) -> Self {
+        Self {
+            first_sect,
+            last_sect,
+            ..Self::default()
+        }
+    }
+}
+
+/// A request as the kernel writes it (`struct blktap_ring_request`, 112 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingRequest {
+    /// [`OP_READ`] or [`OP_WRITE`].
+    pub operation: u8,
+    /// Number of valid entries of `seg`, 1..=[`SEGMENT_MAX`].
+    pub nr_segments: u8,
+    pad: u16,
+    pad2: u32,
+    /// Ring slot 0..[`RING_SIZE`]; selects the data pages.
+    pub id: u64,
+    /// Start in 512-byte sectors.
+    pub sector_number: u64,
+    /// The data segments.
+    pub seg: [Segment; SEGMENT_MAX as usize],
+}
+
+impl RingRequest {
+    /// Builds a request (as the kernel would) from `(first_sect, last_sect)` pairs; pairs
+    /// beyond [`SEGMENT_MAX`] are ignored.
+    pub fn new(operation: u8, id: u64, sector_number: u64, segs: &[(u8, u8)]) -> Self {
+        let mut req = Self {
+            operation,
+            nr_segments: segs.len().min(SEGMENT_MAX as usize) as u8,
+            id,
+            sector_number,
+            ..Self::default()
+        };
+        for (dst, &(first, last)) in req.seg.iter_mut().zip(segs) {
+            *dst = Segment::new(first, last);
+        }
+        req
+    }
+}
+
+/// A response as the daemon writes it (`struct blktap_ring_response`, 16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingResponse {
+    /// Id of the request answered.
+    pub id: u64,
+    /// Operation of the request answered.
+    pub operation: u8,
+    pad: u8,
+    /// [`RSP_OKAY`], [`RSP_ERROR`] or [`RSP_EOPNOTSUPP`].
+    pub status: i16,
+    pad2: u32,
+}
+
+impl RingResponse {
+    /// Response to request `id` with operation `operation`.
+    pub fn new(id: u64, operation: u8, status: i16) -> Self {
+        Self {
+            id,
+            operation,
+            status,
+            ..Self::default()
+        }
+    }
+}
+
+/// One ring slot (`union blktap_ring_entry`, 112 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union RingEntry {
+    /// The request view.
+    pub req: RingRequest,
+    /// The response view.
+    pub rsp: RingResponse,
+}
+
+/// The first 64 bytes of the ring page: indices and message byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SringHeader {
+    /// Request producer index (kernel).
+    pub req_prod: u32,
+    /// Initialised to 1; unused.
+    pub req_event: u32,
+    /// Response producer index (daemon).
+    pub rsp_prod: u32,
+    /// Initialised to 1; unused.
+    pub rsp_event: u32,
+    /// Message byte, unused by this ABI variant.
+    pub msg: u8,
+    /// Reserved, zero.
+    pub pad: [u8; 47],
+}
+
+impl SringHeader {
+    /// The state of a freshly initialised ring (`SHARED_RING_INIT`).
+    pub const INITIAL: Self = Self {
+        req_prod: 0,
+        req_event: 1,
+        rsp_prod: 0,
+        rsp_event: 1,
+        msg: 0,
+        pad: [0; 47],
+    };
+}
+
+/// The whole shared ring (`struct blktap_sring`); only used for layout, the page itself is
+/// accessed through [`crate::ring::RingMemory`].
+#[repr(C)]
+pub struct Sring {
+    /// Indices and message byte.
+    pub hdr: SringHeader,
+    /// The ring slots.
+    pub ring: [RingEntry; RING_SIZE as usize],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// (C expression, Rust value) pairs; the C program prints each expression as `%lld`.
+    fn expectations() -> Vec<(&'static str, i64)> {
+        macro_rules! size {
+            ($c:literal, $t:ty) => {
+                (concat!("sizeof(", $c, ")"), size_of::<$t>() as i64)
+            };
+        }
+        macro_rules! off {
+            ($c:literal, $t:ty, $cf:literal, $($rf:tt)+) => {
+                (concat!("offsetof(", $c, ", ", $cf, ")"), offset_of!($t, $($rf)+) as i64)
+            };
+        }
+        macro_rules! konst {
+            ($c:literal, $v:expr) => {
+                ($c, $v as i64)
+            };
+        }
+        vec![
+            size!("struct blktap_info", BlktapInfo),
+            off!("struct blktap_info", BlktapInfo, "ring_major", ring_major),
+            off!("struct blktap_info", BlktapInfo, "bdev_major", bdev_major),
+            off!("struct blktap_info", BlktapInfo, "ring_minor", ring_minor),
+            size!("struct blktap_device_info", DeviceInfo),
+            off!(
+                "struct blktap_device_info",
+                DeviceInfo,
+                "capacity",
+                capacity
+            ),
+            off!(
+                "struct blktap_device_info",
+                DeviceInfo,
+                "sector_size",
+                sector_size
+            ),
+            off!(
+                "struct blktap_device_info",
+                DeviceInfo,
+                "physical_sector_size",
+                physical_sector_size
+            ),
+            off!("struct blktap_device_info", DeviceInfo, "flags", flags),
+            off!("struct blktap_device_info", DeviceInfo, "__rsvd", rsvd),
+            size!("struct blktap2_params", Blktap2Params),
+            off!("struct blktap2_params", Blktap2Params, "name", name),
+            off!("struct blktap2_params", Blktap2Params, "capacity", capacity),
+            off!(
+                "struct blktap2_params",
+                Blktap2Params,
+                "sector_size",
+                sector_size
+            ),
+            size!("struct blktap_segment", Segment),
+            off!("struct blktap_segment", Segment, "__pad", pad),
+            off!("struct blktap_segment", Segment, "first_sect", first_sect),
+            off!("struct blktap_segment", Segment, "last_sect", last_sect),
+            off!("struct blktap_segment", Segment, "__pad2", pad2),
+            size!("struct blktap_ring_request", RingRequest),
+            off!(
+                "struct blktap_ring_request",
+                RingRequest,
+                "operation",
+                operation
+            ),
+            off!(
+                "struct blktap_ring_request",
+                RingRequest,
+                "nr_segments",
+                nr_segments
+            ),
+            off!("struct blktap_ring_request", RingRequest, "__pad", pad),
+            off!("struct blktap_ring_request", RingRequest, "__pad2", pad2),
+            off!("struct blktap_ring_request", RingRequest, "id", id),
+            off!(
+                "struct blktap_ring_request",
+                RingRequest,
+                "sector_number",
+                sector_number
+            ),
+            off!("struct blktap_ring_request", RingRequest, "seg", seg),
+            size!("struct blktap_ring_response", RingResponse),
+            off!("struct blktap_ring_response", RingResponse, "id", id),
+            off!(
+                "struct blktap_ring_response",
+                RingResponse,
+                "operation",
+                operation
+            ),
+            off!("struct blktap_ring_response", RingResponse, "__pad", pad),
+            off!(
+                "struct blktap_ring_response",
+                RingResponse,
+                "status",
+                status
+            ),
+            off!("struct blktap_ring_response", RingResponse, "__pad2", pad2),
+            size!("union blktap_ring_entry", RingEntry),
+            size!("struct blktap_sring", Sring),
+            off!("struct blktap_sring", Sring, "req_prod", hdr.req_prod),
+            off!("struct blktap_sring", Sring, "req_event", hdr.req_event),
+            off!("struct blktap_sring", Sring, "rsp_prod", hdr.rsp_prod),
+            off!("struct blktap_sring", Sring, "rsp_event", hdr.rsp_event),
+            off!("struct blktap_sring", Sring, "msg", hdr.msg),
+            off!("struct blktap_sring", Sring, "__pad", hdr.pad),
+            off!("struct blktap_sring", Sring, "ring", ring),
+            konst!(
+                "sizeof(((struct blktap_sring *)0)->ring[0])",
+                RING_ENTRY_SIZE
+            ),
+            konst!("offsetof(struct blktap_sring, ring)", SRING_HEADER_SIZE),
+            konst!("offsetof(struct blktap_sring, ring[31])", entry_offset(31)),
+            konst!("BLKTAP_IOCTL_ALLOC_TAP", IOCTL_ALLOC_TAP),
+            konst!("BLKTAP_IOCTL_FREE_TAP", IOCTL_FREE_TAP),
+            konst!("BLKTAP_IOCTL_RESPOND", IOCTL_RESPOND),
+            konst!(
+                "BLKTAP_IOCTL_CREATE_DEVICE_COMPAT",
+                IOCTL_CREATE_DEVICE_COMPAT
+            ),
+            konst!("BLKTAP_IOCTL_REMOVE_DEVICE", IOCTL_REMOVE_DEVICE),
+            konst!("BLKTAP_IOCTL_CREATE_DEVICE", IOCTL_CREATE_DEVICE),
+            konst!("BLKTAP_MAX_DEVICES", MAX_DEVICES),
+            konst!("BLKTAP_DEVICE_RO", DEVICE_RO),
+            konst!("BLKTAP2_MAX_MESSAGE_LEN", MAX_MESSAGE_LEN),
+            konst!("BLKTAP_RING_SIZE", RING_SIZE),
+            konst!("BLKTAP_SEGMENT_MAX", SEGMENT_MAX),
+            konst!("BLKTAP_MMAP_PAGES", MMAP_PAGES),
+            konst!("BLKTAP_DATA_PAGE(0, 0)", data_page(0, 0)),
+            konst!("BLKTAP_DATA_PAGE(31, 10)", data_page(31, 10)),
+            konst!("BLKTAP_DATA_PAGE(7, 3)", data_page(7, 3)),
+            konst!("BLKTAP_OP_READ", OP_READ),
+            konst!("BLKTAP_OP_WRITE", OP_WRITE),
+            konst!("BLKTAP_RSP_OKAY", RSP_OKAY),
+            konst!("BLKTAP_RSP_ERROR", RSP_ERROR),
+            konst!("BLKTAP_RSP_EOPNOTSUPP", RSP_EOPNOTSUPP),
+        ]
+    }
+
+    #[test]
+    fn layout_sizes() {
+        assert_eq!(size_of::<BlktapInfo>(), 12);
+        assert_eq!(size_of::<DeviceInfo>(), 56);
+        assert_eq!(size_of::<Blktap2Params>(), 272);
+        assert_eq!(size_of::<Segment>(), 8);
+        assert_eq!(size_of::<RingRequest>(), 112);
+        assert_eq!(size_of::<RingResponse>(), 16);
+        assert_eq!(size_of::<RingEntry>(), RING_ENTRY_SIZE);
+        assert_eq!(size_of::<SringHeader>(), SRING_HEADER_SIZE);
+        assert_eq!(entry_offset(1), 64 + 112);
+        assert_eq!(MMAP_PAGES, 353);
+        assert!(size_of::<Sring>() <= PAGE_SIZE);
+    }
+
+    #[test]
+    fn layout_matches_c_header() {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let include = manifest.join("../../include");
+        let header = include.join("uapi/linux/blktap.h");
+        assert!(header.exists(), "{} not found", header.display());
+
+        let checks = expectations();
+        let mut src = String::from(
+            "#include <stddef.h>\n#include <stdio.h>\n#include <uapi/linux/blktap.h>\nint main(void)\n{\n",
+        );
+        for (expr, _) in &checks {
+            src.push_str(&format!("\tprintf(\"%lld\\n\", (long long)({expr}));\n"));
+        }
+        src.push_str("\treturn 0;\n}\n");
+
+        let dir = std::env::temp_dir().join(format!("blktap-uapi-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c_file = dir.join("layout.c");
+        let exe = dir.join("layout");
+        std::fs::write(&c_file, &src).unwrap();
+        let out = Command::new("cc")
+            .arg("-std=gnu11")
+            .arg("-Wall")
+            .arg("-Werror")
+            .arg("-I")
+            .arg(&include)
+            .arg("-o")
+            .arg(&exe)
+            .arg(&c_file)
+            .output()
+            .expect("running the system C compiler `cc`");
+        assert!(
+            out.status.success(),
+            "cc failed:\n{}\n{src}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = Command::new(&exe)
+            .output()
+            .expect("running the layout program");
+        assert!(run.status.success());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let stdout = String::from_utf8(run.stdout).unwrap();
+        let values: Vec<i64> = stdout.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(values.len(), checks.len());
+        let mismatches: Vec<String> = checks
+            .iter()
+            .zip(&values)
+            .filter(|((_, rust), c)| rust != *c)
+            .map(|((expr, rust), c)| format!("{expr}: C {c}, Rust {rust}"))
+            .collect();
+        assert!(
+            mismatches.is_empty(),
+            "layout mismatches:\n{}",
+            mismatches.join("\n")
+        );
+    }
+
+    #[test]
+    fn params_name_is_truncated_and_terminated() {
+        let long = "x".repeat(400);
+        let p = Blktap2Params::new(8, 512).with_name(&long);
+        assert_eq!(p.name[MAX_MESSAGE_LEN - 2], b'x');
+        assert_eq!(p.name[MAX_MESSAGE_LEN - 1], 0);
+        let p = Blktap2Params::new(8, 512).with_name("vbd");
+        assert_eq!(&p.name[..4], b"vbd\0");
+    }
+
+    #[test]
+    fn request_builder() {
+        let r = RingRequest::new(OP_WRITE, 3, 100, &[(0, 7), (2, 3)]);
+        assert_eq!(r.nr_segments, 2);
+        assert_eq!(r.seg[1], Segment::new(2, 3));
+        assert_eq!(r.seg[2], Segment::default());
+    }
+}

@@ -1,0 +1,455 @@
+//! `blktapd`: serves one blktap ring from a null, RAM or file backend.
+
+// Doc comments on the CLI types are clap help text, written for a terminal, not rustdoc.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
+/// Logs one line to stderr, prefixed with the program name and pid.
+macro_rules! log {
+    ($($arg:tt)*) => {
+        eprintln!("blktapd[{}]: {}", std::process::id(), format_args!($($arg)*))
+    };
+}
+
+mod backend;
+mod event;
+mod serve;
+
+use backend::{parse_size, BackendSpec};
+use blktap::node::{self, disk_name};
+use blktap::ring::Ring;
+use blktap::uapi::{DeviceInfo, SECTOR_SIZE};
+use clap::Parser;
+use serve::Server;
+use std::error::Error;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub(crate) type AnyResult<T> = Result<T, Box<dyn Error>>;
+
+fn parse_sector_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("invalid sector size {s:?}"))?;
+    if !(512..=4096).contains(&n) || !n.is_power_of_two() {
+        return Err(format!(
+            "sector size {n} is not a power of two in 512..=4096"
+        ));
+    }
+    Ok(n)
+}
+
+/// Serve a blktap ring: create the tap's block device and answer its I/O requests.
+///
+/// blktapd opens and maps the ring device of an allocated tap, creates the block device
+/// (/dev/td<letters>) with the capacity of the backend, and then answers every request
+/// the kernel puts on the ring. On SIGTERM or SIGINT it removes the block device, waiting
+/// (and still serving I/O) while the disk is open, unmaps the ring and exits with status 0.
+/// The tap itself stays allocated; free it with `blktap-ctl free`.
+#[derive(Debug, Parser)]
+#[command(name = "blktapd", version, about, long_about)]
+#[command(
+    after_help = "BACKENDS:\n  null:SIZE   complete every request at once without touching data\n  \
+mem:SIZE    a RAM disk, initially zero\n  file:PATH   an image file or block device (O_DIRECT when possible)\n\n\
+SIZE is in bytes with an optional K, M, G or T suffix (powers of 1024) and must be a multiple of 512.\n\n\
+EXAMPLES:\n  blktapd --minor 0 --backend mem:64M --foreground\n  \
+blktapd --ring /dev/blktap/blktap3 --backend file:/srv/disk.img --read-only"
+)]
+struct Args {
+    /// Ring device node to serve.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "minor",
+        conflicts_with = "minor"
+    )]
+    ring: Option<PathBuf>,
+
+    /// Tap minor to serve: uses DEV_DIR/blktap<N>, else /dev/blktap/blktap<N>.
+    #[arg(short, long, value_name = "N")]
+    minor: Option<u32>,
+
+    /// Directory of the tap-ctl style nodes, used with --minor.
+    #[arg(long, value_name = "DIR", default_value = node::DEV_DIR)]
+    dev_dir: PathBuf,
+
+    /// What to serve: null[:SIZE], mem[:SIZE] or file:PATH.
+    #[arg(short, long, value_name = "SPEC")]
+    backend: BackendSpec,
+
+    /// Size of a null or mem backend, if not given in SPEC.
+    #[arg(short, long, value_name = "SIZE", value_parser = parse_size)]
+    size: Option<u64>,
+
+    /// Create a read-only disk; writes are answered with an error and files are opened
+    /// O_RDONLY.
+    #[arg(short = 'R', long)]
+    read_only: bool,
+
+    /// Logical and physical sector size of the disk (512, 1024, 2048 or 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 512, value_parser = parse_sector_size)]
+    sector_size: u32,
+
+    /// Write "ready\n" to this inherited file descriptor once the disk exists, then close it.
+    #[arg(long, value_name = "FD")]
+    ready_fd: Option<RawFd>,
+
+    /// Stay in the foreground. Otherwise blktapd forks before opening the ring, the child
+    /// starts a new session, and the parent exits 0 once the disk exists (1 on failure).
+    #[arg(short, long)]
+    foreground: bool,
+
+    /// Append log messages to FILE instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+}
+
+/// Takes ownership of an inherited descriptor given on the command line.
+fn take_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setting FD_CLOEXEC on a valid descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open (checked above) and was handed to this process for
+    // this purpose only; nothing else in the program owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn redirect(fd: RawFd, file: &File) -> io::Result<()> {
+    // SAFETY: dup2 between two valid descriptors.
+    if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Forks. The parent waits until the child reports readiness through a pipe and exits with
+/// 0 (ready) or 1 (the child failed); it never returns. The child starts a new session,
+/// moves to `/`, points stdin/stdout at /dev/null and returns the pipe's write end.
+fn daemonize() -> io::Result<OwnedFd> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the process is single-threaded at this point (no thread has been spawned), so
+    // the child can safely keep running ordinary Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            drop(r);
+            // SAFETY: plain system calls without pointer arguments (chdir gets a C literal).
+            unsafe {
+                libc::setsid();
+                libc::chdir(c"/".as_ptr());
+            }
+            let null = File::options().read(true).write(true).open("/dev/null")?;
+            redirect(0, &null)?;
+            redirect(1, &null)?;
+            Ok(w)
+        }
+        _ => {
+            drop(w);
+            let mut msg = String::new();
+            let _ = File::from(r).read_to_string(&mut msg);
+            std::process::exit(if msg.starts_with("ready") { 0 } else { 1 });
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, blocked and delivered through a signalfd.
+struct Signals {
+    fd: OwnedFd,
+}
+
+impl Signals {
+    fn new() -> io::Result<Self> {
+        // SAFETY: an all-zero sigset_t is a valid value; sigemptyset initialises it properly.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the set is a valid sigset_t; blocking signals in this (single) thread before
+        // creating the signalfd so that they queue instead of killing the process.
+        let fd = unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
+    }
+}
+
+impl event::SignalSource for Signals {
+    fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn read(&self) -> io::Result<Option<i32>> {
+        // SAFETY: signalfd_siginfo is a plain C struct; all-zero is a valid value.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reading at most `size` bytes into `info`.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        Ok((n as usize == size).then_some(info.ssi_signo as i32))
+    }
+}
+
+fn ring_path(args: &Args) -> AnyResult<PathBuf> {
+    if let Some(p) = &args.ring {
+        return Ok(p.clone());
+    }
+    let minor = args.minor.ok_or("--ring or --minor is required")?;
+    let candidates = [
+        node::ring_path(&args.dev_dir, minor),
+        node::ring_path(Path::new(node::DEVTMPFS_RING_DIR), minor),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "no ring node for minor {minor} ({} or {})",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+            .into()
+        })
+}
+
+/// Makes relative paths absolute before the daemon changes to `/`.
+fn absolutize(args: &mut Args) -> io::Result<()> {
+    if let Some(p) = &mut args.ring {
+        *p = std::path::absolute(&*p)?;
+    }
+    args.dev_dir = std::path::absolute(&args.dev_dir)?;
+    if let BackendSpec::File(p) = &mut args.backend {
+        *p = std::path::absolute(&*p)?;
+    }
+    Ok(())
+}
+
+fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
+    let signals = Signals::new()?;
+    let backend = backend::open(&args.backend, args.size, args.read_only)?;
+    let bytes = backend.size();
+    if bytes % u64::from(args.sector_size) != 0 {
+        log!(
+            "warning: size {bytes} is not a multiple of the sector size {}",
+            args.sector_size
+        );
+    }
+    let mut server = Server::new(backend, args.read_only);
+
+    let path = ring_path(args)?;
+    let mut ring = Ring::open(&path)?;
+    let minor = ring.minor()?;
+    if let Some(m) = args.minor {
+        if m != minor {
+            return Err(format!("{} has minor {minor}, not {m}", path.display()).into());
+        }
+    }
+    ring.map()?;
+    let disk = disk_name(minor);
+    let info = DeviceInfo::new(bytes / SECTOR_SIZE, args.sector_size, args.read_only);
+    let method = match ring.create_device(&info) {
+        Ok(m) => format!("{m:?}"),
+        // As tapdisk does: a disk left by an earlier daemon on this tap is served as it is.
+        Err(e) if e.is_errno(libc::EEXIST) => {
+            log!("warning: {disk} exists already; serving it with its existing geometry");
+            "existing disk".to_string()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    log!(
+        "{disk}: {} sectors of 512 bytes, sector size {}{}, via {method}; backend {}",
+        info.capacity,
+        args.sector_size,
+        if args.read_only { ", read-only" } else { "" },
+        server.backend().describe(),
+    );
+    for fd in ready.drain(..) {
+        let mut f = File::from(fd);
+        if let Err(e) = f.write_all(b"ready\n") {
+            log!("warning: cannot report readiness: {e}");
+        }
+    }
+
+    let result = event::run(&ring, &signals, &mut server, &disk);
+    // Unmap before closing (the Ring drop order), which fails anything still in flight.
+    drop(ring);
+    let s = server.stats();
+    log!(
+        "{disk}: {} reads, {} writes, {} errors, {} malformed, {} batches",
+        s.reads,
+        s.writes,
+        s.errors,
+        s.invalid,
+        s.batches
+    );
+    result.map(|()| log!("{disk} removed, exiting"))
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    if let Some(path) = &args.log {
+        match File::options().create(true).append(true).open(path) {
+            Ok(f) => {
+                if let Err(e) = redirect(2, &f) {
+                    log!("cannot log to {}: {e}", path.display());
+                }
+            }
+            Err(e) => log!("cannot open {}: {e}", path.display()),
+        }
+    }
+    let mut ready = Vec::new();
+    if let Some(fd) = args.ready_fd {
+        match take_fd(fd) {
+            Ok(fd) => ready.push(fd),
+            Err(e) => {
+                log!("--ready-fd {fd}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if !args.foreground {
+        if let Err(e) = absolutize(&mut args) {
+            log!("{e}");
+            return ExitCode::FAILURE;
+        }
+        match daemonize() {
+            Ok(fd) => ready.push(fd),
+            Err(e) => {
+                log!("cannot daemonize: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match run(&args, ready) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_parsing() {
+        let a =
+            Args::try_parse_from(["blktapd", "--minor", "3", "--backend", "mem:1M", "-R", "-f"])
+                .unwrap();
+        assert_eq!(a.minor, Some(3));
+        assert_eq!(a.backend, BackendSpec::Mem(Some(1 << 20)));
+        assert!(a.read_only && a.foreground);
+        assert_eq!(a.sector_size, 512);
+        let a = Args::try_parse_from([
+            "blktapd",
+            "--ring",
+            "/x",
+            "--backend",
+            "null",
+            "--size",
+            "2G",
+        ])
+        .unwrap();
+        assert_eq!(a.size, Some(2 << 30));
+        assert!(Args::try_parse_from(["blktapd", "--backend", "null:1M"]).is_err());
+        assert!(Args::try_parse_from([
+            "blktapd",
+            "--minor",
+            "1",
+            "--ring",
+            "/x",
+            "--backend",
+            "null:1M"
+        ])
+        .is_err());
+        assert!(Args::try_parse_from([
+            "blktapd",
+            "--minor",
+            "1",
+            "--backend",
+            "null:1M",
+            "--sector-size",
+            "1000"
+        ])
+        .is_err());
+        assert!(Args::try_parse_from([
+            "blktapd",
+            "--minor",
+            "1",
+            "--backend",
+            "null:1M",
+            "--sector-size",
+            "8192"
+        ])
+        .is_err());
+        assert!(Args::try_parse_from([
+            "blktapd",
+            "--minor",
+            "1",
+            "--backend",
+            "null:1M",
+            "--sector-size",
+            "4096"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn ring_path_resolution() {
+        let a = Args::try_parse_from([
+            "blktapd",
+            "--minor",
+            "7",
+            "--dev-dir",
+            "/",
+            "--backend",
+            "null:1M",
+        ])
+        .unwrap();
+        let e = ring_path(&a).unwrap_err().to_string();
+        assert!(e.contains("/blktap7"), "{e}");
+        let a = Args::try_parse_from(["blktapd", "--ring", "r", "--backend", "null:1M"]).unwrap();
+        assert_eq!(ring_path(&a).unwrap(), PathBuf::from("r"));
+    }
+}

@@ -1,0 +1,444 @@
+//! Serving requests: checks common to all backends, dispatch, statistics.
+
+use crate::backend::Backend;
+use blktap::ring::{BackRing, Batch, Op, Request, RingMemory};
+use blktap::uapi::{RSP_ERROR, RSP_OKAY};
+
+/// Errors logged individually before the daemon goes quiet about them.
+const MAX_LOGGED_ERRORS: u64 = 20;
+
+/// Counters of what was served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Batches (each one publish and one `RESPOND`).
+    pub batches: u64,
+    /// Read requests answered.
+    pub reads: u64,
+    /// Write requests answered.
+    pub writes: u64,
+    /// Requests answered with an error status.
+    pub errors: u64,
+    /// Malformed requests.
+    pub invalid: u64,
+}
+
+/// A backend plus the policy around it.
+pub struct Server {
+    backend: Box<dyn Backend>,
+    read_only: bool,
+    stats: Stats,
+}
+
+impl Server {
+    /// Serves `backend`; writes fail when `read_only`.
+    pub fn new(backend: Box<dyn Backend>, read_only: bool) -> Self {
+        Self {
+            backend,
+            read_only,
+            stats: Stats::default(),
+        }
+    }
+
+    /// What has been served so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    fn error(&mut self, req: &Request, what: &dyn std::fmt::Display) -> i16 {
+        self.stats.errors += 1;
+        if self.stats.errors <= MAX_LOGGED_ERRORS {
+            log!(
+                "{:?} id {} sector {} ({} sectors) failed: {what}{}",
+                req.op,
+                req.id,
+                req.sector,
+                req.nr_sectors(),
+                if self.stats.errors == MAX_LOGGED_ERRORS {
+                    " (further errors not logged)"
+                } else {
+                    ""
+                }
+            );
+        }
+        RSP_ERROR
+    }
+
+    /// Serves one validated request and returns its response status.
+    pub fn handle(&mut self, req: &Request, mem: RingMemory<'_>) -> i16 {
+        match req.op {
+            Op::Read => self.stats.reads += 1,
+            Op::Write => self.stats.writes += 1,
+        }
+        if req.op == Op::Write && self.read_only {
+            return self.error(req, &"write to a read-only device");
+        }
+        let size = self.backend.size();
+        let offset = match req.byte_range() {
+            Some(range) if range.end <= size => range.start,
+            _ => {
+                return self.error(
+                    req,
+                    &format_args!("beyond the end of the device ({size} bytes)"),
+                )
+            }
+        };
+        let result = match req.op {
+            Op::Read => self.backend.read(offset, req, mem),
+            Op::Write => self.backend.write(offset, req, mem),
+        };
+        match result {
+            Ok(()) => RSP_OKAY,
+            Err(e) => self.error(req, &e),
+        }
+    }
+
+    /// Drains the ring up to `req_prod`, answers every request, then publishes the responses
+    /// and calls `kick` (the `RESPOND` ioctl) once if there were any.
+    pub fn serve_batch<K>(
+        &mut self,
+        back: &mut BackRing,
+        mem: RingMemory<'_>,
+        kick: K,
+    ) -> blktap::Result<Batch>
+    where
+        K: FnOnce() -> blktap::Result<()>,
+    {
+        let batch = back.serve(mem, |req| self.handle(req, mem), kick)?;
+        if batch.responses > 0 {
+            self.stats.batches += 1;
+        }
+        if let Some(e) = batch.last_invalid {
+            self.stats.invalid += u64::from(batch.invalid);
+            log!(
+                "{} malformed request(s) answered with an error: {e}",
+                batch.invalid
+            );
+        }
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{FileBackend, MemBackend, NullBackend};
+    use blktap::ring::Mapping;
+    use blktap::uapi::{
+        RingRequest, RingResponse, MMAP_SIZE, OP_READ, OP_WRITE, RING_SIZE, SEGMENT_MAX,
+    };
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Deterministic xorshift generator.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn new_ring() -> Mapping {
+        let m = Mapping::anonymous(MMAP_SIZE).unwrap();
+        m.memory().unwrap().init();
+        m
+    }
+
+    /// A random request of the shape the kernel produces: up to 11 page-contained segments,
+    /// contiguous on disk, the inner ones covering whole pages.
+    fn random_request(rng: &mut Rng, id: u32, disk_sectors: u64) -> RingRequest {
+        let nsegs = 1 + rng.below(u64::from(SEGMENT_MAX)) as usize;
+        let mut segs = vec![(0u8, 7u8); nsegs];
+        segs[0].0 = rng.below(8) as u8;
+        let last = nsegs - 1;
+        segs[last].1 = (segs[last].0 + rng.below(u64::from(8 - segs[last].0)) as u8).min(7);
+        let sectors: u64 = segs.iter().map(|&(f, l)| u64::from(l - f) + 1).sum();
+        let sector = rng.below(disk_sectors - sectors + 1);
+        let op = if rng.below(2) == 0 { OP_READ } else { OP_WRITE };
+        RingRequest::new(op, u64::from(id), sector, &segs)
+    }
+
+    /// A fake kernel drives random I/O through the ring against a daemon thread serving a
+    /// RAM disk, keeping up to 32 requests in flight, and checks every byte read back
+    /// against its own model of the disk.
+    #[test]
+    fn fake_kernel_round_trips_through_mem_backend() {
+        const DISK: u64 = 1 << 20;
+        const TOTAL: u32 = 3000;
+        let mapping = new_ring();
+        let mem = mapping.memory().unwrap();
+        let (poll_tx, poll_rx) = mpsc::channel::<bool>();
+        let (kick_tx, kick_rx) = mpsc::channel::<()>();
+
+        let stats = std::thread::scope(|s| {
+            let daemon = s.spawn(move || {
+                let mut server = Server::new(Box::new(MemBackend::new(DISK).unwrap()), false);
+                let mut back = BackRing::new();
+                // `true` = "poll returned POLLIN", `false` = stop.
+                while poll_rx.recv().unwrap() {
+                    server
+                        .serve_batch(&mut back, mem, || {
+                            kick_tx.send(()).unwrap();
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+                server.stats()
+            });
+
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            let mut model = vec![0u8; DISK as usize];
+            let mut free_ids: Vec<u32> = (0..RING_SIZE).rev().collect();
+            let mut inflight: Vec<Option<(RingRequest, Vec<u8>)>> = vec![None; RING_SIZE as usize];
+            let (mut req_prod_pvt, mut rsp_cons, mut submitted, mut completed) =
+                (0u32, 0u32, 0u32, 0u32);
+            let (mut reads_checked, mut batches) = (0u32, 0u32);
+
+            while completed < TOTAL {
+                // Queue a random number of requests while slots are free.
+                let want = 1 + rng.below(u64::from(RING_SIZE)) as u32;
+                let mut queued = 0;
+                while queued < want && submitted < TOTAL {
+                    let Some(id) = free_ids.pop() else { break };
+                    let raw = random_request(&mut rng, id, DISK / 512);
+                    let req = Request::parse(&raw).unwrap();
+                    let off = req.byte_range().unwrap().start as usize;
+                    let len = req.len_bytes() as usize;
+                    let expected = if raw.operation == OP_WRITE {
+                        let mut data = vec![0u8; len];
+                        data.iter_mut().for_each(|b| *b = rng.next() as u8);
+                        let mut pos = 0;
+                        for buf in req.buffers(mem) {
+                            buf.copy_from_slice(&data[pos..pos + buf.len()]);
+                            pos += buf.len();
+                        }
+                        model[off..off + len].copy_from_slice(&data);
+                        Vec::new()
+                    } else {
+                        // Stale data in the pages, as with the kernel's unzeroed pool pages.
+                        req.buffers(mem).for_each(|b| b.fill(0xee));
+                        model[off..off + len].to_vec()
+                    };
+                    mem.write_request(req_prod_pvt, &raw);
+                    req_prod_pvt = req_prod_pvt.wrapping_add(1);
+                    inflight[id as usize] = Some((raw, expected));
+                    submitted += 1;
+                    queued += 1;
+                }
+                mem.set_req_prod(req_prod_pvt);
+                poll_tx.send(true).unwrap();
+                kick_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("no RESPOND");
+                batches += 1;
+
+                let rsp_prod = mem.rsp_prod();
+                assert_eq!(
+                    rsp_prod, req_prod_pvt,
+                    "every published request is answered"
+                );
+                while rsp_cons != rsp_prod {
+                    let rsp = mem.read_response(rsp_cons);
+                    rsp_cons = rsp_cons.wrapping_add(1);
+                    let (raw, expected) = inflight[rsp.id as usize]
+                        .take()
+                        .expect("response to an idle id");
+                    assert_eq!(rsp, RingResponse::new(raw.id, raw.operation, RSP_OKAY));
+                    if raw.operation == OP_READ {
+                        let req = Request::parse(&raw).unwrap();
+                        let got: Vec<u8> = req.buffers(mem).flat_map(|b| b.to_vec()).collect();
+                        assert!(
+                            got == expected,
+                            "read id {} sector {} returned wrong data",
+                            raw.id,
+                            raw.sector_number
+                        );
+                        reads_checked += 1;
+                    }
+                    free_ids.push(rsp.id as u32);
+                    completed += 1;
+                }
+            }
+            poll_tx.send(false).unwrap();
+            let stats = daemon.join().unwrap();
+            assert!(reads_checked > TOTAL / 3);
+            assert_eq!(stats.batches, u64::from(batches));
+            stats
+        });
+        assert_eq!(stats.reads + stats.writes, u64::from(TOTAL));
+        assert_eq!(stats.errors, 0);
+    }
+
+    fn serve_one(
+        server: &mut Server,
+        mapping: &Mapping,
+        back: &mut BackRing,
+        raw: RingRequest,
+    ) -> RingResponse {
+        let mem = mapping.memory().unwrap();
+        let idx = back.req_cons();
+        mem.write_request(idx, &raw);
+        mem.set_req_prod(idx.wrapping_add(1));
+        let mut kicked = false;
+        server
+            .serve_batch(back, mem, || {
+                kicked = true;
+                Ok(())
+            })
+            .unwrap();
+        assert!(kicked);
+        assert_eq!(mem.rsp_prod(), idx.wrapping_add(1));
+        mem.read_response(idx)
+    }
+
+    #[test]
+    fn policy_errors() {
+        let mapping = new_ring();
+        let mut back = BackRing::new();
+        let mut ro = Server::new(Box::new(MemBackend::new(8192).unwrap()), true);
+        let w = RingRequest::new(OP_WRITE, 0, 0, &[(0, 7)]);
+        assert_eq!(serve_one(&mut ro, &mapping, &mut back, w).status, RSP_ERROR);
+        let r = RingRequest::new(OP_READ, 1, 8, &[(0, 7)]);
+        assert_eq!(serve_one(&mut ro, &mapping, &mut back, r).status, RSP_OKAY);
+        let past_end = RingRequest::new(OP_READ, 2, 9, &[(0, 7)]);
+        assert_eq!(
+            serve_one(&mut ro, &mapping, &mut back, past_end).status,
+            RSP_ERROR
+        );
+        let huge = RingRequest::new(OP_READ, 3, u64::MAX / 256, &[(0, 7)]);
+        assert_eq!(
+            serve_one(&mut ro, &mapping, &mut back, huge).status,
+            RSP_ERROR
+        );
+        let bad = RingRequest::new(7, 4, 0, &[(0, 7)]);
+        let rsp = serve_one(&mut ro, &mapping, &mut back, bad);
+        assert_eq!((rsp.id, rsp.operation, rsp.status), (4, 7, RSP_ERROR));
+        let s = ro.stats();
+        assert_eq!(
+            (s.reads, s.writes, s.errors, s.invalid, s.batches),
+            (3, 1, 3, 1, 5)
+        );
+    }
+
+    #[test]
+    fn null_backend_leaves_data_alone() {
+        let mapping = new_ring();
+        let mem = mapping.memory().unwrap();
+        let mut back = BackRing::new();
+        let mut server = Server::new(Box::new(NullBackend::new(1 << 20)), false);
+        mem.segment_buf(5, 0, &blktap::uapi::Segment::new(0, 7))
+            .fill(0x5a);
+        let r = RingRequest::new(OP_READ, 5, 0, &[(0, 7)]);
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, r).status,
+            RSP_OKAY
+        );
+        // SAFETY: test-only read inside the mapping.
+        assert_eq!(unsafe { *mem.data_ptr(5, 0).add(100) }, 0x5a);
+    }
+
+    #[test]
+    fn file_backend_round_trip() {
+        let dir = std::env::temp_dir().join(format!("blktapd-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        std::fs::write(&path, vec![0u8; 64 * 1024 + 100]).unwrap();
+
+        let mapping = new_ring();
+        let mem = mapping.memory().unwrap();
+        let mut back = BackRing::new();
+        let backend = FileBackend::open(&path, false).unwrap();
+        assert_eq!(
+            backend.size(),
+            64 * 1024,
+            "size rounded down to whole sectors"
+        );
+        let mut server = Server::new(Box::new(backend), false);
+
+        // Write 3 segments: sectors 4..=7 of page 0, all of page 1, sector 0 of page 2.
+        let w = RingRequest::new(OP_WRITE, 9, 3, &[(4, 7), (0, 7), (0, 0)]);
+        let req = Request::parse(&w).unwrap();
+        let pattern: Vec<u8> = (0..req.len_bytes() as usize)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut pos = 0;
+        for b in req.buffers(mem) {
+            b.copy_from_slice(&pattern[pos..pos + b.len()]);
+            pos += b.len();
+        }
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, w).status,
+            RSP_OKAY
+        );
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(&on_disk[3 * 512..3 * 512 + pattern.len()], &pattern[..]);
+        assert!(on_disk[..3 * 512].iter().all(|&b| b == 0));
+
+        // Read it back through a different slot with a different segment shape.
+        let r = RingRequest::new(OP_READ, 20, 3, &[(0, 7), (0, 4)]);
+        let req = Request::parse(&r).unwrap();
+        req.buffers(mem).for_each(|b| b.fill(0xff));
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, r).status,
+            RSP_OKAY
+        );
+        let got: Vec<u8> = req.buffers(mem).flat_map(|b| b.to_vec()).collect();
+        assert_eq!(&got[..], &pattern[..]);
+
+        // Past the end of the image.
+        let r = RingRequest::new(OP_READ, 0, 127, &[(0, 1)]);
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, r).status,
+            RSP_ERROR
+        );
+
+        // Read-only open refuses writes at the policy level and opens O_RDONLY.
+        let ro = FileBackend::open(&path, true).unwrap();
+        let mut server = Server::new(Box::new(ro), true);
+        let w = RingRequest::new(OP_WRITE, 1, 0, &[(0, 7)]);
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, w).status,
+            RSP_ERROR
+        );
+        let r = RingRequest::new(OP_READ, 1, 3, &[(0, 7)]);
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, r).status,
+            RSP_OKAY
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_backend_on_tmpfs() {
+        // /dev/shm is tmpfs, which refuses O_DIRECT opens with EINVAL before Linux 6.6.
+        let shm = std::path::Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let path = shm.join(format!("blktapd-test-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let b = FileBackend::open(&path, false).unwrap();
+        let mapping = new_ring();
+        let mut back = BackRing::new();
+        let mut server = Server::new(Box::new(b), false);
+        let r = RingRequest::new(OP_READ, 0, 0, &[(0, 7), (0, 7)]);
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, r).status,
+            RSP_OKAY
+        );
+        // SAFETY: test-only read inside the mapping.
+        let last = unsafe { *mapping.memory().unwrap().data_ptr(0, 1).add(4095) };
+        assert_eq!(last, 7);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
