@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make check`: every test of the project, ending with one line "N passed, N failed".
+#
+#   1. host: the module builds without warnings, under CLIPPY=1 too, and is rustfmt-clean;
+#   2. host: `cargo test` of the userspace workspace (tools/);
+#   3. VM (debug kernel: KASAN, lockdep, Rust debug assertions): KUnit suites at insmod and the
+#      selftests of tests/, failing on any kernel splat.
+#
+# BLKTAP_TESTS selects VM selftests (default: all).
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+cd "$TOP"
+
+passed=0
+failed=0
+summary=()
+record() { # name passed failed
+	passed=$((passed + $2)); failed=$((failed + $3))
+	summary+=("$(printf '%-28s %4d passed, %d failed' "$1" "$2" "$3")")
+}
+check_cmd() { # name command...: one test that passes when the command does
+	local name=$1; shift
+	if "$@"; then record "$name" 1 0; else log "FAILED: $name"; record "$name" 0 1; fi
+}
+results=${BLKTAP_RESULTS:-$TOP/results}
+mkdir -p "$results"
+start=$(date +%s)
+
+kdir=${KDIR:-$("$TOP/scripts/build-kernel.sh" debug)} || die "no test kernel (see above)"
+export KDIR=$kdir
+log "kernel build tree: $kdir"
+
+warn_free() { # build and fail on any compiler or clippy warning
+	local out; out=$("$TOP/scripts/kmake.sh" "$@" 2>&1); local rc=$?
+	printf '%s\n' "$out" > "$results/build$*.log"
+	if [ $rc -ne 0 ] || grep -qE '^(warning|error)' <<<"$out"; then
+		grep -E '^(warning|error)' -A8 <<<"$out" | head -60; return 1
+	fi
+}
+rustfmt_clean() {
+	local ksrc; ksrc=$("$TOP/scripts/fetch-kernel.sh") || return 1
+	rustfmt --check --config-path "$ksrc/.rustfmt.toml" drivers/block/blktap/blktap.rs &&
+		(cd tools && cargo fmt --check)
+}
+check_cmd "module build (CLIPPY=1)" warn_free modules CLIPPY=1
+check_cmd "module build" warn_free modules
+check_cmd "rustfmt" rustfmt_clean
+
+# Host tests of the userspace workspace.
+target=x86_64-unknown-linux-gnu
+if (cd tools && cargo test --target "$target" 2>&1) > "$results/cargo-test.log"; then :; fi
+cp=$(grep -E '^test result:' "$results/cargo-test.log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/' |
+	awk '{p+=$1; f+=$2} END {print p+0, f+0}')
+read -r cpass cfail <<<"$cp"
+if ! grep -q '^test result:' "$results/cargo-test.log"; then
+	tail -n 30 "$results/cargo-test.log"; cfail=$((cfail + 1))
+fi
+record "cargo test (tools)" "$cpass" "$cfail"
+
+# Static userspace binaries for the guest.
+if ! (cd tools && cargo build --release --target "$target" 2>&1) > "$results/cargo-build.log"; then
+	tail -n 30 "$results/cargo-build.log"; record "tools build" 0 1
+fi
+bins=()
+for b in blktapd blktap-ctl blktap-test; do
+	[ -x "tools/target/$target/release/$b" ] && bins+=(--bin "tools/target/$target/release/$b")
+done
+
+# The VM run: KUnit at insmod plus the selftests.
+vm_out="$results/vm.out"
+"$TOP/scripts/vm-run.sh" --kdir "$kdir" --module drivers/block/blktap/blktap.ko "${bins[@]}" \
+	--tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --quiet > "$vm_out" 2>&1
+vm_rc=$?
+cat "$vm_out"
+kunit=$(sed -nE 's/.*kunit: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$vm_out" | tail -n1)
+if [ -n "$kunit" ]; then read -r kp kf <<<"$kunit"; record "KUnit cases" "$kp" "$kf"; fi
+vm=$(sed -nE 's/^vm: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$vm_out" | tail -n1)
+if [ -n "$vm" ]; then
+	read -r vp vf <<<"$vm"
+	record "VM selftests" "$vp" "$vf"
+	# A clean test list with a failing run means a kernel splat, a hang or a lost result.
+	if [ "$vm_rc" -ne 0 ] && [ "$vf" -eq 0 ]; then record "VM kernel log / completion" 0 1; fi
+else
+	record "VM run" 0 1
+fi
+
+echo
+echo "== summary ($(( $(date +%s) - start )) s) =="
+printf '%s\n' "${summary[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
