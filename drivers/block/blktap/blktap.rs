@@ -39,7 +39,7 @@ module! {
 }
 
 /// The module: the control device under both names, and the driver-wide objects.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 struct BlktapModule {
     /// `/dev/blktap/control`, the name V-XS tap-ctl looks for in `/proc/misc`.
     #[pin]
@@ -62,5 +62,17 @@ impl InPlaceModule for BlktapModule {
                 name: c"blktap-control",
             }),
         })
+        .pin_chain(|this| {
+            // The page pool files live under `/sys/class/misc/blktap!control/`.
+            registry::init_pools(&this.control)
+        })
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for BlktapModule {
+    fn drop(self: Pin<&mut Self>) {
+        // Before the control device they hang off goes away.
+        registry::shutdown_pools();
     }
 }

@@ -4,7 +4,13 @@
 
 use core::pin::Pin;
 
+use core::fmt::Write;
+
 use kernel::{
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceRegistration, //
+    },
     prelude::*,
     str::CString,
     sync::{
@@ -25,11 +31,18 @@ use crate::{
         },
         class::{
             Class,
-            ClassDevice, //
+            ClassDevice,
+            SysfsWriter, //
         },
         globals::{
             self,
             TAPS, //
+        },
+        sysfs_dir::{
+            DeviceFiles,
+            Dir,
+            DirSet,
+            FileHandlers, //
         },
         task::ModuleRef,
         workqueue::{
@@ -67,6 +80,7 @@ struct Entry {
 pub(crate) struct TapTable {
     driver: Option<Driver>,
     taps: KVec<Option<Entry>>,
+    pools: Option<Pools>,
 }
 
 impl TapTable {
@@ -75,8 +89,171 @@ impl TapTable {
         Self {
             driver: None,
             taps: KVec::new(),
+            pools: None,
         }
     }
+}
+
+/// Default size of a page pool: two full rings (V-XS `POOL_DEFAULT_PAGES`).
+const POOL_DEFAULT_PAGES: u32 = 2 * 32 * 11;
+/// Accepted pool sizes, in pages: one request to 256 requests (V-XS).
+const POOL_PAGES: core::ops::RangeInclusive<u32> = 11..=2816;
+
+/// A named page pool. This driver preallocates every ring's pages at `mmap` time, so pools
+/// reserve nothing: they exist so that tools written for V-XS (SM) find the files they use.
+struct Pool {
+    name: CString,
+    pages: u32,
+    _dir: Dir,
+}
+
+/// The page pools under `/sys/class/misc/blktap!control/`. Field order is drop order: the
+/// pool directories go before their set.
+struct Pools {
+    pools: KVec<Pool>,
+    default: usize,
+    _files: DeviceFiles<PoolFiles>,
+    set: DirSet<PoolFiles>,
+}
+
+impl Pools {
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        self.pools.iter().position(|p| p.name.to_bytes() == name)
+    }
+
+    /// Finds or creates pool `name` (one trailing newline ignored; V-XS kept it).
+    fn get_or_create(&mut self, name: &[u8]) -> Result<usize> {
+        let name = name.strip_suffix(b"\n").unwrap_or(name);
+        if name.is_empty() || name.len() > 255 || name.iter().any(|&b| b == 0 || b == b'/') {
+            return Err(EINVAL);
+        }
+        if let Some(i) = self.find(name) {
+            return Ok(i);
+        }
+        let mut bytes = KVec::with_capacity(name.len() + 1, GFP_KERNEL)?;
+        bytes.extend_from_slice(name, GFP_KERNEL)?;
+        bytes.push(0, GFP_KERNEL)?;
+        let name = CString::try_from(CStr::from_bytes_with_nul(&bytes).map_err(|_| EINVAL)?)?;
+        let dir = self.set.add(&name)?;
+        self.pools.push(
+            Pool {
+                name,
+                pages: POOL_DEFAULT_PAGES,
+                _dir: dir,
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(self.pools.len() - 1)
+    }
+}
+
+/// Handlers of `default_pool` and `pools/<name>/{size,free}`.
+struct PoolFiles;
+
+/// Parses an unsigned integer as `simple_strtoul(.., 0)` would (`0x` hex, `0` octal).
+fn parse_ulong(input: &[u8]) -> Result<u64> {
+    let s = core::str::from_utf8(input).map_err(|_| EINVAL)?.trim();
+    let (digits, radix) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (h, 16)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    u64::from_str_radix(digits, radix).map_err(|_| EINVAL)
+}
+
+fn fmt_err(_: core::fmt::Error) -> Error {
+    EINVAL
+}
+
+impl FileHandlers for PoolFiles {
+    const DEVICE_FILES: &'static [(&'static CStr, u16)] = &[(c"default_pool", 0o644)];
+    const DIR_FILES: &'static [(&'static CStr, u16)] = &[(c"size", 0o644), (c"free", 0o444)];
+
+    fn show_file(_name: &CStr, out: &mut SysfsWriter) -> Result {
+        let t = TAPS.lock();
+        let pools = t.pools.as_ref().ok_or(ENODEV)?;
+        writeln!(
+            out,
+            "{}",
+            pools.pools[pools.default]
+                .name
+                .to_str()
+                .map_err(|_| EINVAL)?
+        )
+        .map_err(fmt_err)
+    }
+
+    fn store_file(_name: &CStr, input: &[u8]) -> Result {
+        let mut t = TAPS.lock();
+        let pools = t.pools.as_mut().ok_or(ENODEV)?;
+        pools.default = pools.get_or_create(input)?;
+        Ok(())
+    }
+
+    fn show_dir(dir: &CStr, name: &CStr, out: &mut SysfsWriter) -> Result {
+        let t = TAPS.lock();
+        let pools = t.pools.as_ref().ok_or(ENODEV)?;
+        let pool = &pools.pools[pools.find(dir.to_bytes()).ok_or(ENOENT)?];
+        match name.to_bytes() {
+            // Nothing is ever taken from a pool: every page is free.
+            b"size" | b"free" => writeln!(out, "{}", pool.pages).map_err(fmt_err),
+            _ => Err(EINVAL),
+        }
+    }
+
+    fn store_dir(dir: &CStr, name: &CStr, input: &[u8]) -> Result {
+        if name.to_bytes() != b"size" {
+            return Err(EINVAL);
+        }
+        let pages = parse_ulong(input)?;
+        let pages = pages.clamp(u64::from(*POOL_PAGES.start()), u64::from(*POOL_PAGES.end()));
+        let mut t = TAPS.lock();
+        let pools = t.pools.as_mut().ok_or(ENODEV)?;
+        let i = pools.find(dir.to_bytes()).ok_or(ENOENT)?;
+        pools.pools[i].pages = pages as u32;
+        Ok(())
+    }
+}
+
+/// Creates the page pool files under the control device `dev` and the `default` pool.
+pub(crate) fn init_pools<M: MiscDevice>(control: &MiscDeviceRegistration<M>) -> Result {
+    let set = DirSet::new(control, c"pools")?;
+    let files = DeviceFiles::new(control)?;
+    let mut pools = Pools {
+        pools: KVec::new(),
+        default: 0,
+        _files: files,
+        set,
+    };
+    pools.default = pools.get_or_create(b"default")?;
+    TAPS.lock().pools = Some(pools);
+    Ok(())
+}
+
+/// Removes the page pool files; called before the control device goes away.
+pub(crate) fn shutdown_pools() {
+    let pools = TAPS.lock().pools.take();
+    // Dropped without the lock: removing the files waits for their callbacks, which take it.
+    drop(pools);
+}
+
+/// Makes pool `name` exist (for a tap's `pool` attribute).
+pub(crate) fn get_or_create_pool(name: &[u8]) -> Result {
+    let mut t = TAPS.lock();
+    t.pools
+        .as_mut()
+        .ok_or(ENODEV)?
+        .get_or_create(name)
+        .map(|_| ())
+}
+
+/// The name of the pool new taps get.
+fn default_pool_name(t: &TapTable) -> &[u8] {
+    t.pools
+        .as_ref()
+        .map_or(b"default", |p| p.pools[p.default].name.to_bytes())
 }
 
 /// Tears the driver objects down when dropped (module exit, or a failed init).
@@ -111,7 +288,12 @@ pub(crate) fn init() -> Result<RegistryGuard> {
 /// Allocates the lowest free minor and its tap.
 pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
     let mut guard = TAPS.lock();
-    let TapTable { driver, taps } = &mut *guard;
+    let pool = {
+        let mut name = KVec::new();
+        name.extend_from_slice(default_pool_name(&guard), GFP_KERNEL)?;
+        name
+    };
+    let TapTable { driver, taps, .. } = &mut *guard;
     let driver = driver.as_ref().ok_or(ENODEV)?;
     let minor = taps.iter().position(Option::is_none).unwrap_or(taps.len());
     if minor >= MAX_DEVICES as usize {
@@ -122,7 +304,7 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
     let ring_major = driver.region.major();
     let bdev_major = driver.bdev.major();
     let module = ModuleRef::get()?;
-    let tap = Tap::new(minor, ring_major, bdev_major)?;
+    let tap = Tap::new(minor, ring_major, bdev_major, pool)?;
     let name = CString::try_from_fmt(fmt!("blktap/blktap{}", minor))?;
     let device = driver
         .class
@@ -155,7 +337,9 @@ pub(crate) fn free_tap(minor: u32) -> Result {
     while matches!(guard.taps.last(), Some(None)) {
         guard.taps.pop();
     }
-    // Removes the sysfs device (waiting for its attribute callbacks) and unpins the module.
+    drop(guard);
+    // Without the lock: removing the sysfs device waits for its attribute callbacks, which may
+    // take it. Then the module is unpinned.
     drop(entry);
     Ok(())
 }

@@ -155,9 +155,12 @@ fn worth_logging(count: u64) -> bool {
 
 impl Tap {
     /// Creates tap `minor`.
-    pub(crate) fn new(minor: u32, ring_major: u32, bdev_major: u32) -> Result<Arc<Self>> {
-        let mut pool = KVec::new();
-        pool.extend_from_slice(b"default", GFP_KERNEL)?;
+    pub(crate) fn new(
+        minor: u32,
+        ring_major: u32,
+        bdev_major: u32,
+        pool: KVec<u8>,
+    ) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 minor,
@@ -679,12 +682,14 @@ impl Tap {
         writeln!(out)
     }
 
-    /// Selects a pool by name; refused (`EBUSY`) while the disk exists.
+    /// Selects pool `name` (get-or-create); refused (`EBUSY`) while the disk exists.
     pub(crate) fn set_pool(&self, name: &[u8]) -> Result {
-        let name = name.strip_suffix(b"\n").unwrap_or(name);
-        if name.is_empty() || name.len() >= crate::uapi::NAME_MAX || name.contains(&0) {
-            return Err(EINVAL);
+        if self.ctl.lock().disk.is_some() {
+            return Err(EBUSY);
         }
+        // Validates the name and creates the pool; takes `TAPS`, so not under `ctl`.
+        crate::registry::get_or_create_pool(name)?;
+        let name = name.strip_suffix(b"\n").unwrap_or(name);
         let mut ctl = self.ctl.lock();
         if ctl.disk.is_some() {
             return Err(EBUSY);

@@ -31,9 +31,17 @@ pub(crate) struct SysfsWriter {
 }
 
 impl SysfsWriter {
-    /// Bytes written so far.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// A writer into `buf`, the page sysfs hands to a `show` callback.
+    pub(super) fn new(buf: *mut u8) -> Self {
+        Self { buf, len: 0 }
+    }
+
+    /// The return value of a `show` callback: the length written, or the error.
+    pub(super) fn result(&self, ret: Result) -> isize {
+        match ret {
+            Ok(()) => self.len as isize,
+            Err(e) => e.to_errno() as isize,
+        }
     }
 }
 
@@ -64,13 +72,6 @@ pub(crate) trait Attributes: Send + Sync + Sized + 'static {
     fn store_class(name: &CStr, input: &[u8]) -> Result;
 }
 
-fn emit(out: &SysfsWriter, ret: Result) -> isize {
-    match ret {
-        Ok(()) => out.len() as isize,
-        Err(e) => e.to_errno() as isize,
-    }
-}
-
 struct Callbacks<T: Attributes>(PhantomData<T>);
 
 impl<T: Attributes> Callbacks<T> {
@@ -87,12 +88,9 @@ impl<T: Attributes> Callbacks<T> {
         let this = unsafe { &*bindings::dev_get_drvdata(dev).cast::<T>() };
         // SAFETY: attribute names are the static strings of `T::DEVICE_ATTRS`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
-        let mut out = SysfsWriter {
-            buf: buf.cast(),
-            len: 0,
-        };
+        let mut out = SysfsWriter::new(buf.cast());
         let ret = T::show(this, name, &mut out);
-        emit(&out, ret)
+        out.result(ret)
     }
 
     /// # Safety
@@ -126,12 +124,9 @@ impl<T: Attributes> Callbacks<T> {
     ) -> isize {
         // SAFETY: attribute names are the static strings of `T::CLASS_ATTRS`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
-        let mut out = SysfsWriter {
-            buf: buf.cast(),
-            len: 0,
-        };
+        let mut out = SysfsWriter::new(buf.cast());
         let ret = T::show_class(name, &mut out);
-        emit(&out, ret)
+        out.result(ret)
     }
 
     /// # Safety
@@ -183,7 +178,8 @@ unsafe impl<T: Attributes> Send for Class<T> {}
 // SAFETY: as above.
 unsafe impl<T: Attributes> Sync for Class<T> {}
 
-fn attr(name: &'static CStr, mode: u16) -> bindings::attribute {
+/// A sysfs attribute named `name` with permissions `mode`.
+pub(super) fn attr(name: &'static CStr, mode: u16) -> bindings::attribute {
     let mut attr = bindings::attribute {
         name: name.as_char_ptr(),
         mode,

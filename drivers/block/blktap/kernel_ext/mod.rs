@@ -10,6 +10,7 @@
 //!   the driver owns until it ends them (with any status);
 //! - [`chrdev`]: a character device region whose files have `poll` and `mmap`;
 //! - [`class`]: a device class, its devices and their sysfs attributes;
+//! - [`sysfs_dir`]: sysfs files on an existing device and directories of attributes under it;
 //! - [`shm`]: the memory shared with the ring daemon and the VMA that maps it;
 //! - [`workqueue`]: a workqueue owned by the module, drained when it is dropped;
 //! - [`globals`]: the global tap table the C callbacks look taps up in;
@@ -20,5 +21,6 @@ pub(crate) mod chrdev;
 pub(crate) mod class;
 pub(crate) mod globals;
 pub(crate) mod shm;
+pub(crate) mod sysfs_dir;
 pub(crate) mod task;
 pub(crate) mod workqueue;
