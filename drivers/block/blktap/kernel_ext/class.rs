@@ -55,6 +55,24 @@ impl fmt::Write for SysfsWriter {
     }
 }
 
+/// The input of a sysfs `store` callback.
+///
+/// # Safety
+///
+/// `buf` must be valid for reads of `count` bytes for `'a`.
+pub(super) unsafe fn store_input<'a>(buf: *const c_char, count: usize) -> &'a [u8] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) }
+}
+
+/// The return value of a sysfs `store` callback: the bytes consumed (all), or the error.
+pub(super) fn store_result(ret: Result, count: usize) -> isize {
+    match ret {
+        Ok(()) => count as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
 /// Attributes of the class and of its devices, implemented by the per-device data type.
 pub(crate) trait Attributes: Send + Sync + Sized + 'static {
     /// `(name, mode)` of every per-device attribute.
@@ -107,11 +125,8 @@ impl<T: Attributes> Callbacks<T> {
         // SAFETY: as in `show`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
         // SAFETY: sysfs passes `count` readable bytes.
-        let input = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) };
-        match T::store(this, name, input) {
-            Ok(()) => count as isize,
-            Err(e) => e.to_errno() as isize,
-        }
+        let input = unsafe { store_input(buf, count) };
+        store_result(T::store(this, name, input), count)
     }
 
     /// # Safety
@@ -141,11 +156,8 @@ impl<T: Attributes> Callbacks<T> {
         // SAFETY: as in `show_class`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
         // SAFETY: sysfs passes `count` readable bytes.
-        let input = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) };
-        match T::store_class(name, input) {
-            Ok(()) => count as isize,
-            Err(e) => e.to_errno() as isize,
-        }
+        let input = unsafe { store_input(buf, count) };
+        store_result(T::store_class(name, input), count)
     }
 }
 

@@ -33,6 +33,8 @@ fn misc_dev<M: MiscDevice>(misc: &MiscDeviceRegistration<M>) -> *mut bindings::d
 
 use super::class::{
     attr,
+    store_input,
+    store_result,
     SysfsWriter, //
 };
 
@@ -83,11 +85,8 @@ impl<T: FileHandlers> Callbacks<T> {
         // SAFETY: as in `show_file`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
         // SAFETY: sysfs passes `count` readable bytes.
-        let input = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) };
-        match T::store_file(name, input) {
-            Ok(()) => count as isize,
-            Err(e) => e.to_errno() as isize,
-        }
+        let input = unsafe { store_input(buf, count) };
+        store_result(T::store_file(name, input), count)
     }
 
     /// # Safety
@@ -121,11 +120,8 @@ impl<T: FileHandlers> Callbacks<T> {
         // SAFETY: as in `show_dir`.
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
         // SAFETY: sysfs passes `count` readable bytes.
-        let input = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), count) };
-        match T::store_dir(dir, name, input) {
-            Ok(()) => count as isize,
-            Err(e) => e.to_errno() as isize,
-        }
+        let input = unsafe { store_input(buf, count) };
+        store_result(T::store_dir(dir, name, input), count)
     }
 }
 
