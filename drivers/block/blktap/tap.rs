@@ -77,8 +77,10 @@ use crate::{
 struct Ring {
     shm: SharedRing,
     slots: Slots<Request>,
-    /// Next request index to fill (published up to here by `publish`).
+    /// Next request index to fill.
     req_prod_pvt: u32,
+    /// `req_prod` as last published to the daemon.
+    req_prod_published: u32,
     /// Next response index to consume.
     rsp_cons: u32,
 }
@@ -240,6 +242,7 @@ impl Tap {
             shm,
             slots: Slots::new(),
             req_prod_pvt: 0,
+            req_prod_published: 0,
             rsp_cons: 0,
         });
         io.queue_busy = false;
@@ -521,8 +524,7 @@ impl Tap {
                 ring.req_prod_pvt = ring.req_prod_pvt.wrapping_add(1);
                 ring.slots.insert(id, Pending { rq, operation });
                 io.stats.sent += 1;
-                if is_last {
-                    Self::publish(io);
+                if is_last && Self::publish(io) {
                     drop(guard);
                     self.poll.notify_all();
                 }
@@ -574,18 +576,28 @@ impl Tap {
         Ok(req)
     }
 
-    /// Publishes requests filled so far (caller then wakes the poller).
-    fn publish(io: &mut Io) {
-        if let Some(ring) = io.ring.as_ref() {
-            ring.shm.publish_requests(ring.req_prod_pvt);
-            io.requests_published = true;
+    /// Publishes the requests filled so far. Returns whether the poller must be woken.
+    ///
+    /// `poll` reports new requests through a flag it clears. While the flag is set the daemon
+    /// has not polled since the last wake-up and will see these requests when it does, so only
+    /// the transition of the flag needs a wake-up: at most one per poll of the daemon.
+    fn publish(io: &mut Io) -> bool {
+        let Some(ring) = io.ring.as_mut() else {
+            return false;
+        };
+        if ring.req_prod_published == ring.req_prod_pvt {
+            return false;
         }
+        ring.shm.publish_requests(ring.req_prod_pvt);
+        ring.req_prod_published = ring.req_prod_pvt;
+        !core::mem::replace(&mut io.requests_published, true)
     }
 
     /// blk-mq `commit_rqs`: publishes requests queued without `is_last`.
     pub(crate) fn commit(&self) {
-        Self::publish(&mut self.io.lock());
-        self.poll.notify_all();
+        if Self::publish(&mut self.io.lock()) {
+            self.poll.notify_all();
+        }
     }
 
     /// The disk is being opened.
