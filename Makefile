@@ -17,7 +17,8 @@ TOOLS_BIN := $(TOP)/tools/target/$(CARGO_TARGET)/release
 export KDIR KSRC
 
 .PHONY: all modules deps kernel kernel-perf kdir clippy fmt fmt-check rust-analyzer tools \
-	tools-test check run bench docs install uninstall clean help
+	tools-test check run bench stress docs man install uninstall modules_install dkms-source \
+	dkms-install dkms-uninstall clean help
 
 all: modules
 
@@ -31,8 +32,14 @@ help:
 	@echo "make clippy      build the module with CLIPPY=1; fmt / fmt-check: rustfmt"
 	@echo "make rust-analyzer  write rust-project.json for the module"
 	@echo "make tools       build the Rust userspace (tools/)"
-	@echo "make bench       benchmarks on the perf kernel"
-	@echo "make install     install the module, tools, udev rules and man pages"
+	@echo "make bench       benchmarks against null_blk, ublk and loop on the perf kernel"
+	@echo "make stress      long fault, fuzz and teardown runs on the debug kernel"
+	@echo "make docs        check Documentation/ renders (rst2html, warnings are errors)"
+	@echo "make man         generate the man pages of blktapd and blktap-ctl"
+	@echo "make install     install the module, tools, udev rules and man pages (DESTDIR, PREFIX,"
+	@echo "                 INSTALL_MOD_PATH honoured); make uninstall removes exactly that"
+	@echo "make modules_install  install only the module (then depmod)"
+	@echo "make dkms-install     register, build and install the module with DKMS"
 	@echo "Variables: KDIR=<kernel build tree>, KSRC=<kernel source tree>, BLKTAP_KVM=1 (use KVM)"
 
 deps:
@@ -78,6 +85,34 @@ run: deps
 
 bench: deps
 	@$(SCRIPTS)/bench.sh
+
+stress: deps
+	@$(SCRIPTS)/stress.sh
+
+docs:
+	@$(SCRIPTS)/docs.sh
+
+man: tools
+	@$(SCRIPTS)/install.sh man
+
+# No prerequisites: `make` and `make tools` run as the user first, `sudo make install` after.
+install:
+	@$(SCRIPTS)/install.sh install
+
+uninstall:
+	@$(SCRIPTS)/install.sh uninstall
+
+modules_install:
+	@$(SCRIPTS)/install.sh modules_install
+
+dkms-source:
+	@$(SCRIPTS)/install.sh dkms-source
+
+dkms-install:
+	@$(SCRIPTS)/install.sh dkms-install
+
+dkms-uninstall:
+	@$(SCRIPTS)/install.sh dkms-uninstall
 
 clean:
 	@if [ -n "$(KDIR)" ] || [ -d "$${XDG_CACHE_HOME:-$$HOME/.cache}/blktap-rs/build" ]; then \

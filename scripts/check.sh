@@ -4,7 +4,8 @@
 # `make check`: every test of the project, ending with one line "N passed, N failed".
 #
 #   1. host: the module builds without warnings, under CLIPPY=1 too, and is rustfmt-clean;
-#   2. host: `cargo test` of the userspace workspace (tools/);
+#   2. host: `cargo test` of the userspace workspace (tools/); the docs render; udev rules,
+#      DESTDIR install/uninstall and a DKMS round trip (whose module then loads in a VM) work;
 #   3. VM (debug kernel: KASAN, lockdep, Rust debug assertions): KUnit suites at insmod and the
 #      selftests of tests/, failing on any kernel splat.
 #
@@ -47,6 +48,8 @@ rustfmt_clean() {
 check_cmd "module build (CLIPPY=1)" warn_free modules CLIPPY=1
 check_cmd "module build" warn_free modules
 check_cmd "rustfmt" rustfmt_clean
+check_cmd "docs (rst2html -W)" "$TOP/scripts/docs.sh"
+check_cmd "udev rules" "$TOP/scripts/test-udev.sh"
 
 # Host tests of the userspace workspace.
 target=x86_64-unknown-linux-gnu
@@ -63,6 +66,8 @@ record "cargo test (tools)" "$cpass" "$cfail"
 if ! (cd tools && cargo build --release --target "$target" 2>&1) > "$results/cargo-build.log"; then
 	tail -n 30 "$results/cargo-build.log"; record "tools build" 0 1
 fi
+check_cmd "install/uninstall (DESTDIR)" "$TOP/scripts/test-install.sh"
+check_cmd "DKMS add/build/install + load" "$TOP/scripts/test-dkms.sh"
 bins=()
 for b in blktapd blktap-ctl blktap-test; do
 	[ -x "tools/target/$target/release/$b" ] && bins+=(--bin "tools/target/$target/release/$b")

@@ -124,3 +124,129 @@ expect_chrdev() {
 	[ "${_nums% *}" = "$2" ] || fail "$1 has major ${_nums% *}, expected $2"
 	[ -z "${3:-}" ] || [ "${_nums#* }" = "$3" ] || fail "$1 has minor ${_nums#* }, expected $3"
 }
+
+# --- Taps served by blktapd (data, fs, ro, scale, abi, sysfs tests) --------------------------
+
+# shellcheck disable=SC2034 # used by the tests that source this file
+{
+BLKTAP_DEV_DIR=${BLKTAP_DEV_DIR:-/dev/xen/blktap-2}
+BLKTAP_CLASS=/sys/class/blktap2
+}
+
+# disk_name MINOR: the disk name of a tap, "td" + base-26 letters (0 tda, 25 tdz, 26 tdaa,
+# 701 tdzz, 702 tdaaa, 16383 tdxfd).
+disk_name() {
+	awk -v m="$1" 'BEGIN {
+		l = "abcdefghijklmnopqrstuvwxyz"
+		if (m < 26) s = substr(l, m + 1, 1)
+		else if (m < 702) s = substr(l, int(m / 26), 1) substr(l, m % 26 + 1, 1)
+		else { q = int(m / 26) - 1; s = substr(l, int(q / 26), 1) substr(l, q % 26 + 1, 1) substr(l, m % 26 + 1, 1) }
+		print "td" s
+	}'
+}
+
+# tap_sysfs MINOR: the class device directory of a tap.
+tap_sysfs() { echo "$BLKTAP_CLASS/blktap!blktap$1"; }
+
+# tap_create [blktap-ctl create ARGS...]: allocate a tap served by blktapd and wait for its disk.
+# Sets TAP_MINOR, TAP_DISK (e.g. tda) and TAP_DEV (/dev/tda); "blktap-ctl destroy" runs at exit.
+tap_create() {
+	_out=$(blktap-ctl create "$@") || fail "blktap-ctl create $* failed (rc=$?)"
+	TAP_MINOR=${_out##*tapdev}
+	case "$TAP_MINOR" in
+	'' | *[!0-9]*) fail "blktap-ctl create $* printed '$_out', expected $BLKTAP_DEV_DIR/tapdev<N>" ;;
+	esac
+	atexit "tap_destroy $TAP_MINOR"
+	TAP_DISK=$(disk_name "$TAP_MINOR")
+	TAP_DEV=/dev/$TAP_DISK
+	wait_for 5 test -b "$TAP_DEV" || fail "$TAP_DEV (tap $TAP_MINOR) did not appear after blktap-ctl create"
+}
+
+# tap_destroy MINOR: stop the tap's daemon and free it (a no-op if the tap is gone already).
+tap_destroy() {
+	[ -d "$(tap_sysfs "$1")" ] || return 0
+	blktap-ctl destroy -m "$1" || { log "blktap-ctl destroy -m $1 failed (rc=$?)"; return 1; }
+}
+
+# write_attr FILE DATA: write DATA as is (no newline added) to FILE in a single write(2).
+# 0 on success; else 1 with WRITE_ERR set to the error text (strerror, e.g. "Invalid argument").
+write_attr() {
+	WRITE_ERR=$(printf '%s' "$2" | dd of="$1" bs=4096 iflag=fullblock conv=notrunc status=none 2>&1) &&
+		{ WRITE_ERR=; return 0; }
+	WRITE_ERR=${WRITE_ERR##*: }
+	[ -n "$WRITE_ERR" ] || WRITE_ERR="write failed without a message"
+	return 1
+}
+
+# drop_caches: write back dirty data and drop the page cache, so that later reads of a disk
+# come from its backend.
+drop_caches() {
+	sync
+	echo 3 > /proc/sys/vm/drop_caches || fail "cannot drop the page cache"
+}
+
+# fio_check NAME OUT ERR RC: judge a fio run whose terse (v3) output is in file OUT and stderr
+# in file ERR. Fails unless fio exited 0, every job has error 0, read back (verified) as many
+# KiB as it wrote and wrote something, and no line mentions a verify problem. Prints one line
+# per job: "name: wrote W KiB (T ms), verified R KiB (T ms): ok".
+fio_check() {
+	_bad=
+	[ "$4" = 0 ] || _bad="fio exited with $4"
+	if grep -qi 'verify\|bad magic\|crc' "$3"; then
+		_bad="${_bad:+$_bad; }fio reported verify errors"
+	fi
+	_jobs=$(awk -F';' '$1 == 3 {
+		st = ($5 != 0) ? "error " $5 : (($47 == 0) ? "wrote nothing" : (($6 != $47) ? "verified " $6 " of " $47 " KiB" : "ok"))
+		printf "%s: wrote %s KiB (%s ms), verified %s KiB (%s ms): %s\n", $3, $47, $50, $6, $9, st
+	}' "$2")
+	[ -n "$_jobs" ] || _bad="${_bad:+$_bad; }no job result in fio's output"
+	printf '%s\n' "$_jobs"
+	case "$_jobs" in *": error "* | *": wrote nothing"* | *": verified "*" of "*) _bad="${_bad:+$_bad; }a job failed (see above)" ;; esac
+	[ -n "$_bad" ] || return 0
+	log "--- fio stderr ($1) ---"
+	head -n 40 "$3"
+	fail "fio $1: $_bad"
+}
+
+# fio_verify_matrix DEV DEVSIZE_MIB HALF: write-then-verify (crc32c, libaio, O_DIRECT) on DEV,
+# one job after the other, for every block size (512, 4k, 44k = one full ring request of 11
+# pages, 64k and 1M, which the block layer splits) x rw (write, randwrite), each at one iodepth:
+# HALF 0 runs (bs #b, rw #r) at iodepth 1 if b + r is even, else 32; HALF 1 the other way round.
+# So each half covers every bs with both iodepths and both rw modes, every rw mode with both
+# iodepths, and the two halves together (mem and file backend tests) the full 5 x 2 x 2 cross
+# product, in half the time of running it twice (TCG + KASAN: a few hundred requests/s at
+# iodepth 1). One more job per half uses bs 3584 (7 sectors) at iodepth 32: fio lays its
+# buffers out back to back, so most requests start in the middle of a page and straddle two,
+# giving segments with non-zero first_sect and partial pages.
+# Each job covers min(8 MiB, 1024 blocks): 512 KiB at 512 bytes, 4 MiB at 4k, 8 MiB from 44k
+# up, so that the small block sizes take no longer than the large ones. The jobs start at
+# different offsets (multiples of 8 MiB modulo DEVSIZE - 7) so they do not all check the same
+# blocks.
+fio_verify_matrix() {
+	_dev=$1 _devmib=$2 _half=$3
+	[ -b "$_dev" ] || fail "$_dev is not a block device" # fio would create a file
+	{
+		printf '[global]\nfilename=%s\nioengine=libaio\ndirect=1\nverify=crc32c\n' "$_dev"
+		printf 'do_verify=1\nverify_fatal=1\nrandrepeat=1\n'
+		_i=0 _b=0
+		for _bs in 512 4k 44k 64k 1M; do
+			case $_bs in 512) _kib=512 ;; 4k) _kib=4096 ;; *) _kib=8192 ;; esac
+			_r=0
+			for _rw in write randwrite; do
+				if [ $(((_b + _r + _half) % 2)) = 0 ]; then _qd=1; else _qd=32; fi
+				_off=$(((_i * 8) % (_devmib - 7)))
+				printf '[%s-bs%s-qd%s]\nstonewall\nbs=%s\nrw=%s\niodepth=%s\n' \
+					"$_rw" "$_bs" "$_qd" "$_bs" "$_rw" "$_qd"
+				printf 'offset=%dm\nsize=%dk\n' "$_off" "$_kib"
+				_i=$((_i + 1)) _r=$((_r + 1))
+			done
+			_b=$((_b + 1))
+		done
+		if [ "$_half" = 0 ]; then _rw='randwrite'; else _rw='write'; fi
+		printf '[%s-bs3584-qd32]\nstonewall\nbs=3584\nrw=%s\niodepth=32\n' "$_rw" "$_rw"
+		printf 'offset=%dm\nsize=%dk\n' "$(((_i * 8) % (_devmib - 7)))" 3584
+	} > verify.fio
+	_rc=0
+	fio --output-format=terse --terse-version=3 verify.fio > fio.out 2> fio.err || _rc=$?
+	fio_check "verify matrix on $_dev" fio.out fio.err "$_rc"
+}

@@ -1,8 +1,5 @@
 //! `blktapd`: serves one blktap ring from a null, RAM or file backend.
 
-// Doc comments on the CLI types are clap help text, written for a terminal, not rustdoc.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 /// Logs one line to stderr, prefixed with the program name and pid.
 macro_rules! log {
     ($($arg:tt)*) => {
@@ -10,14 +7,14 @@ macro_rules! log {
     };
 }
 
-mod backend;
 mod event;
 mod serve;
 
-use backend::{parse_size, BackendSpec};
 use blktap::node::{self, disk_name};
 use blktap::ring::Ring;
 use blktap::uapi::{DeviceInfo, SECTOR_SIZE};
+use blktapd::backend::{self, BackendSpec};
+use blktapd::cli::Args;
 use clap::Parser;
 use serve::Server;
 use std::error::Error;
@@ -28,83 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub(crate) type AnyResult<T> = Result<T, Box<dyn Error>>;
-
-fn parse_sector_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("invalid sector size {s:?}"))?;
-    if !(512..=4096).contains(&n) || !n.is_power_of_two() {
-        return Err(format!(
-            "sector size {n} is not a power of two in 512..=4096"
-        ));
-    }
-    Ok(n)
-}
-
-/// Serve a blktap ring: create the tap's block device and answer its I/O requests.
-///
-/// blktapd opens and maps the ring device of an allocated tap, creates the block device
-/// (/dev/td<letters>) with the capacity of the backend, and then answers every request
-/// the kernel puts on the ring. On SIGTERM or SIGINT it removes the block device, waiting
-/// (and still serving I/O) while the disk is open, unmaps the ring and exits with status 0.
-/// The tap itself stays allocated; free it with `blktap-ctl free`.
-#[derive(Debug, Parser)]
-#[command(name = "blktapd", version, about, long_about)]
-#[command(
-    after_help = "BACKENDS:\n  null:SIZE   complete every request at once without touching data\n  \
-mem:SIZE    a RAM disk, initially zero\n  file:PATH   an image file or block device (O_DIRECT when possible)\n\n\
-SIZE is in bytes with an optional K, M, G or T suffix (powers of 1024) and must be a multiple of 512.\n\n\
-EXAMPLES:\n  blktapd --minor 0 --backend mem:64M --foreground\n  \
-blktapd --ring /dev/blktap/blktap3 --backend file:/srv/disk.img --read-only"
-)]
-struct Args {
-    /// Ring device node to serve.
-    #[arg(
-        long,
-        value_name = "PATH",
-        required_unless_present = "minor",
-        conflicts_with = "minor"
-    )]
-    ring: Option<PathBuf>,
-
-    /// Tap minor to serve: uses DEV_DIR/blktap<N>, else /dev/blktap/blktap<N>.
-    #[arg(short, long, value_name = "N")]
-    minor: Option<u32>,
-
-    /// Directory of the tap-ctl style nodes, used with --minor.
-    #[arg(long, value_name = "DIR", default_value = node::DEV_DIR)]
-    dev_dir: PathBuf,
-
-    /// What to serve: null[:SIZE], mem[:SIZE] or file:PATH.
-    #[arg(short, long, value_name = "SPEC")]
-    backend: BackendSpec,
-
-    /// Size of a null or mem backend, if not given in SPEC.
-    #[arg(short, long, value_name = "SIZE", value_parser = parse_size)]
-    size: Option<u64>,
-
-    /// Create a read-only disk; writes are answered with an error and files are opened
-    /// O_RDONLY.
-    #[arg(short = 'R', long)]
-    read_only: bool,
-
-    /// Logical and physical sector size of the disk (512, 1024, 2048 or 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = 512, value_parser = parse_sector_size)]
-    sector_size: u32,
-
-    /// Write "ready\n" to this inherited file descriptor once the disk exists, then close it.
-    #[arg(long, value_name = "FD")]
-    ready_fd: Option<RawFd>,
-
-    /// Stay in the foreground. Otherwise blktapd forks before opening the ring, the child
-    /// starts a new session, and the parent exits 0 once the disk exists (1 on failure).
-    #[arg(short, long)]
-    foreground: bool,
-
-    /// Append log messages to FILE instead of standard error.
-    #[arg(long, value_name = "FILE")]
-    log: Option<PathBuf>,
-}
 
 /// Takes ownership of an inherited descriptor given on the command line.
 fn take_fd(fd: RawFd) -> io::Result<OwnedFd> {

@@ -1,0 +1,124 @@
+//! The command line of `blktap-ctl`.
+//!
+//! It lives in the library so that `blktap-man` renders the manual page from the very
+//! definition the tool parses.
+
+use blktap::node;
+use blktap::Control;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Manage blktap2 taps: allocate and free minors, start and stop blktapd daemons.
+///
+/// A tap is a minor of the blktap2 driver. It has a ring device that one daemon (blktapd)
+/// opens and maps, and a block device /dev/td<letters> whose I/O the daemon serves. Like
+/// tap-ctl, blktap-ctl creates its own device nodes: DEV_DIR/blktap<N> (ring) and
+/// DEV_DIR/tapdev<N> (disk).
+#[derive(Debug, Parser)]
+#[command(name = "blktap-ctl", version, about, long_about)]
+pub struct Cli {
+    /// Control device node [default: first existing of /dev/xen/blktap-2/control,
+    /// /dev/blktap-control, /dev/blktap/control; created from /proc/misc if none exists].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Directory for the ring and disk nodes.
+    #[arg(long, global = true, value_name = "DIR", default_value = node::DEV_DIR)]
+    pub dev_dir: PathBuf,
+
+    /// Mount point of sysfs.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/sys")]
+    pub sysfs: PathBuf,
+
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Allocate a tap, create its nodes and print its minor.
+    Alloc,
+
+    /// Free a tap (its ring must be closed and unmapped) and remove its nodes.
+    Free {
+        /// Minor of the tap.
+        #[arg(short, long, value_name = "N")]
+        minor: u32,
+    },
+
+    /// Allocate a tap, start blktapd on it and print the disk node once the disk exists.
+    ///
+    /// On any failure the tap is freed again. The daemon keeps running in its own session
+    /// after blktap-ctl exits; stop it with `blktap-ctl destroy`.
+    Create(CreateArgs),
+
+    /// Stop the daemon of a tap, free the tap and remove its nodes.
+    ///
+    /// Sends SIGTERM to the process recorded in sysfs `task`, waits for it to release the
+    /// ring (the daemon removes the disk first, which waits until nobody has it open), then
+    /// frees the tap.
+    Destroy {
+        /// Minor of the tap.
+        #[arg(short, long, value_name = "N")]
+        minor: u32,
+
+        /// Seconds to wait for the daemon to exit and the tap to become free.
+        #[arg(short, long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+
+    /// List allocated taps: minor, daemon pid, name, disk and state.
+    ///
+    /// States: idle (ring closed, no disk), open (ring open, no disk), active (ring open
+    /// and disk present), closing (disk present but no daemon).
+    List,
+}
+
+/// Options of `create`.
+#[derive(Debug, ClapArgs)]
+pub struct CreateArgs {
+    /// Backend served by blktapd: null[:SIZE], mem[:SIZE] or file:PATH.
+    #[arg(short, long, value_name = "SPEC")]
+    pub backend: String,
+
+    /// Size of a null or mem backend if SPEC has none (bytes, K/M/G/T suffixes).
+    #[arg(short, long, value_name = "SIZE")]
+    pub size: Option<String>,
+
+    /// Create a read-only disk.
+    #[arg(short = 'R', long)]
+    pub read_only: bool,
+
+    /// Logical and physical sector size of the disk.
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
+
+    /// Seconds to wait for the daemon to report that the disk exists.
+    #[arg(short, long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Daemon log file (default: inherit standard error).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// blktapd executable [default: next to blktap-ctl, else found on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub daemon: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Opens the control device: `--control` if given, else the default search.
+    pub fn control(&self) -> blktap::Result<Control> {
+        match &self.control {
+            Some(p) => Control::open(p),
+            None => Control::open_default(),
+        }
+    }
+
+    /// The `blktap2` class directory under `--sysfs`.
+    pub fn class_dir(&self) -> PathBuf {
+        self.sysfs.join("class/blktap2")
+    }
+}

@@ -1,0 +1,88 @@
+//! The command line of `blktapd`.
+//!
+//! It lives in the library so that `blktap-man` renders the manual page from the very
+//! definition the daemon parses.
+
+use crate::backend::{parse_size, BackendSpec};
+use blktap::node;
+use clap::Parser;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// Parses `--sector-size`: a power of two in 512..=4096.
+pub fn parse_sector_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("invalid sector size {s:?}"))?;
+    if !(512..=4096).contains(&n) || !n.is_power_of_two() {
+        return Err(format!(
+            "sector size {n} is not a power of two in 512..=4096"
+        ));
+    }
+    Ok(n)
+}
+
+/// Serve a blktap ring: create the tap's block device and answer its I/O requests.
+///
+/// blktapd opens and maps the ring device of an allocated tap, creates the block device
+/// (/dev/td<letters>) with the capacity of the backend, and then answers every request
+/// the kernel puts on the ring. On SIGTERM or SIGINT it removes the block device, waiting
+/// (and still serving I/O) while the disk is open, unmaps the ring and exits with status 0.
+/// The tap itself stays allocated; free it with `blktap-ctl free`.
+#[derive(Debug, Parser)]
+#[command(name = "blktapd", version, about, long_about)]
+#[command(
+    after_help = "BACKENDS:\n  null:SIZE   complete every request at once without touching data\n  \
+mem:SIZE    a RAM disk, initially zero\n  file:PATH   an image file or block device (O_DIRECT when possible)\n\n\
+SIZE is in bytes with an optional K, M, G or T suffix (powers of 1024) and must be a multiple of 512.\n\n\
+EXAMPLES:\n  blktapd --minor 0 --backend mem:64M --foreground\n  \
+blktapd --ring /dev/blktap/blktap3 --backend file:/srv/disk.img --read-only"
+)]
+pub struct Args {
+    /// Ring device node to serve.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "minor",
+        conflicts_with = "minor"
+    )]
+    pub ring: Option<PathBuf>,
+
+    /// Tap minor to serve: uses DEV_DIR/blktap<N>, else /dev/blktap/blktap<N>.
+    #[arg(short, long, value_name = "N")]
+    pub minor: Option<u32>,
+
+    /// Directory of the tap-ctl style nodes, used with --minor.
+    #[arg(long, value_name = "DIR", default_value = node::DEV_DIR)]
+    pub dev_dir: PathBuf,
+
+    /// What to serve: null[:SIZE], mem[:SIZE] or file:PATH.
+    #[arg(short, long, value_name = "SPEC")]
+    pub backend: BackendSpec,
+
+    /// Size of a null or mem backend, if not given in SPEC.
+    #[arg(short, long, value_name = "SIZE", value_parser = parse_size)]
+    pub size: Option<u64>,
+
+    /// Create a read-only disk; writes are answered with an error and files are opened
+    /// O_RDONLY.
+    #[arg(short = 'R', long)]
+    pub read_only: bool,
+
+    /// Logical and physical sector size of the disk (512, 1024, 2048 or 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 512, value_parser = parse_sector_size)]
+    pub sector_size: u32,
+
+    /// Write "ready\n" to this inherited file descriptor once the disk exists, then close it.
+    #[arg(long, value_name = "FD")]
+    pub ready_fd: Option<RawFd>,
+
+    /// Stay in the foreground. Otherwise blktapd forks before opening the ring, the child
+    /// starts a new session, and the parent exits 0 once the disk exists (1 on failure).
+    #[arg(short, long)]
+    pub foreground: bool,
+
+    /// Append log messages to FILE instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+}
