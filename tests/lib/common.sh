@@ -250,3 +250,119 @@ fio_verify_matrix() {
 	fio --output-format=terse --terse-version=3 verify.fio > fio.out 2> fio.err || _rc=$?
 	fio_check "verify matrix on $_dev" fio.out fio.err "$_rc"
 }
+
+# now: seconds since boot (/proc/uptime); since T: seconds elapsed since T, one decimal.
+now() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# --- Fault, teardown, fuzz, security and stress tests -----------------------------------------
+
+# scaled CHECK STRESS: CHECK in `make check`, STRESS when the VM was booted for `make stress`
+# (BLKTAP_STRESS=1 on the kernel command line, which init passes on as environment).
+scaled() { if [ "${BLKTAP_STRESS:-0}" != 0 ]; then echo "$2"; else echo "$1"; fi; }
+
+# test_seed: the seed of a randomised test: $BLKTAP_SEED if set, else from the clock. Print it.
+test_seed() { echo "${BLKTAP_SEED:-$(($(date +%s) % 1000000007 + $$))}"; }
+
+# stat_report GROUP ITERATIONS IOS FAILED: the line scripts/stress.sh sums up per group (I/Os
+# issued, and I/Os that failed as the test expected).
+stat_report() { log "STAT group=$1 iterations=$2 ios=$3 failed=$4"; }
+
+# tap_counts MINOR: "SENT FAILED" requests of the tap, from its debug attribute ("0 0" if gone).
+tap_counts() {
+	awk '{ for (i = 1; i <= NF; i++) { if ($i ~ /^sent:/) s = substr($i, 6); if ($i ~ /^failed:/) f = substr($i, 8) } }
+		END { print s + 0, f + 0 }' "$(tap_sysfs "$1")/debug" 2>/dev/null || echo "0 0"
+}
+
+# tap_mapped MINOR: the tap's ring is mapped (a daemon serves it).
+tap_mapped() { grep -q 'mapped:true' "$(tap_sysfs "$1")/debug" 2>/dev/null; }
+
+# disk_present MINOR: the tap's disk exists.
+disk_present() { [ -e "/sys/block/$(disk_name "$1")" ]; }
+
+# disk_gone MINOR
+disk_gone() { ! disk_present "$1"; }
+
+# tap_alloc: allocate a tap (blktap-ctl alloc); sets TAP_MINOR. No cleanup is registered.
+tap_alloc() {
+	TAP_MINOR=$(blktap-ctl alloc) || fail "blktap-ctl alloc failed"
+	wait_for 5 test -c "/dev/blktap/blktap$TAP_MINOR" || fail "no ring node for tap $TAP_MINOR"
+}
+
+# serve_tap MINOR BACKEND [BLKTAPD ARGS...]: start blktapd in the foreground, in the background
+# (so in this test's process group), on tap MINOR; wait until it maps the ring and the disk
+# exists. Sets DAEMON_PID. Its log goes to ./blktapd.MINOR.log.
+serve_tap() {
+	serve_tap_start "$@"
+	serve_tap_wait "$1"
+}
+
+# serve_tap_start MINOR BACKEND [BLKTAPD ARGS...]: the first half of serve_tap (no waiting).
+serve_tap_start() {
+	_st_m=$1
+	shift
+	# Closing 3-8: a daemon that inherited an fd of its own disk could never remove it.
+	blktapd --minor "$_st_m" --backend "$@" --foreground --log "$PWD/blktapd.$_st_m.log" \
+		</dev/null >/dev/null 2>&1 3<&- 4<&- 5<&- 6<&- 7<&- 8<&- &
+	DAEMON_PID=$!
+}
+
+# serve_tap_wait MINOR: the second half of serve_tap.
+serve_tap_wait() {
+	wait_for 20 tap_mapped "$1" || fail "blktapd on tap $1 did not map its ring: $(tail -n 3 "$PWD/blktapd.$1.log" 2>/dev/null)"
+	wait_for 20 test -b "/dev/$(disk_name "$1")" || fail "no disk node for tap $1"
+}
+
+# kill_daemon PID [SIGNAL]: signal (default KILL) a daemon started by serve_tap and reap it.
+kill_daemon() {
+	kill "-${2:-KILL}" "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	return 0
+}
+
+# free_tap MINOR: FREE_TAP, retried for up to 5 s while busy (the disk's removal work may still
+# be running). 1 if it still fails.
+free_tap() { wait_for 5 blktap-ctl free -m "$1" 2>/dev/null; }
+
+# dstate_watch_start [BOUND]: report every task that stays in uninterruptible sleep (D) longer
+# than BOUND seconds (default 10) until dstate_watch_check.
+dstate_watch_start() {
+	_dw_dir=$PWD
+	: > "$_dw_dir/dstate.out"
+	rm -f "$_dw_dir/dstate.stop"
+	blktap-test dstate --bound "${1:-10}" --out "$_dw_dir/dstate.out" --until "$_dw_dir/dstate.stop" \
+		>/dev/null 2>&1 &
+	_dw_pid=$!
+	atexit dstate_watch_stop
+}
+dstate_watch_stop() {
+	[ -n "${_dw_pid:-}" ] || return 0
+	touch "$_dw_dir/dstate.stop"
+	wait "$_dw_pid" 2>/dev/null
+	_dw_pid=
+}
+# dstate_watch_check: stop the watcher; fail if it saw a task in D state for too long.
+dstate_watch_check() {
+	dstate_watch_stop
+	[ -s "$_dw_dir/dstate.out" ] || return 0
+	cat "$_dw_dir/dstate.out"
+	fail "a task stayed in D state longer than the bound"
+}
+
+# ktap_run NAME CMD...: run a KTAP-printing command (blktap-test), keep its output in NAME.out,
+# print its failures; 0 if it passed (exit 0), else fail the test.
+ktap_run() {
+	_kr_name=$1
+	shift
+	_kr_rc=0
+	"$@" > "$_kr_name.out" 2>&1 || _kr_rc=$?
+	grep -E '^(not ok|# )' "$_kr_name.out" | grep -v '^# totals' | head -n 60
+	grep -E '^# totals' "$_kr_name.out"
+	[ "$_kr_rc" = 0 ] || fail "$_kr_name: $* exited with $_kr_rc"
+}
+
+# ktap_io_totals FILE: "IOS FAILED" summed over the "# io-total: ios=N failed=M" lines of FILE.
+ktap_io_totals() {
+	awk '/^# io-total:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^ios=/) s += substr($i, 5); if ($i ~ /^failed=/) f += substr($i, 8) } }
+		END { print s + 0, f + 0 }' "$1"
+}

@@ -76,10 +76,30 @@ struct Entry {
     _module: ModuleRef,
 }
 
+/// A minor's slot in the tap table.
+enum Slot {
+    /// The minor is free.
+    Free,
+    /// The minor has a tap.
+    Used(Entry),
+    /// The minor's tap was freed and its sysfs device is being removed: not reusable yet (a new
+    /// device of the same name would clash with it).
+    Freeing,
+}
+
+impl Slot {
+    fn entry(&self) -> Option<&Entry> {
+        match self {
+            Slot::Used(entry) => Some(entry),
+            _ => None,
+        }
+    }
+}
+
 /// The taps, indexed by minor, and the driver objects they need.
 pub(crate) struct TapTable {
     driver: Option<Driver>,
-    taps: KVec<Option<Entry>>,
+    taps: KVec<Slot>,
     pools: Option<Pools>,
 }
 
@@ -295,7 +315,10 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
     };
     let TapTable { driver, taps, .. } = &mut *guard;
     let driver = driver.as_ref().ok_or(ENODEV)?;
-    let minor = taps.iter().position(Option::is_none).unwrap_or(taps.len());
+    let minor = taps
+        .iter()
+        .position(|s| matches!(s, Slot::Free))
+        .unwrap_or(taps.len());
     if minor >= MAX_DEVICES as usize {
         // V-XS reports every allocation failure, exhaustion included, as ENOMEM.
         return Err(ENOMEM);
@@ -315,9 +338,9 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
         _module: module,
     };
     if minor as usize == taps.len() {
-        taps.push(Some(entry), GFP_KERNEL)?;
+        taps.push(Slot::Used(entry), GFP_KERNEL)?;
     } else {
-        taps[minor as usize] = Some(entry);
+        taps[minor as usize] = Slot::Used(entry);
     }
     Ok(BlktapInfo {
         ring_major,
@@ -331,32 +354,35 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
 pub(crate) fn free_tap(minor: u32) -> Result {
     let mut guard = TAPS.lock();
     let slot = guard.taps.get_mut(minor as usize).ok_or(ENODEV)?;
-    let entry = slot.as_ref().ok_or(ENODEV)?;
-    entry.tap.prepare_free()?;
-    let entry = slot.take();
-    while matches!(guard.taps.last(), Some(None)) {
-        guard.taps.pop();
-    }
+    slot.entry().ok_or(ENODEV)?.tap.prepare_free()?;
+    let entry = core::mem::replace(slot, Slot::Freeing);
     drop(guard);
     // Without the lock: removing the sysfs device waits for its attribute callbacks, which may
-    // take it. Then the module is unpinned.
+    // take it. Then the module is unpinned (the caller's open control file still pins it).
     drop(entry);
+    let mut guard = TAPS.lock();
+    if let Some(slot) = guard.taps.get_mut(minor as usize) {
+        *slot = Slot::Free;
+    }
+    while matches!(guard.taps.last(), Some(Slot::Free)) {
+        guard.taps.pop();
+    }
     Ok(())
 }
 
 /// The tap of `minor`, for opening its ring (`ENXIO` if there is none).
 pub(crate) fn lookup(minor: u32) -> Result<Arc<Tap>> {
     let guard = TAPS.lock();
-    match guard.taps.get(minor as usize) {
-        Some(Some(entry)) => Ok(entry.tap.clone()),
-        _ => Err(ENXIO),
+    match guard.taps.get(minor as usize).and_then(Slot::entry) {
+        Some(entry) => Ok(entry.tap.clone()),
+        None => Err(ENXIO),
     }
 }
 
 /// Calls `f` for each tap, lowest minor first.
 pub(crate) fn for_each_tap(mut f: impl FnMut(&Tap) -> Result) -> Result {
     let guard = TAPS.lock();
-    for entry in guard.taps.iter().flatten() {
+    for entry in guard.taps.iter().filter_map(Slot::entry) {
         f(&entry.tap)?;
     }
     Ok(())

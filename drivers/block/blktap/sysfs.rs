@@ -68,9 +68,7 @@ impl Attributes for Tap {
                         return Ok(());
                     }
                     write!(out, "{} ", tap.minor()).map_err(fmt_err)?;
-                    for &b in name {
-                        out.write_char(char::from(b)).map_err(fmt_err)?;
-                    }
+                    out.write_bytes(name);
                     writeln!(out).map_err(fmt_err)
                 })
             }),

@@ -12,6 +12,8 @@
 //!
 //! Nothing copies from or to userspace while holding `ctl` (a fault takes the mmap lock).
 
+use core::fmt::Write;
+
 use kernel::{
     bindings,
     fs::File,
@@ -46,6 +48,7 @@ use crate::{
             Request,
             Status, //
         },
+        class::SysfsWriter,
         shm::{
             MappingId,
             MappingOwner,
@@ -647,15 +650,13 @@ impl Tap {
     // ---------------------------------------------------------------------------------------
     // sysfs.
 
-    /// Writes the `name` attribute: the name, or the minor if it has none.
-    pub(crate) fn show_name(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    /// Writes the `name` attribute: the name (bytes as stored), or the minor if it has none.
+    pub(crate) fn show_name(&self, out: &mut SysfsWriter) -> core::fmt::Result {
         let ctl = self.ctl.lock();
         if ctl.name.is_empty() {
             writeln!(out, "{}", self.minor)
         } else {
-            for &b in ctl.name.iter() {
-                out.write_char(char::from(b))?;
-            }
+            out.write_bytes(&ctl.name);
             writeln!(out)
         }
     }
@@ -686,11 +687,8 @@ impl Tap {
     }
 
     /// Writes the pool attribute.
-    pub(crate) fn show_pool(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let ctl = self.ctl.lock();
-        for &b in ctl.pool.iter() {
-            out.write_char(char::from(b))?;
-        }
+    pub(crate) fn show_pool(&self, out: &mut SysfsWriter) -> core::fmt::Result {
+        out.write_bytes(&self.ctl.lock().pool);
         writeln!(out)
     }
 

@@ -36,6 +36,14 @@ impl SysfsWriter {
         Self { buf, len: 0 }
     }
 
+    /// Writes `bytes` as they are (sysfs files are bytes, not UTF-8), truncated at the page.
+    pub(crate) fn write_bytes(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(PAGE_SIZE - 1 - self.len);
+        // SAFETY: `buf` is the page sysfs handed to `show`; `len + n < PAGE_SIZE`.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf.add(self.len), n) };
+        self.len += n;
+    }
+
     /// The return value of a `show` callback: the length written, or the error.
     pub(super) fn result(&self, ret: Result) -> isize {
         match ret {
@@ -47,10 +55,7 @@ impl SysfsWriter {
 
 impl fmt::Write for SysfsWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(PAGE_SIZE - 1 - self.len);
-        // SAFETY: `buf` is the page sysfs handed to `show`; `len + n < PAGE_SIZE`.
-        unsafe { core::ptr::copy_nonoverlapping(s.as_ptr(), self.buf.add(self.len), n) };
-        self.len += n;
+        self.write_bytes(s.as_bytes());
         Ok(())
     }
 }
