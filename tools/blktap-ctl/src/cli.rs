@@ -65,7 +65,7 @@ pub enum Cmd {
         minor: u32,
 
         /// Seconds to wait for the daemon to exit and the tap to become free.
-        #[arg(short, long, value_name = "SECS", default_value_t = 10)]
+        #[arg(short, long, value_name = "SECS", default_value_t = 60)]
         timeout: u64,
     },
 
@@ -96,7 +96,7 @@ pub struct CreateArgs {
     pub sector_size: Option<u32>,
 
     /// Seconds to wait for the daemon to report that the disk exists.
-    #[arg(short, long, value_name = "SECS", default_value_t = 10)]
+    #[arg(short, long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
 
     /// Daemon log file (default: inherit standard error).
