@@ -335,7 +335,7 @@ mod tests {
             c.command,
             Cmd::Destroy {
                 minor: 4,
-                timeout: 10
+                timeout: 60
             }
         ));
         assert_eq!(c.dev_dir, PathBuf::from("/tmp/x"));
