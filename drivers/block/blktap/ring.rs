@@ -33,9 +33,13 @@ pub(crate) struct Pending<R> {
 
 /// The ring's request ids: id `i` owns data pages `1 + i * SEGMENT_MAX ..`.
 ///
+/// An id stays reserved from [`Slots::insert`] until [`Slots::take`], or from
+/// [`Slots::insert`] through [`Slots::begin_complete`] until [`Slots::end_complete`]: while a
+/// completion copies data out of its pages, the id cannot be given to a new request.
+///
 /// # Invariants
 ///
-/// Bit `i` of `used` is set exactly when `slots[i]` is `Some`.
+/// Bit `i` of `used` is set whenever `slots[i]` is `Some` (and also while id `i` completes).
 pub(crate) struct Slots<R> {
     slots: [Option<Pending<R>>; RING_SIZE],
     used: u32,
@@ -69,12 +73,26 @@ impl<R> Slots<R> {
         self.slots.get(id)?.as_ref().map(|p| p.operation)
     }
 
-    /// Removes and returns the request pending under `id`.
+    /// Removes and returns the request pending under `id`, freeing the id.
     pub(crate) fn take(&mut self, id: usize) -> Option<Pending<R>> {
         let pending = self.slots.get_mut(id)?.take()?;
         // INVARIANT: bit and slot cleared together.
         self.used &= !(1 << id);
         Some(pending)
+    }
+
+    /// Removes and returns the request pending under `id`, keeping the id reserved until
+    /// [`Slots::end_complete`]. A second response for `id` meanwhile finds no request.
+    pub(crate) fn begin_complete(&mut self, id: usize) -> Option<Pending<R>> {
+        // INVARIANT: the bit stays set.
+        self.slots.get_mut(id)?.take()
+    }
+
+    /// Frees id `id` after [`Slots::begin_complete`].
+    pub(crate) fn end_complete(&mut self, id: usize) {
+        if id < RING_SIZE && self.slots[id].is_none() {
+            self.used &= !(1 << id);
+        }
     }
 
     /// Number of pending requests.
@@ -84,7 +102,7 @@ impl<R> Slots<R> {
 
     /// Ids of pending requests, lowest first.
     pub(crate) fn ids(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..RING_SIZE).filter(|&i| self.used & (1 << i) != 0)
+        (0..RING_SIZE).filter(|&i| self.slots[i].is_some())
     }
 }
 
@@ -281,6 +299,27 @@ mod tests {
         assert_eq!(s.free_id(), Some(5));
         assert_eq!(s.ids().count(), 31);
         assert!(s.take(RING_SIZE).is_none());
+    }
+
+    #[test]
+    fn slots_reserved_while_completing() {
+        let mut s = Slots::<u32>::new();
+        s.insert(
+            0,
+            Pending {
+                rq: 7,
+                operation: OP_READ,
+            },
+        );
+        assert_eq!(s.begin_complete(0).map(|p| p.rq), Some(7));
+        // A duplicate response finds nothing, and the id is not reused yet.
+        assert!(s.operation(0).is_none());
+        assert!(s.begin_complete(0).is_none());
+        assert_eq!(s.free_id(), Some(1));
+        assert_eq!(s.count(), 1);
+        s.end_complete(0);
+        assert_eq!(s.free_id(), Some(0));
+        assert_eq!(s.count(), 0);
     }
 
     #[test]

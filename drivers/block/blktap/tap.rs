@@ -78,7 +78,8 @@ use crate::{
 
 /// The ring of a mapped tap: the shared memory and the kernel's private indices.
 struct Ring {
-    shm: SharedRing,
+    /// Shared so that `respond` can copy read data out without holding the spinlock.
+    shm: Arc<SharedRing>,
     slots: Slots<Request>,
     /// Next request index to fill.
     req_prod_pvt: u32,
@@ -239,6 +240,7 @@ impl Tap {
         }
         let mut shm = SharedRing::new()?;
         let id = shm.map(vma, Arc::from(this))?;
+        let shm = Arc::new(shm, GFP_KERNEL)?;
         ctl.mapping = Some(id);
         let mut io = this.io.lock();
         io.ring = Some(Ring {
@@ -275,85 +277,104 @@ impl Tap {
     }
 
     /// `RESPOND`: consumes the daemon's responses and completes their requests.
+    ///
+    /// Three steps, so that the spinlock `queue_rq` needs is held only briefly: judge the
+    /// responses and take their requests, keeping their ids reserved; copy read data out of
+    /// the shared pages without the lock (holding `ctl` keeps the mapping, and so the pages,
+    /// alive); then free the ids and end the requests.
     pub(crate) fn respond(&self) -> Result {
         let ctl = self.ctl.lock();
         Self::check_owner(&ctl)?;
-        let mut done: [Option<(Request, Status)>; RING_SIZE] = [const { None }; RING_SIZE];
-        let mut ndone = 0;
-        let restart = {
+        let mut done: [Option<(usize, Pending<Request>, Status)>; RING_SIZE] =
+            [const { None }; RING_SIZE];
+        let shm = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             let Some(ring) = io.ring.as_mut() else {
                 return Err(EACCES);
             };
             let prod = ring.shm.responses_produced();
-            match responses_to_consume(ring.rsp_cons, prod) {
-                None => {
-                    io.stats.bad_responses += 1;
-                    if worth_logging(io.stats.bad_responses) {
-                        pr_warn!(
-                            "{}: ignoring responses: rsp_prod {} is {} past rsp_cons {}\n",
-                            DiskName::new(self.minor),
-                            prod,
-                            prod.wrapping_sub(ring.rsp_cons),
-                            ring.rsp_cons
-                        );
-                    }
-                    ring.rsp_cons = prod;
+            let Some(n) = responses_to_consume(ring.rsp_cons, prod) else {
+                io.stats.bad_responses += 1;
+                if worth_logging(io.stats.bad_responses) {
+                    pr_warn!(
+                        "{}: ignoring responses: rsp_prod {} is {} past rsp_cons {}\n",
+                        DiskName::new(self.minor),
+                        prod,
+                        prod.wrapping_sub(ring.rsp_cons),
+                        ring.rsp_cons
+                    );
                 }
-                Some(n) => {
-                    for i in 0..n {
-                        let rsp = ring.shm.read_response(ring.rsp_cons.wrapping_add(i));
-                        let (id, mut status) = match judge_response(&ring.slots, &rsp) {
-                            Verdict::Complete { id, ok: true } => (id, Status::Ok),
-                            Verdict::Complete { id, ok: false } => (id, Status::IoError),
-                            Verdict::OpMismatch { id } => {
-                                io.stats.bad_responses += 1;
-                                if worth_logging(io.stats.bad_responses) {
-                                    pr_warn!(
-                                        "{}: response for id {} has operation {}; failing it\n",
-                                        DiskName::new(self.minor),
-                                        id,
-                                        rsp.operation
-                                    );
-                                }
-                                (id, Status::IoError)
-                            }
-                            Verdict::Invalid => {
-                                io.stats.bad_responses += 1;
-                                if worth_logging(io.stats.bad_responses) {
-                                    pr_warn!(
-                                        "{}: ignoring response for id {} (no such request)\n",
-                                        DiskName::new(self.minor),
-                                        rsp.id
-                                    );
-                                }
-                                continue;
-                            }
-                        };
-                        let Some(pending) = ring.slots.take(id) else {
-                            continue;
-                        };
-                        if status == Status::Ok && pending.operation == OP_READ {
-                            for (seg, s) in pending.rq.segments().enumerate() {
-                                if ring
-                                    .shm
-                                    .copy_from_data(id, seg, s.offset, &s.page, s.offset, s.len)
-                                    .is_err()
-                                {
-                                    status = Status::IoError;
-                                    break;
-                                }
-                            }
-                        }
-                        if status != Status::Ok {
-                            io.stats.failed += 1;
-                        }
-                        done[ndone] = Some((pending.rq, status));
-                        ndone += 1;
+                ring.rsp_cons = prod;
+                return Ok(());
+            };
+            let mut ndone = 0;
+            for i in 0..n {
+                let rsp = ring.shm.read_response(ring.rsp_cons.wrapping_add(i));
+                let (id, status) = match judge_response(&ring.slots, &rsp) {
+                    Verdict::Complete { id, ok } => {
+                        (id, if ok { Status::Ok } else { Status::IoError })
                     }
-                    ring.rsp_cons = ring.rsp_cons.wrapping_add(n);
+                    Verdict::OpMismatch { id } => {
+                        io.stats.bad_responses += 1;
+                        if worth_logging(io.stats.bad_responses) {
+                            pr_warn!(
+                                "{}: response for id {} has operation {}; failing it\n",
+                                DiskName::new(self.minor),
+                                id,
+                                rsp.operation
+                            );
+                        }
+                        (id, Status::IoError)
+                    }
+                    Verdict::Invalid => {
+                        io.stats.bad_responses += 1;
+                        if worth_logging(io.stats.bad_responses) {
+                            pr_warn!(
+                                "{}: ignoring response for id {} (no such request)\n",
+                                DiskName::new(self.minor),
+                                rsp.id
+                            );
+                        }
+                        continue;
+                    }
+                };
+                // `judge_response` found the request pending, so it is there.
+                if let Some(pending) = ring.slots.begin_complete(id) {
+                    done[ndone] = Some((id, pending, status));
+                    ndone += 1;
                 }
+            }
+            ring.rsp_cons = ring.rsp_cons.wrapping_add(n);
+            ring.shm.clone()
+        };
+
+        for (id, pending, status) in done.iter_mut().flatten() {
+            if *status == Status::Ok && pending.operation == OP_READ {
+                for (seg, s) in pending.rq.segments().enumerate() {
+                    if shm
+                        .copy_from_data(*id, seg, s.offset, &s.page, s.offset, s.len)
+                        .is_err()
+                    {
+                        *status = Status::IoError;
+                        break;
+                    }
+                }
+            }
+        }
+
+        let restart = {
+            let mut guard = self.io.lock();
+            let io = &mut *guard;
+            let mut ndone = 0;
+            for (id, _, status) in done.iter().flatten() {
+                if let Some(ring) = io.ring.as_mut() {
+                    ring.slots.end_complete(*id);
+                }
+                if *status != Status::Ok {
+                    io.stats.failed += 1;
+                }
+                ndone += 1;
             }
             let restart = io.queue_busy && ndone > 0;
             if restart {
@@ -362,8 +383,8 @@ impl Tap {
             restart
         };
         // Ended outside the spinlock: completion may run the queue, which takes it again.
-        for (rq, status) in done.iter_mut().filter_map(Option::take) {
-            rq.end(status);
+        for (_, pending, status) in done.iter_mut().filter_map(Option::take) {
+            pending.rq.end(status);
         }
         if restart {
             if let Some(disk) = &ctl.disk {

@@ -64,6 +64,11 @@ pub(crate) struct SharedRing {
     area: VBox<Opaque<[u8; MMAP_BYTES]>>,
 }
 
+// SAFETY: the area is only accessed through raw volatile, atomic or page-copy operations,
+// never through references, so concurrent use from several threads is no more than the
+// concurrency userspace already has on the same memory.
+unsafe impl Sync for SharedRing {}
+
 impl SharedRing {
     /// Allocates a zeroed area with the ring header initialised (both event indices 1).
     pub(crate) fn new() -> Result<Self> {
