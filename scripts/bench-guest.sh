@@ -1,0 +1,270 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# The `make bench` workload, run inside the perf-kernel VM (busybox ash) by scripts/bench.sh.
+#
+#   sh bench-guest.sh CONFIG
+#
+# CONFIG is a shell fragment setting:
+#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file loop ublk-loop
+#   JOBS      space-separated job names (see job_args below)
+#   REPS      repetitions; the loops run rep -> job -> target, so that the targets compared
+#             with each other run seconds apart, and slow drifts of the host (other VMs,
+#             builds) spread over all targets instead of hitting one of them
+#   RUNTIME   seconds measured per job; RAMP: seconds of warm-up before that
+#   IMG_MB    size of the tmpfs image of the file targets; SIZE: fio's region (--size)
+#   PIN       split: fio on CPU 1, user-space servers on CPU 0; same: both on CPU 0 (the
+#             other vCPU idles); none: no pinning
+#
+# Results leave the VM on a second serial port (/dev/ttyS1, a file on the host), each record as
+#   BENCH-BEGIN <name>\n <base64 of gzip of the payload> \nBENCH-END <name>
+# with names "fio/<target>/<job>/<rep>" (fio --output-format=json), "cpu/<target>/<job>/<rep>"
+# (CPU accounting of the run, one JSON line) and "meta/..." (text). Without ttyS1 the records go
+# to the console instead (the host extracts them from the console log; vm-init prefixes "# ").
+set -u
+CONF=${1:-/tests/bench.conf}
+# shellcheck disable=SC1090
+. "$CONF"
+: "${TARGETS:?}" "${JOBS:?}" "${REPS:=3}" "${RUNTIME:=4}" "${RAMP:=1}" "${IMG_MB:=1024}"
+: "${SIZE:=1g}" "${PIN:=split}"
+case "$PIN" in 1) PIN=split ;; 0) PIN=none ;; esac
+
+say() { printf 'bench: %s\n' "$*"; }
+fail() { say "FAILED: $*"; exit 1; }
+
+# --- data channel ---------------------------------------------------------------------------
+DATA=/dev/console
+if [ -c /dev/ttyS1 ] && stty -F /dev/ttyS1 raw -echo 115200 2>/dev/null; then
+	DATA=/dev/ttyS1
+fi
+emit() { # emit NAME FILE
+	{
+		echo "BENCH-BEGIN $1"
+		gzip -c "$2" | base64
+		echo "BENCH-END $1"
+	} > "$DATA"
+}
+emit_text() { # emit_text NAME TEXT
+	printf '%s\n' "$2" > /tmp/emit.txt
+	emit "$1" /tmp/emit.txt
+}
+say "data channel: $DATA"
+
+# --- fio jobs -------------------------------------------------------------------------------
+# 44k is one full blktap request (11 segments of 4 KiB); 1M is split into 24 of them by blktap
+# (and into 2 by rublk's default 512 KiB buffers).
+job_args() {
+	case "$1" in
+	randread-4k-qd1)   echo "--rw=randread --bs=4k --iodepth=1" ;;
+	randread-4k-qd32)  echo "--rw=randread --bs=4k --iodepth=32" ;;
+	randwrite-4k-qd1)  echo "--rw=randwrite --bs=4k --iodepth=1" ;;
+	randwrite-4k-qd32) echo "--rw=randwrite --bs=4k --iodepth=32" ;;
+	randrw70-4k-qd32)  echo "--rw=randrw --rwmixread=70 --bs=4k --iodepth=32" ;;
+	read-44k-qd32)     echo "--rw=read --bs=44k --iodepth=32" ;;
+	write-44k-qd32)    echo "--rw=write --bs=44k --iodepth=32" ;;
+	read-1m-qd8)       echo "--rw=read --bs=1m --iodepth=8" ;;
+	write-1m-qd8)      echo "--rw=write --bs=1m --iodepth=8" ;;
+	*) return 1 ;;
+	esac
+}
+for j in $JOBS; do job_args "$j" >/dev/null || fail "unknown job $j"; done
+
+# --- targets --------------------------------------------------------------------------------
+# Each setup_* sets DEV (block device) and SRV (pid of its user-space server, or empty).
+IMG=/tmp/bench/disk.img
+on_cpu0() { if [ "$PIN" != none ]; then taskset -c 0 "$@"; else "$@"; fi; }
+new_pid() { # new_pid NAME OLD_PIDS: a pid of NAME that is not in OLD_PIDS
+	for p in $(pidof "$1"); do
+		case " $2 " in *" $p "*) ;; *) echo "$p"; return 0 ;; esac
+	done
+}
+wait_blk() { # wait_blk DEV: up to 10 s for a block device node
+	i=0
+	while [ ! -b "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	[ -b "$1" ]
+}
+load() { # load MODULE [ARGS...]: once
+	m=$1; shift
+	[ -d "/sys/module/$(echo "$m" | tr - _)" ] || insmod "/lib/modules/$m.ko" "$@" || fail "insmod $m"
+}
+image() {
+	[ -f "$IMG" ] && return 0
+	mkdir -p /tmp/bench
+	mount -t tmpfs -o size=$((IMG_MB + 64))m tmpfs /tmp/bench || fail "tmpfs"
+	# Written through, so that every target reads real tmpfs pages, not holes.
+	dd if=/dev/zero of="$IMG" bs=1M count="$IMG_MB" 2>/dev/null || fail "image"
+}
+blktap_dev() { # blktap_dev SPEC
+	load blktap
+	old=$(pidof blktapd)
+	DEV=$(on_cpu0 blktap-ctl create --backend "$1" --log /tmp/blktapd.log) || fail "blktap-ctl create $1"
+	wait_blk "$DEV" || fail "no $DEV"
+	SRV=$(new_pid blktapd "$old")
+}
+ublk_dev() { # ublk_dev ID TARGET [ARGS...]: one queue, depth 32, default (kernel copy) buffers
+	load ublk_drv
+	id=$1; shift
+	old=$(pidof rublk)
+	on_cpu0 rublk add "$@" -n "$id" -q 1 -d 32 --quiet >/tmp/rublk.$id.log 2>&1 ||
+		{ cat /tmp/rublk.$id.log; fail "rublk add $*"; }
+	DEV=/dev/ublkb$id
+	wait_blk "$DEV" || fail "no $DEV"
+	SRV=$(new_pid rublk "$old")
+}
+setup_target() {
+	SRV=
+	case "$1" in
+	blktap-null) blktap_dev null:1G ;;
+	blktap-file) image; blktap_dev "file:$IMG" ;;
+	ublk-null) ublk_dev 0 null ;;
+	ublk-loop) image; ublk_dev 1 loop -f "$IMG" ;;
+	nullb)
+		load null_blk queue_mode=2 irqmode=0 hw_queue_depth=32 submit_queues=1 \
+			memory_backed=0 gb=1 nr_devices=1
+		DEV=/dev/nullb0; wait_blk "$DEV" || fail "no $DEV" ;;
+	loop)
+		image
+		# busybox ash runs its own applets before anything on PATH: name util-linux's
+		# losetup (bench.sh adds it when the host has it) by its path.
+		if [ -x /usr/bin/losetup ]; then
+			DEV=$(/usr/bin/losetup --direct-io=on --show -f "$IMG") || fail "losetup"
+		else
+			say "no util-linux losetup: loop without direct I/O"
+			DEV=$(losetup -f) && losetup "$DEV" "$IMG" || fail "losetup"
+		fi
+		wait_blk "$DEV" || fail "no $DEV" ;;
+	*) fail "unknown target $1" ;;
+	esac
+	# Same block-layer settings everywhere: no I/O scheduler.
+	# (tap-ctl style nodes are not named after the disk: find it by number)
+	mm=$(stat -L -c '%t %T' "$DEV")
+	q=/sys/dev/block/$(printf '%d:%d' "0x${mm% *}" "0x${mm#* }")/queue
+	[ ! -w "$q/scheduler" ] || echo none > "$q/scheduler" 2>/dev/null
+	eval "DEV_$(echo "$1" | tr - _)=\$DEV SRV_$(echo "$1" | tr - _)=\$SRV SYS_$(echo "$1" | tr - _)=\${q%/queue}"
+	info="$1: dev=$DEV server_pid=${SRV:-none}"
+	for a in scheduler nr_requests max_sectors_kb max_hw_sectors_kb max_segments \
+		logical_block_size nomerges rq_affinity; do
+		info="$info $a=$(cat "$q/$a" 2>/dev/null | tr ' ' _)"
+	done
+	[ "$1" != loop ] || info="$info dio=$(cat "${q%/queue}/loop/dio" 2>/dev/null)"
+	if [ -n "$SRV" ]; then
+		for t in /proc/"$SRV"/task/*; do
+			info="$info thread=${t##*/}:$(taskset -p "${t##*/}" 2>/dev/null | sed 's/.*: //')"
+		done
+	fi
+	say "$info"
+	META="$META
+$info"
+}
+
+teardown() {
+	[ -z "${DEV_blktap_null:-}${DEV_blktap_file:-}" ] || {
+		blktap-ctl list
+		for m in $(blktap-ctl list | awk '$1 ~ /^[0-9]+$/ { print $1 }'); do
+			blktap-ctl destroy -m "$m" || say "destroy $m failed"
+		done
+	}
+	[ -z "${DEV_ublk_null:-}" ] || rublk del -n 0 || say "rublk del 0 failed"
+	[ -z "${DEV_ublk_loop:-}" ] || rublk del -n 1 || say "rublk del 1 failed"
+	[ -z "${DEV_loop:-}" ] || losetup -d "$DEV_loop" || say "losetup -d failed"
+	for m in null_blk ublk_drv blktap; do
+		[ ! -d "/sys/module/$m" ] || rmmod "$m" || say "rmmod $m failed"
+	done
+}
+
+# --- accounting -----------------------------------------------------------------------------
+# Busy and idle ticks (USER_HZ) over all CPUs, and the utime+stime ticks of a process.
+cpu_ticks() { awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat; }
+proc_ticks() { if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then
+	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; else echo 0; fi; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# Requests and sectors completed by the disk (reads, then writes).
+dev_stat() { awk '{ print $1, $3, $5, $7 }' "$1/stat"; }
+snapshot() { # snapshot SYSDEV SERVER_PID: one line of counters
+	echo "$(uptime_s) $(cpu_ticks) $(proc_ticks "$2") $(dev_stat "$1")"
+}
+
+# Runs one fio job. While it runs, the CPU and disk counters are read at the end of fio's ramp
+# (first I/O seen on the disk + RAMP) and RUNTIME - 1 s later (the snapshots themselves take a
+# while under TCG): the CPU cost per I/O of the steady state, without fio's start-up and exit.
+run_job() { # run_job TARGET JOB REP
+	eval "dev=\$DEV_$(echo "$1" | tr - _) srv=\$SRV_$(echo "$1" | tr - _) sys=\$SYS_$(echo "$1" | tr - _)"
+	case "$PIN" in
+	split) pin=--cpus_allowed=1 ;;
+	same) pin=--cpus_allowed=0 ;;
+	*) pin= ;;
+	esac
+	# shellcheck disable=SC2046 # job_args is a word list
+	fio --name="$2" --filename="$dev" --ioengine=libaio --direct=1 \
+		--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --size="$SIZE" --numjobs=1 \
+		--norandommap --randrepeat=0 --lat_percentiles=1 $pin $(job_args "$2") \
+		--output-format=json --output=/tmp/fio.json >/tmp/fio.err 2>&1 &
+	fpid=$!
+	d0=$(dev_stat "$sys") i=0
+	while [ "$(dev_stat "$sys")" = "$d0" ] && [ $i -lt 600 ] && kill -0 "$fpid" 2>/dev/null; do
+		sleep 0.05; i=$((i + 1))
+	done
+	sleep "$RAMP"
+	a=$(snapshot "$sys" "$srv")
+	sleep "$(awk -v r="$RUNTIME" 'BEGIN { print (r > 2) ? r - 1 : r / 2 }')"
+	b=$(snapshot "$sys" "$srv")
+	wait "$fpid"
+	rc=$?
+	if [ $rc != 0 ]; then
+		say "fio $1 $2 rep $3 failed (rc=$rc): $(head -c 400 /tmp/fio.err)"
+		FAILED=$((FAILED + 1))
+		return 0
+	fi
+	emit "fio/$1/$2/$3" /tmp/fio.json
+	echo "$a $b" | awk -v t="$1" -v j="$2" -v r="$3" '{
+		printf "{\"target\":\"%s\",\"job\":\"%s\",\"rep\":%s,\"window_s\":%.2f,", t, j, r, $9-$1
+		printf "\"busy_ticks\":%d,\"idle_ticks\":%d,\"server_ticks\":%d,", $10-$2, $11-$3, $12-$4
+		printf "\"rd_reqs\":%d,\"rd_sectors\":%d,\"wr_reqs\":%d,\"wr_sectors\":%d,", $13-$5, $14-$6, $15-$7, $16-$8
+		printf "\"user_hz\":100}\n" }' > /tmp/cpu.json
+	emit "cpu/$1/$2/$3" /tmp/cpu.json
+	awk -v t="$1" -v j="$2" -v r="$3" '
+		/"iops" :/ { gsub(/[ ,]/, ""); split($0, a, ":"); s += a[2] }
+		END { printf "bench: %-12s %-18s rep %s: %.0f IOPS\n", t, j, r, s }' /tmp/fio.json
+}
+
+# --- main -----------------------------------------------------------------------------------
+FAILED=0
+META="kernel: $(uname -r) $(uname -v)
+cpus: $(nproc) model: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n1)
+mem: $(awk '/MemTotal/ { print $2 " kB" }' /proc/meminfo)
+clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)
+fio: $(fio --version)
+rublk: $(rublk --version 2>/dev/null || echo none)
+config: targets=[$TARGETS] jobs=[$JOBS] reps=$REPS runtime=$RUNTIME ramp=$RAMP size=$SIZE pin=$PIN img_mb=$IMG_MB"
+say "setting up: $TARGETS"
+for t in $TARGETS; do setup_target "$t"; done
+emit_text meta/setup "$META"
+t_start=$(uptime_s)
+rep=1
+while [ "$rep" -le "$REPS" ]; do
+	for j in $JOBS; do
+		for t in $TARGETS; do run_job "$t" "$j" "$rep"; done
+	done
+	rep=$((rep + 1))
+done
+say "measured in $(awk -v a="$t_start" -v b="$(uptime_s)" 'BEGIN { printf "%.0f", b - a }') s"
+# Diagnostics for the whole run: the blktap driver's counters, where interrupts and CPU time went.
+diag="failed_runs=$FAILED"
+for f in /sys/class/blktap2/*/debug; do
+	[ -r "$f" ] && diag="$diag
+== $f
+$(cat "$f")"
+done
+diag="$diag
+== /proc/stat
+$(grep '^cpu' /proc/stat)
+== /proc/interrupts
+$(cat /proc/interrupts)
+== /proc/softirqs
+$(cat /proc/softirqs)"
+teardown
+emit_text meta/end "$diag"
+echo "BENCH-DONE failed=$FAILED" > "$DATA"
+sync
+[ "$FAILED" = 0 ] || fail "$FAILED fio run(s) failed"
+say "done"
