@@ -6,7 +6,17 @@
 // Doc comments on the CLI types are clap help text, written for a terminal, not rustdoc.
 #![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
+mod daemon;
+mod dstate;
+mod evil;
+mod fuzz;
+mod io;
 mod ktap;
+mod rng;
+mod security;
+mod storm;
+mod teardown;
+mod util;
 
 use blktap::node::{self, disk_name, NodeKind};
 use blktap::ring::{BackRing, Mapping, Ring};
@@ -86,8 +96,40 @@ enum Cmd {
     /// ring is mapped past 353 pages.
     ZeroedPages,
 
-    /// Run all of the above.
+    /// Run all of the above (ioctl-errors, names, zeroed-pages).
     All,
+
+    /// A hostile daemon: garbage responses and indices, scribbled ring, racing RESPONDs,
+    /// remaps, while threads do O_DIRECT I/O; good phases in between must serve correct data.
+    Evil(evil::EvilArgs),
+
+    /// ioctl and mmap fuzzing: every bad argument class once, then a seeded random walk over
+    /// a model of a few taps that predicts every errno.
+    Fuzz(fuzz::FuzzArgs),
+
+    /// Every teardown order with I/O in flight (scenarios: see --help; default all).
+    Teardown {
+        /// Scenarios to run (default: all): unmap-pending, unmap-remap, close-keep-mapping,
+        /// remove-busy, free-busy, reopen-during-removal, orphan-reopen,
+        /// new-daemon-serves-survivor, ring-full-unmap, poll-unmapped, unmap-race.
+        scenarios: Vec<String>,
+    },
+
+    /// Processes allocating, using and freeing taps concurrently, racing FREE_TAP and open.
+    Storm(storm::StormArgs),
+
+    /// Node permissions, CAP_SYS_ADMIN for ALLOC/FREE, no ring access for non-owners.
+    Security,
+
+    /// No stale data in the pages a daemon gets: after a daemon served I/O and exited, the
+    /// next mapping's data pages are zero, and read buffers start out zero.
+    StalePages,
+
+    /// Verified O_DIRECT I/O on tap disks (for load and daemon-death tests).
+    Io(io::IoArgs),
+
+    /// Watch all tasks for uninterruptible sleep longer than a bound.
+    Dstate(dstate::DstateArgs),
 }
 
 /// Paths used by the checks.
@@ -888,6 +930,9 @@ fn main() -> ExitCode {
         sysfs: cli.sysfs.clone(),
         tmp,
     };
+    if let Cmd::Dstate(a) = &cli.command {
+        return dstate::run(a);
+    }
     let mut t = Ktap::new();
     match cli.command {
         Cmd::IoctlErrors => ioctl_errors(&env, &mut t),
@@ -898,6 +943,14 @@ fn main() -> ExitCode {
             names(&env, &mut t);
             zeroed_pages(&env, &mut t);
         }
+        Cmd::Evil(a) => evil::run(&env, &a, &mut t),
+        Cmd::Fuzz(a) => fuzz::run(&env, &a, &mut t),
+        Cmd::Teardown { scenarios } => teardown::run(&env, &mut t, &scenarios),
+        Cmd::Storm(a) => storm::run(&env, &a, &mut t),
+        Cmd::Security => security::run(&env, &mut t),
+        Cmd::StalePages => security::stale_pages(&env, &mut t),
+        Cmd::Io(a) => io::run(&a, &mut t),
+        Cmd::Dstate(_) => unreachable!("handled above"),
     }
     if own_tmp {
         let _ = fs::remove_dir_all(&env.tmp);

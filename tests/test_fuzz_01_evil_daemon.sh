@@ -1,0 +1,30 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# A hostile daemon (blktap-test evil): random, far and backward rsp_prod, responses with
+# out-of-range, idle, duplicated and racing ids, wrong operations, garbage status, rewritten
+# req_prod, scribbled ring and data pages, RESPOND storms from several threads and remaps, while
+# 8 threads do O_DIRECT I/O on the disk. Between evil phases the daemon behaves: every I/O of a
+# good phase must succeed and read back what was last written. I/O only ever fails with EIO,
+# ioctls in the middle of it return their documented errno, and teardown is clean. The kernel's
+# warnings about bad responses are rate limited: far fewer lines than bad responses. The seed is
+# printed; rerun with BLKTAP_SEED=<seed> or blktap-test evil --seed <seed>.
+. "$(dirname "$0")/lib/common.sh"
+
+require_cmd blktap-test
+load_blktap
+dstate_watch_start 10
+seed=$(test_seed)
+iters=$(scaled 8 300)
+log "seed $seed"
+mark=$(kmsg_mark)
+ktap_run evil blktap-test evil --seed "$seed" --iterations "$iters" --threads 8 --phase-ms 300
+bad=$(sed -n 's/^# evil:.* bad_responses=\([0-9]*\).*/\1/p' evil.out)
+warnings=$(kmsg_since "$mark" | grep -cE 'blktap: td[a-z]+: (ignoring|response for id)')
+log "$bad bad responses, $warnings warning lines in the kernel log"
+[ "${bad:-0}" -gt 0 ] || fail "the kernel counted no bad responses"
+[ "$warnings" -gt 0 ] || fail "the kernel logged no warning about bad responses"
+[ "$warnings" -le 64 ] && [ "$warnings" -lt "$bad" ] ||
+	fail "$warnings warning lines for $bad bad responses: not rate limited"
+dstate_watch_check
+set -- $(ktap_io_totals evil.out)
+stat_report evil "$iters" "$1" "$2"
