@@ -27,7 +27,7 @@ CONF=${1:-/tests/bench.conf}
 . "$CONF"
 : "${TARGETS:?}" "${JOBS:?}" "${REPS:=3}" "${RUNTIME:=4}" "${RAMP:=1}" "${IMG_MB:=1024}"
 : "${SIZE:=1g}" "${PIN:=split}"
-case "$PIN" in 1) PIN=split ;; 0) PIN=none ;; esac
+case "$PIN" in 1) PIN='split' ;; 0) PIN='none' ;; esac
 
 say() { printf 'bench: %s\n' "$*"; }
 fail() { say "FAILED: $*"; exit 1; }
@@ -105,8 +105,8 @@ ublk_dev() { # ublk_dev ID TARGET [ARGS...]: one queue, depth 32, default (kerne
 	load ublk_drv
 	id=$1; shift
 	old=$(pidof rublk)
-	on_cpu0 rublk add "$@" -n "$id" -q 1 -d 32 --quiet >/tmp/rublk.$id.log 2>&1 ||
-		{ cat /tmp/rublk.$id.log; fail "rublk add $*"; }
+	on_cpu0 rublk add "$@" -n "$id" -q 1 -d 32 --quiet >"/tmp/rublk.$id.log" 2>&1 ||
+		{ cat "/tmp/rublk.$id.log"; fail "rublk add $*"; }
 	DEV=/dev/ublkb$id
 	wait_blk "$DEV" || fail "no $DEV"
 	SRV=$(new_pid rublk "$old")
@@ -130,11 +130,18 @@ setup_target() {
 			DEV=$(/usr/bin/losetup --direct-io=on --show -f "$IMG") || fail "losetup"
 		else
 			say "no util-linux losetup: loop without direct I/O"
-			DEV=$(losetup -f) && losetup "$DEV" "$IMG" || fail "losetup"
+			DEV=$(losetup -f) || fail "losetup"
+			losetup "$DEV" "$IMG" || fail "losetup"
 		fi
 		wait_blk "$DEV" || fail "no $DEV" ;;
 	*) fail "unknown target $1" ;;
 	esac
+	# Servers pick their own affinity (rublk pins its queue thread to a CPU of its choosing,
+	# not always vCPU 0): put every thread they have now on vCPU 0. (Threads created later, such
+	# as io_uring's io-wq workers, take the kernel's default mask.)
+	if [ -n "$SRV" ] && [ "$PIN" != none ]; then
+		for t in /proc/"$SRV"/task/*; do taskset -p 1 "${t##*/}" >/dev/null 2>&1; done
+	fi
 	# Same block-layer settings everywhere: no I/O scheduler.
 	# (tap-ctl style nodes are not named after the disk: find it by number)
 	mm=$(stat -L -c '%t %T' "$DEV")
@@ -144,7 +151,7 @@ setup_target() {
 	info="$1: dev=$DEV server_pid=${SRV:-none}"
 	for a in scheduler nr_requests max_sectors_kb max_hw_sectors_kb max_segments \
 		logical_block_size nomerges rq_affinity; do
-		info="$info $a=$(cat "$q/$a" 2>/dev/null | tr ' ' _)"
+		info="$info $a=$(tr ' ' _ < "$q/$a" 2>/dev/null)"
 	done
 	[ "$1" != loop ] || info="$info dio=$(cat "${q%/queue}/loop/dio" 2>/dev/null)"
 	if [ -n "$SRV" ]; then
@@ -188,6 +195,7 @@ snapshot() { # snapshot SYSDEV SERVER_PID: one line of counters
 # (first I/O seen on the disk + RAMP) and RUNTIME - 1 s later (the snapshots themselves take a
 # while under TCG): the CPU cost per I/O of the steady state, without fio's start-up and exit.
 run_job() { # run_job TARGET JOB REP
+	dev='' srv='' sys=''
 	eval "dev=\$DEV_$(echo "$1" | tr - _) srv=\$SRV_$(echo "$1" | tr - _) sys=\$SYS_$(echo "$1" | tr - _)"
 	case "$PIN" in
 	split) pin=--cpus_allowed=1 ;;

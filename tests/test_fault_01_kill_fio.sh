@@ -27,6 +27,7 @@ atexit cleanup
 
 ios=0 failed=0 n=0
 io_flowing() { [ "$(tap_counts "$1" | cut -d' ' -f1)" -gt 200 ]; }
+# shellcheck disable=SC2046 # two words on purpose
 count() { set -- $(tap_counts "$1"); ios=$((ios + $1)); failed=$((failed + $2)); }
 
 it=0

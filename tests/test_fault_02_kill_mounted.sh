@@ -60,6 +60,7 @@ while [ "$it" -lt "$iters" ]; do
 	timeout 20 umount "$mnt" || fail "round $it: umount failed or hung after the daemon died"
 	log "round $it: fio failed ${el}s after the kill, umount took $(since "$t1")s"
 	wait_for "$BOUND" disk_gone "$minor" || fail "round $it: disk still there after umount"
+	# shellcheck disable=SC2046 # two words on purpose
 	set -- $(tap_counts "$minor")
 	ios=$((ios + $1)) failed=$((failed + $2))
 	free_tap "$minor" || fail "round $it: cannot free tap $minor"

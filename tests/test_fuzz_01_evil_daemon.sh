@@ -26,5 +26,6 @@ log "$bad bad responses, $warnings warning lines in the kernel log"
 [ "$warnings" -le 64 ] && [ "$warnings" -lt "$bad" ] ||
 	fail "$warnings warning lines for $bad bad responses: not rate limited"
 dstate_watch_check
+# shellcheck disable=SC2046 # two words on purpose
 set -- $(ktap_io_totals evil.out)
 stat_report evil "$iters" "$1" "$2"

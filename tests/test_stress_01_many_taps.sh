@@ -113,6 +113,7 @@ wait "$io_pid" || io_rc=$?
 grep -E '^(not ok|# io-total|# io: .*(mismatches=[1-9]|errors=[1-9]))' io.out | head -n 20
 log "$kills daemon kills in $(since "$t0")s"
 [ "$io_rc" = 0 ] || { grep -E '^not ok' io.out; fail "verified I/O failed (rc=$io_rc)"; }
+# shellcheck disable=SC2046 # two words on purpose
 set -- $(ktap_io_totals io.out)
 ios=$1 failed=$2
 [ "$ios" -gt 0 ] || fail "no I/O was done"

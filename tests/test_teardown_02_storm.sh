@@ -19,4 +19,4 @@ ops=$(sed -n 's/^# storm: ops=//p' storm.out)
 dstate_watch_check
 unload_blktap
 load_blktap
-stat_report teardown-storm "$iters" "${ops:-0}" 0
+stat_report teardown-storm "${ops:-0}" 0 0
