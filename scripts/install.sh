@@ -88,6 +88,11 @@ need_root_for_system() {
 	fi
 }
 
+# What depmod writes into /lib/modules/<release>/.
+DEPMOD_FILES=(modules.alias modules.alias.bin modules.builtin.alias.bin modules.builtin.bin
+	modules.dep modules.dep.bin modules.devname modules.softdep modules.symbols
+	modules.symbols.bin modules.weakdep)
+
 # --- module -----------------------------------------------------------------------------------
 kdir() {
 	if [ -n "${KDIR:-}" ]; then echo "$KDIR"; else "$TOP/scripts/build-kernel.sh" debug; fi
@@ -97,7 +102,16 @@ kdir() {
 depmod_for() {
 	local rel=$1 base=${INSTALL_MOD_PATH%/}
 	if [ -z "$base" ]; then
-		if [ -d "/lib/modules/$rel" ]; then depmod -a "$rel"; log "depmod -a $rel"; fi
+		[ -d "/lib/modules/$rel" ] || return 0
+		if [ -f "/lib/modules/$rel/modules.order" ]; then
+			depmod -a "$rel"
+		else
+			# Not an installed kernel (its own modules are not there): depmod would warn about
+			# the kernel's missing modules.order and modules.builtin*; say it once instead.
+			depmod -a "$rel" 2>&1 | { grep -v "could not open modules\.\(order\|builtin\)" || true; } >&2
+			log "note: /lib/modules/$rel holds no installed kernel (no modules.order)"
+		fi
+		log "depmod -a $rel"
 	elif [ -f "$base/lib/modules/$rel/modules.order" ]; then
 		depmod -b "$base" "$rel"
 		log "depmod -b $base $rel"
@@ -200,6 +214,18 @@ uninstall_all() {
 			rels+=("${i##*/lib/modules/}") ;;
 		esac
 	done
+	# A module tree the install created (the kernel is not installed here) holds, besides the
+	# module, only depmod's indexes: remove them with it, then the directories, and no depmod.
+	local kept=()
+	for e in "${rels[@]}"; do
+		i=${INSTALL_MOD_PATH%/}/lib/modules/$e
+		if printf '%s\n' "${entries[@]}" | grep -qxF "d $i" &&
+			[ -z "$(find "$i" -name '*.ko*' -print -quit)" ]; then
+			for path in "${DEPMOD_FILES[@]}"; do rm -f "$i/$path"; done
+		else
+			kept+=("$e")
+		fi
+	done
 	# Directories the install created, innermost first, as long as they are empty.
 	for ((i = ${#entries[@]} - 1; i >= 0; i--)); do
 		e=${entries[$i]}
@@ -213,7 +239,7 @@ uninstall_all() {
 			rmdir "$e" "${e%/blktap}" "${e%/block/blktap}" 2>/dev/null || true
 		done
 	fi
-	for e in "${rels[@]}"; do depmod_for "$e"; done
+	for e in "${kept[@]}"; do depmod_for "$e"; done
 	if [ -z "$DESTDIR" ] && command -v udevadm >/dev/null && [ -d /run/udev ]; then
 		udevadm control --reload || true
 	fi
