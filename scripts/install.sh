@@ -272,6 +272,13 @@ dkms_source() {
 dkms_install() {
 	[ "$(id -u)" = 0 ] || die "dkms-install needs root"
 	command -v dkms >/dev/null || die "dkms not found (apt-get install dkms)"
+	# Check first, so that a tree DKMS cannot use leaves nothing registered behind.
+	local kd=${KDIR:-/lib/modules/$(uname -r)/build} rel
+	if [ -n "${KDIR:-}" ]; then rel=$(make -s -C "$KDIR" kernelrelease); else rel=$(uname -r); fi
+	"$TOP/scripts/dkms-preflight.sh" --quiet "$kd" "$rel" ||
+		die "DKMS cannot build blktap.ko for $rel with $kd (see above); give the kernel's full build tree: make dkms-install KDIR=DIR"
+	[ -d "/lib/modules/$rel" ] ||
+		die "kernel $rel is not installed here (no /lib/modules/$rel): DKMS installs modules only for installed kernels"
 	# A fresh registration each time: the sources may have changed since the last one.
 	if dkms status -m blktap -v "$VERSION" 2>/dev/null | grep -q .; then
 		dkms remove -m blktap -v "$VERSION" --all
