@@ -94,8 +94,25 @@ DEPMOD_FILES=(modules.alias modules.alias.bin modules.builtin.alias.bin modules.
 	modules.symbols.bin modules.weakdep)
 
 # --- module -----------------------------------------------------------------------------------
+# The kernel tree blktap.ko was built against: kbuild's link command names its module.lds.
+built_kdir() {
+	sed -n 's|.* -T \([^ ]*\)/scripts/module\.lds .*|\1|p' \
+		"$TOP/drivers/block/blktap/.blktap.ko.cmd" 2>/dev/null | head -n1
+}
+# KDIR, else the tree `make` built blktap.ko against (never a kernel build: `sudo make install`
+# runs with root's HOME and cache). A module built for another tree would not load.
 kdir() {
-	if [ -n "${KDIR:-}" ]; then echo "$KDIR"; else "$TOP/scripts/build-kernel.sh" debug; fi
+	local built
+	built=$(built_kdir)
+	if [ -n "${KDIR:-}" ]; then
+		[ -z "$built" ] || [ "$(realpath -m "$KDIR")" = "$(realpath -m "$built")" ] ||
+			die "blktap.ko was built against $built, not KDIR=$KDIR: run make KDIR=$KDIR first"
+		echo "$KDIR"
+	elif [ -n "$built" ]; then
+		echo "$built"
+	else
+		"$TOP/scripts/build-kernel.sh" debug
+	fi
 }
 
 # depmod_for RELEASE: refresh the module index where that makes sense (see the header).
