@@ -35,7 +35,9 @@ pub(crate) struct Pending<R> {
 ///
 /// An id stays reserved from [`Slots::insert`] until [`Slots::take`], or from
 /// [`Slots::insert`] through [`Slots::begin_complete`] until [`Slots::end_complete`]: while a
-/// completion copies data out of its pages, the id cannot be given to a new request.
+/// completion copies data out of its pages, the id cannot be given to a new request. Likewise
+/// [`Slots::reserve`] holds an id without a request while a write's data is copied into its
+/// pages, until [`Slots::insert`] records the request or [`Slots::end_complete`] gives it up.
 ///
 /// # Invariants
 ///
@@ -60,7 +62,14 @@ impl<R> Slots<R> {
         (id < RING_SIZE).then_some(id)
     }
 
-    /// Records `pending` under the free id `id`.
+    /// Reserves the free id `id` without a request: responses naming it find nothing.
+    pub(crate) fn reserve(&mut self, id: usize) {
+        debug_assert!(id < RING_SIZE && self.slots[id].is_none());
+        // INVARIANT: only the bit is set, as while a completion copies.
+        self.used |= 1 << id;
+    }
+
+    /// Records `pending` under the free (or [reserved](Self::reserve)) id `id`.
     pub(crate) fn insert(&mut self, id: usize, pending: Pending<R>) {
         debug_assert!(id < RING_SIZE && self.slots[id].is_none());
         self.slots[id] = Some(pending);
@@ -88,7 +97,7 @@ impl<R> Slots<R> {
         self.slots.get_mut(id)?.take()
     }
 
-    /// Frees id `id` after [`Slots::begin_complete`].
+    /// Frees id `id` after [`Slots::begin_complete`] or [`Slots::reserve`].
     pub(crate) fn end_complete(&mut self, id: usize) {
         if id < RING_SIZE && self.slots[id].is_none() {
             self.used &= !(1 << id);
@@ -317,6 +326,29 @@ mod tests {
         assert!(s.begin_complete(0).is_none());
         assert_eq!(s.free_id(), Some(1));
         assert_eq!(s.count(), 1);
+        s.end_complete(0);
+        assert_eq!(s.free_id(), Some(0));
+        assert_eq!(s.count(), 0);
+    }
+
+    #[test]
+    fn slots_reserved_while_filling() {
+        let mut s = Slots::<u32>::new();
+        s.reserve(0);
+        assert_eq!(s.free_id(), Some(1));
+        assert!(s.operation(0).is_none());
+        assert!(s.begin_complete(0).is_none());
+        assert_eq!(s.count(), 1);
+        s.insert(
+            0,
+            Pending {
+                rq: 9,
+                operation: OP_WRITE,
+            },
+        );
+        assert_eq!(s.operation(0), Some(OP_WRITE));
+        assert_eq!(s.take(0).map(|p| p.rq), Some(9));
+        s.reserve(0);
         s.end_complete(0);
         assert_eq!(s.free_id(), Some(0));
         assert_eq!(s.count(), 0);

@@ -76,9 +76,18 @@ use crate::{
     },
 };
 
+/// What [`Tap::send`] did with a request, finished by [`Tap::sent`] outside the spinlock.
+enum Sent {
+    /// On the ring; `wake`: the daemon must be woken.
+    Queued { wake: bool },
+    /// To be failed with `EIO`; `bad`: the ring cannot carry it (worth a warning).
+    Failed { rq: Request, bad: bool },
+}
+
 /// The ring of a mapped tap: the shared memory and the kernel's private indices.
 struct Ring {
-    /// Shared so that `respond` can copy read data out without holding the spinlock.
+    /// Shared so that `respond` can copy read data out, and `queue` write data in, without
+    /// holding the spinlock.
     shm: Arc<SharedRing>,
     slots: Slots<Request>,
     /// Next request index to fill.
@@ -515,6 +524,14 @@ impl Tap {
     // Block device.
 
     /// Queues `rq` on the ring (see [`crate::device`]); hands it back if the ring is full.
+    ///
+    /// A write's data is copied into its pages without the spinlock, so that the daemon's
+    /// `RESPOND` on another CPU does not wait for the copy: the id is [reserved] first (its
+    /// pages are ours), the copy runs with a reference to the shared memory (which stays
+    /// allocated should the daemon unmap the ring meanwhile), and the entry is written and
+    /// published under the lock again, if the same ring is still there.
+    ///
+    /// [reserved]: crate::ring::Slots::reserve
     pub(crate) fn queue(&self, rq: Request, is_last: bool) -> Result<(), Request> {
         let mut guard = self.io.lock();
         let io = &mut *guard;
@@ -542,34 +559,99 @@ impl Tap {
             io.stats.busy += 1;
             return Err(rq);
         };
-        match Self::encode(ring, &rq, id, operation) {
+        if operation == OP_READ {
+            // Nothing to copy.
+            let req = Self::encode(&ring.shm, &rq, id, operation);
+            let sent = Self::send(io, id, rq, operation, req, is_last);
+            drop(guard);
+            self.sent(sent);
+            return Ok(());
+        }
+        ring.slots.reserve(id);
+        let shm = ring.shm.clone();
+        drop(guard);
+
+        let req = Self::encode(&shm, &rq, id, operation);
+
+        let mut guard = self.io.lock();
+        let io = &mut *guard;
+        let same_ring = io
+            .ring
+            .as_ref()
+            .is_some_and(|ring| Arc::ptr_eq(&ring.shm, &shm));
+        let sent = if !same_ring {
+            // The ring went, and the reservation with it; teardown failed the other requests.
+            io.stats.failed += 1;
+            Sent::Failed { rq, bad: false }
+        } else if !io.disk_live {
+            if let Some(ring) = io.ring.as_mut() {
+                ring.slots.end_complete(id);
+            }
+            io.stats.failed += 1;
+            Sent::Failed { rq, bad: false }
+        } else {
+            Self::send(io, id, rq, operation, req, is_last)
+        };
+        drop(guard);
+        // Possibly the last reference: `SharedRing` may be dropped in atomic context.
+        drop(shm);
+        self.sent(sent);
+        Ok(())
+    }
+
+    /// Writes the entry `req` (built for `rq` in the free or reserved `id`) into the ring, or
+    /// gives `id` up and fails `rq` if it could not be built.
+    fn send(
+        io: &mut Io,
+        id: usize,
+        rq: Request,
+        operation: u8,
+        req: Result<RingRequest>,
+        is_last: bool,
+    ) -> Sent {
+        let Some(ring) = io.ring.as_mut() else {
+            io.stats.failed += 1;
+            return Sent::Failed { rq, bad: false };
+        };
+        match req {
             Ok(req) => {
                 ring.shm.write_request(ring.req_prod_pvt, &req);
                 ring.req_prod_pvt = ring.req_prod_pvt.wrapping_add(1);
                 ring.slots.insert(id, Pending { rq, operation });
                 io.stats.sent += 1;
-                if is_last && Self::publish(io) {
-                    drop(guard);
-                    self.poll.notify_all();
+                Sent::Queued {
+                    wake: is_last && Self::publish(io),
                 }
             }
             Err(_) => {
+                ring.slots.end_complete(id);
                 io.stats.failed += 1;
-                drop(guard);
-                pr_warn!(
-                    "{}: failing a request the ring cannot carry ({} bytes at sector {})\n",
-                    DiskName::new(self.minor),
-                    rq.bytes(),
-                    rq.sector()
-                );
+                Sent::Failed { rq, bad: true }
+            }
+        }
+    }
+
+    /// Finishes [`Tap::send`]'s work outside the spinlock.
+    fn sent(&self, sent: Sent) {
+        match sent {
+            Sent::Queued { wake: true } => self.poll.notify_all(),
+            Sent::Queued { wake: false } => {}
+            Sent::Failed { rq, bad } => {
+                if bad {
+                    pr_warn!(
+                        "{}: failing a request the ring cannot carry ({} bytes at sector {})\n",
+                        DiskName::new(self.minor),
+                        rq.bytes(),
+                        rq.sector()
+                    );
+                }
                 rq.end(Status::IoError);
             }
         }
-        Ok(())
     }
 
     /// Builds the ring entry for `rq` in slot `id`, copying write data into its pages.
-    fn encode(ring: &Ring, rq: &Request, id: usize, operation: u8) -> Result<RingRequest> {
+    fn encode(shm: &SharedRing, rq: &Request, id: usize, operation: u8) -> Result<RingRequest> {
         let mut req = RingRequest {
             operation,
             id: id as u64,
@@ -583,8 +665,7 @@ impl Tap {
             }
             let (first_sect, last_sect) = segment_sectors(s.offset, s.len)?;
             if operation == OP_WRITE {
-                ring.shm
-                    .copy_to_data(id, n, s.offset, &s.page, s.offset, s.len)?;
+                shm.copy_to_data(id, n, s.offset, &s.page, s.offset, s.len)?;
             }
             req.seg[n] = Segment {
                 first_sect,
@@ -797,8 +878,9 @@ impl WorkItem for Tap {
     /// Removes a disk whose daemon is gone, once its last opener has closed it.
     fn run(this: Arc<Tap>) {
         let mut ctl = this.ctl.lock();
-        if ctl.mapping.is_some() {
-            // A new daemon serves the disk now.
+        if ctl.mapping.is_some() || ctl.task.is_some() {
+            // A new daemon serves the disk now, or the ring file is still open (its release
+            // removes the disk, as documented in `Documentation/design.rst`).
             return;
         }
         let _ = this.try_remove_disk(&mut ctl);

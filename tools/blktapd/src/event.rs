@@ -75,6 +75,9 @@ fn wait(ring_fd: RawFd, signal_fd: RawFd, timeout: Option<Duration>) -> io::Resu
     Ok(fds[1].revents & libc::POLLIN != 0)
 }
 
+/// Batches served back to back, while requests keep coming, before polling again.
+const BATCHES_PER_POLL: usize = 64;
+
 /// Serves `ring` until a signal arrives, then retries REMOVE_DEVICE until it succeeds,
 /// polling with a short timeout and still serving I/O while the disk is open (so that its
 /// last user can finish and close it). Returns when the disk is gone.
@@ -117,10 +120,17 @@ pub fn run(
                 }
             }
         }
-        // Always drain: the poll above is what makes the kernel publish new requests, and
-        // requests keep being served while the disk is open during shutdown.
+        // Always drain: requests keep being served while the disk is open during shutdown.
+        // Requests the kernel publishes while a batch is served show in `req_prod` at once, so
+        // they are served without another poll (a syscall and, often, a context switch saved
+        // per batch when busy). The kernel's wake-up flag stays set meanwhile, so the next
+        // poll returns at once and nothing is missed; the bound keeps signals seen.
         let mem = ring.memory().ok_or("ring is not mapped")?;
-        server.serve_batch(&mut back, mem, || ring.respond())?;
+        for _ in 0..BATCHES_PER_POLL {
+            if server.serve_batch(&mut back, mem, || ring.respond())?.responses == 0 {
+                break;
+            }
+        }
     }
 }
 

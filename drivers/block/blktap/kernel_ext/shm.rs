@@ -12,6 +12,8 @@
 //!
 //! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h)
 
+use core::mem::ManuallyDrop;
+
 use kernel::{
     bindings,
     mm::virt::{
@@ -59,21 +61,45 @@ const RSP_EVENT_OFFSET: usize = 12;
 ///
 /// # Invariants
 ///
-/// `area` is a vmalloc allocation of `MMAP_BYTES` bytes, page aligned.
+/// `area` is a vmalloc allocation of `MMAP_BYTES` bytes, page aligned; it is only taken out
+/// of the `ManuallyDrop` by `drop`.
+///
+/// A `SharedRing` may be dropped in atomic context (the data path holds a reference while it
+/// copies write data in `queue_rq`, and may turn out to hold the last one if the daemon unmaps
+/// the ring meanwhile): `drop` frees the area with `kvfree_atomic`, which defers the `vfree`.
 pub(crate) struct SharedRing {
-    area: VBox<Opaque<[u8; MMAP_BYTES]>>,
+    area: ManuallyDrop<VBox<Opaque<[u8; MMAP_BYTES]>>>,
 }
+
+// SAFETY: `SharedRing` owns its area exclusively (no thread-local state); moving it to another
+// thread and dropping it there is fine.
+unsafe impl Send for SharedRing {}
 
 // SAFETY: the area is only accessed through raw volatile, atomic or page-copy operations,
 // never through references, so concurrent use from several threads is no more than the
 // concurrency userspace already has on the same memory.
 unsafe impl Sync for SharedRing {}
 
+impl Drop for SharedRing {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once and `area` is not used afterwards.
+        let area = unsafe { ManuallyDrop::take(&mut self.area) };
+        let ptr = VBox::into_raw(area);
+        // SAFETY: `ptr` is the vmalloc allocation that `area` owned (type invariant), released
+        // by `into_raw` and used by nobody else: a daemon mapping that may still exist holds
+        // references of its own on the pages (`vm_insert_page`). `kvfree_atomic` may be called
+        // from any context but NMI.
+        unsafe { bindings::kvfree_atomic(ptr.cast()) };
+    }
+}
+
 impl SharedRing {
     /// Allocates a zeroed area with the ring header initialised (both event indices 1).
     pub(crate) fn new() -> Result<Self> {
         let area = VBox::<Opaque<[u8; MMAP_BYTES]>>::zeroed(GFP_KERNEL)?;
-        let ring = Self { area };
+        let ring = Self {
+            area: ManuallyDrop::new(area),
+        };
         ring.store_u32(REQ_EVENT_OFFSET, 1);
         ring.store_u32(RSP_EVENT_OFFSET, 1);
         Ok(ring)
