@@ -36,10 +36,12 @@ help:
 	@echo "make stress      long fault, fuzz and teardown runs on the debug kernel"
 	@echo "make docs        check Documentation/ renders (rst2html, warnings are errors)"
 	@echo "make man         generate the man pages of blktapd and blktap-ctl"
-	@echo "make install     install the module, tools, udev rules and man pages (DESTDIR, PREFIX,"
-	@echo "                 INSTALL_MOD_PATH honoured); make uninstall removes exactly that"
+	@echo "make install     install the module (for the tree make built it against), tools, udev"
+	@echo "                 rules and man pages, run depmod (DESTDIR, PREFIX, INSTALL_MOD_PATH"
+	@echo "                 honoured); make uninstall removes exactly that"
 	@echo "make modules_install  install only the module (then depmod)"
-	@echo "make dkms-install     register, build and install the module with DKMS"
+	@echo "make dkms-install     register, build and install the module with DKMS (KDIR: the"
+	@echo "                      kernel's full build tree); make dkms-uninstall removes it"
 	@echo "Variables: KDIR=<kernel build tree>, KSRC=<kernel source tree>, BLKTAP_KVM=1 (use KVM)"
 
 deps:
