@@ -47,19 +47,8 @@ while [ "$it" -lt "$iters" ]; do
 		# write and randrw: another task keeps the disk open across the kill.
 		hold=0
 		[ "$rw" = read ] || { exec 5<>"$disk" && hold=1; } || fail "cannot open $disk"
-		t0=$(now)
-		kill_daemon "$DAEMON_PID"
-		while kill -0 "$fio_pid" 2>/dev/null; do
-			[ "$(awk -v e="$(since "$t0")" -v b="$BOUND" 'BEGIN { print (e > b + 5) }')" = 0 ] || break
-			sleep 0.1
-		done
-		el=$(since "$t0")
-		if kill -0 "$fio_pid" 2>/dev/null; then
-			kill -KILL "$fio_pid"
-			fail "$rw: fio still running ${el}s after its daemon was killed"
-		fi
-		frc=0
-		wait "$fio_pid" || frc=$?
+		kill_daemon_under_fio "$DAEMON_PID" "$fio_pid" "$BOUND" "$rw"
+		frc=$FIO_RC el=$FIO_ELAPSED
 		log "$rw: fio exited (rc=$frc) ${el}s after kill -9 of its daemon"
 		awk -v e="$el" -v b="$BOUND" 'BEGIN { exit !(e <= b) }' ||
 			fail "$rw: fio took ${el}s to fail, more than ${BOUND}s"

@@ -41,19 +41,10 @@ while [ "$it" -lt "$iters" ]; do
 		--bs=4k --size=16M --time_based --runtime=300 > fio.out 2>&1 &
 	fio_pid=$!
 	wait_for 30 io_flowing "$minor" $((base + 200)) || { cat fio.out; fail "fio did not get going"; }
-	t0=$(now)
-	kill_daemon "$daemon"
-	daemon=
-	while kill -0 "$fio_pid" 2>/dev/null; do
-		[ "$(awk -v e="$(since "$t0")" -v b="$BOUND" 'BEGIN { print (e > b + 5) }')" = 0 ] || break
-		sleep 0.1
-	done
-	el=$(since "$t0")
-	if kill -0 "$fio_pid" 2>/dev/null; then
-		kill -KILL "$fio_pid"
-		fail "round $it: fio still running ${el}s after its daemon was killed"
-	fi
-	wait "$fio_pid"
+	# Cleanup must not kill the pid again: the helper reaps the daemon before anything can fail.
+	killed=$daemon daemon=
+	kill_daemon_under_fio "$killed" "$fio_pid" "$BOUND" "round $it"
+	el=$FIO_ELAPSED
 	awk -v e="$el" -v b="$BOUND" 'BEGIN { exit !(e <= b) }' ||
 		fail "round $it: fio took ${el}s to fail, more than ${BOUND}s"
 	t1=$(now)

@@ -320,6 +320,26 @@ kill_daemon() {
 	return 0
 }
 
+# kill_daemon_under_fio DAEMON_PID FIO_PID BOUND WHAT: kill -9 a daemon (as kill_daemon) while
+# fio (FIO_PID, a background job of this shell) does I/O on its disk, and give fio BOUND + 5 s
+# to exit. Fails "WHAT: fio still running ..." (killing fio) if it did not; else reaps fio and
+# sets FIO_RC to its exit status and FIO_ELAPSED to the seconds from the kill to its exit.
+kill_daemon_under_fio() {
+	_kf_t0=$(now)
+	kill_daemon "$1"
+	while kill -0 "$2" 2>/dev/null; do
+		[ "$(awk -v e="$(since "$_kf_t0")" -v b="$3" 'BEGIN { print (e > b + 5) }')" = 0 ] || break
+		sleep 0.1
+	done
+	FIO_ELAPSED=$(since "$_kf_t0")
+	if kill -0 "$2" 2>/dev/null; then
+		kill -KILL "$2"
+		fail "$4: fio still running ${FIO_ELAPSED}s after its daemon was killed"
+	fi
+	FIO_RC=0
+	wait "$2" || FIO_RC=$?
+}
+
 # free_tap MINOR: FREE_TAP, retried for up to 5 s while busy (the disk's removal work may still
 # be running). 1 if it still fails.
 free_tap() { wait_for 5 blktap-ctl free -m "$1" 2>/dev/null; }

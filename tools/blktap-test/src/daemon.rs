@@ -117,6 +117,22 @@ pub fn serve_until(
     Ok(())
 }
 
+/// How a serving thread ended: `Err` with the panic payload if it panicked, else what
+/// [`serve_until`] returned.
+pub type Served = std::thread::Result<Result<(), String>>;
+
+/// Runs `f` while `backend` serves `ring` ([`serve_until`]) in another thread, then stops and
+/// joins that thread: the in-process daemon most scenarios need around their I/O.
+pub fn while_serving(ring: &Ring, backend: &mut Backend, f: impl FnOnce()) -> Served {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let server = sc.spawn(|| serve_until(ring, backend, &stop));
+        f();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        server.join()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 use crate::daemon::Backend;
 use crate::ktap::Ktap;
 use crate::rng::Rng;
-use crate::util::{self, AlignedBuf, BlockModel, TapDebug, BLOCK};
+use crate::util::{self, AlignedBuf, BlockModel, PlannedIo, TapDebug, BLOCK};
 use crate::{Env, Taps};
 use blktap::ring::{Request, Ring, RingMemory};
 use blktap::uapi::{
@@ -135,34 +135,17 @@ fn io_thread(sh: &Shared, slot: usize, disk: &Path, first: u64, count: u64, seed
             sh.paused.fetch_sub(1, SeqCst);
             continue;
         }
-        let n = rng.range(1, max);
-        let b0 = first + rng.below(count - n + 1);
-        let write = rng.chance(50);
-        let len = n as usize * BLOCK;
-        let mut gens = Vec::new();
-        if write {
-            let data = buf.slice_mut(len);
-            for i in 0..n as usize {
-                let g = model.new_gen();
-                gens.push(g);
-                util::fill_block(
-                    &mut data[i * BLOCK..(i + 1) * BLOCK],
-                    model.tag,
-                    b0 + i as u64,
-                    g,
-                );
-            }
-        }
+        let io = model.plan_io(&mut rng, max, 50, &mut buf);
         let e0 = sh.epoch.load(SeqCst);
-        sh.in_flight[slot].store(sh.start.elapsed().as_millis() as u64 + 1, SeqCst);
-        let off = b0 * BLOCK as u64;
-        let r = if write {
-            util::pwrite(fd.as_raw_fd(), buf.slice(len), off)
-        } else {
-            util::pread(fd.as_raw_fd(), buf.slice_mut(len), off)
-        };
-        sh.in_flight[slot].store(0, SeqCst);
+        let r = util::tracked_io(fd.as_raw_fd(), &mut buf, &io, &sh.in_flight[slot], sh.start);
         let e1 = sh.epoch.load(SeqCst);
+        let len = io.len();
+        let PlannedIo {
+            first: b0,
+            blocks: n,
+            write,
+            gens,
+        } = io;
         let good = e0 == e1 && e0 % 2 == 0;
         local.ios += 1;
         local.good_ios += u64::from(good);
@@ -185,14 +168,9 @@ fn io_thread(sh: &Shared, slot: usize, disk: &Path, first: u64, count: u64, seed
                         }
                     }
                 } else if good {
-                    let data = buf.slice(len);
-                    for i in 0..n as usize {
-                        if let Err(e) =
-                            model.check_read(b0 + i as u64, &data[i * BLOCK..(i + 1) * BLOCK])
-                        {
-                            local.mismatches += 1;
-                            local.problem(format!("{what}: {e}"));
-                        }
+                    for e in model.check_reads(b0, buf.slice(len)) {
+                        local.mismatches += 1;
+                        local.problem(format!("{what}: {e}"));
                     }
                 }
             }

@@ -88,6 +88,26 @@ impl RawMap {
         .expect("anonymous mapping")
     }
 
+    /// A page shared with the children forked after this, for counters they all update.
+    fn shared_page() -> Self {
+        Self::new(
+            -1,
+            PAGE_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            0,
+        )
+        .expect("shared page")
+    }
+
+    /// The `i`th 32-bit counter of a [`Self::shared_page`].
+    fn counter(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!((i + 1) * 4 <= self.len);
+        // SAFETY: inside the mapping and aligned; the page is only ever used atomically (by
+        // every process sharing it) and the borrow keeps it mapped.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.addr.add(i * 4).cast()) }
+    }
+
     /// The ring memory of a full-size ring mapping.
     fn memory(&self) -> RingMemory<'_> {
         assert!(self.len > MMAP_SIZE - PAGE_SIZE);
@@ -213,6 +233,23 @@ impl Arena {
 /// Whether the kernel can read a struct through a pointer of class `p`.
 fn readable(p: Ptr) -> bool {
     matches!(p, Ptr::Valid | Ptr::ReadOnly)
+}
+
+/// What CREATE_DEVICE or CREATE_DEVICE_COMPAT with its argument at `p` returns, by the model,
+/// which has the driver read the argument first, then check the mapping, an existing disk and
+/// the parameters (`valid`). Both commands share it so that their order cannot drift apart.
+fn create_want(p: Ptr, mapped: bool, has_disk: bool, valid: bool) -> i32 {
+    if !readable(p) {
+        libc::EFAULT
+    } else if !mapped {
+        libc::EACCES
+    } else if has_disk {
+        libc::EEXIST
+    } else if !valid {
+        libc::EINVAL
+    } else {
+        0
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,6 +384,23 @@ fn unknown_cmd(rng: &mut Rng) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // Part one: fixed probes.
 
+/// Checks that 64 random unknown ioctls on `fd` (the `what` node) are all ENOTTY.
+fn unknown_ioctls(t: &mut Ktap, what: &str, fd: RawFd, arena: &Arena, rng: &mut Rng) {
+    let mut bad = Vec::new();
+    for _ in 0..64 {
+        let cmd = unknown_cmd(rng);
+        let r = ioctl(fd, cmd, arena.ptr(Ptr::Valid, &[0u8; 64]));
+        if r != libc::ENOTTY {
+            bad.push(format!("{cmd:#x}: {}", util::errno_name(r)));
+        }
+    }
+    t.check(
+        &format!("fuzz: 64 unknown {what} ioctls are ENOTTY"),
+        bad.is_empty(),
+        || bad.join(", "),
+    );
+}
+
 fn errno_check(t: &mut Ktap, name: &str, got: i32, want: i32) -> bool {
     t.check(name, got == want, || {
         format!(
@@ -413,19 +467,7 @@ fn probes_control(env: &Env, t: &mut Ktap, ctl: &Control, arena: &Arena, rng: &m
             libc::ENODEV,
         );
     }
-    let mut bad = Vec::new();
-    for _ in 0..64 {
-        let cmd = unknown_cmd(rng);
-        let r = ioctl(fd, cmd, arena.ptr(Ptr::Valid, &[0u8; 64]));
-        if r != libc::ENOTTY {
-            bad.push(format!("{cmd:#x}: {}", util::errno_name(r)));
-        }
-    }
-    t.check(
-        "fuzz: 64 unknown control ioctls are ENOTTY",
-        bad.is_empty(),
-        || bad.join(", "),
-    );
+    unknown_ioctls(t, "control", fd, arena, rng);
     let r = ctl.free(tap);
     t.expect_ok("fuzz: FREE_TAP", r);
 }
@@ -697,9 +739,8 @@ fn probes_ring(
         if r != libc::EACCES {
             return 10;
         }
-        // SAFETY: a raw mmap in the child only.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), MMAP_SIZE, rw, shared, raw, 0) };
-        if p != libc::MAP_FAILED || util::last_errno() != libc::EBUSY {
+        // A mapping made here would die with the child.
+        if util::mmap_ring(raw) != Err(libc::EBUSY) {
             return 11;
         }
         // SAFETY: reading the parent's ring address, which must not be mapped here: the
@@ -714,19 +755,7 @@ fn probes_ring(
     );
     intact(t, "the child exited");
     // Unknown ioctls on the ring.
-    let mut bad = Vec::new();
-    for _ in 0..64 {
-        let cmd = unknown_cmd(rng);
-        let r = ioctl(raw, cmd, arena.ptr(Ptr::Valid, &[0u8; 64]));
-        if r != libc::ENOTTY {
-            bad.push(format!("{cmd:#x}: {}", util::errno_name(r)));
-        }
-    }
-    t.check(
-        "fuzz: 64 unknown ring ioctls are ENOTTY",
-        bad.is_empty(),
-        || bad.join(", "),
-    );
+    unknown_ioctls(t, "ring", raw, arena, rng);
     // Every device info field at and beyond its limits.
     let mut wrong = Vec::new();
     let mut n = 0;
@@ -852,18 +881,8 @@ type MmapCase = (&'static str, usize, i32, i32, i64, &'static [i32]);
 
 /// Processes racing to open one ring: at no time do two hold it.
 fn probe_open_race(t: &mut Ktap, path: &Path) {
-    let shared = RawMap::new(
-        -1,
-        PAGE_SIZE,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-        0,
-    )
-    .expect("shared page");
-    // SAFETY: the page is shared between the processes and only used atomically.
-    let holders = unsafe { std::sync::atomic::AtomicU32::from_ptr(shared.addr.cast()) };
-    // SAFETY: as above.
-    let wins = unsafe { std::sync::atomic::AtomicU32::from_ptr(shared.addr.add(4).cast()) };
+    let shared = RawMap::shared_page();
+    let (holders, wins) = (shared.counter(0), shared.counter(1));
     let mut pids = Vec::new();
     for _ in 0..4 {
         // SAFETY: single-threaded here; the child only makes system calls and atomics.
@@ -906,20 +925,8 @@ fn probe_map_race(t: &mut Ktap, path: &Path) {
     let raw = fd.as_raw_fd();
     let mut problems = Vec::new();
     for round in 0..5 {
-        let shared = RawMap::new(
-            -1,
-            PAGE_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            0,
-        )
-        .expect("shared page");
-        // SAFETY: shared page used atomically by all processes.
-        let go = unsafe { std::sync::atomic::AtomicU32::from_ptr(shared.addr.cast()) };
-        // SAFETY: as above.
-        let won = unsafe { std::sync::atomic::AtomicU32::from_ptr(shared.addr.add(4).cast()) };
-        // SAFETY: as above.
-        let done = unsafe { std::sync::atomic::AtomicU32::from_ptr(shared.addr.add(8).cast()) };
+        let shared = RawMap::shared_page();
+        let (go, won, done) = (shared.counter(0), shared.counter(1), shared.counter(2));
         let mut pids = Vec::new();
         for _ in 0..4 {
             // SAFETY: single-threaded; the child only makes system calls and atomics.
@@ -1036,6 +1043,18 @@ impl Walk<'_> {
             return false;
         }
         true
+    }
+
+    /// Opens `path` with `flags` and checks the result (as [`Self::expect`]) against `want`;
+    /// the new fd if the open succeeded as the model expected.
+    fn expect_open(&mut self, what: &str, path: &Path, flags: i32, want: i32) -> Option<OwnedFd> {
+        let r = util::open_raw(path, flags);
+        let e = r.as_ref().err().copied().unwrap_or(0);
+        if self.expect(what, e, want) {
+            r.ok()
+        } else {
+            None
+        }
     }
 
     fn lowest_free(&self) -> u32 {
@@ -1155,13 +1174,10 @@ impl Walk<'_> {
         } else {
             0
         };
-        let minor = t.info.ring_minor;
-        let r = util::open_raw(&t.ring_node, libc::O_RDWR);
-        let e = r.as_ref().err().copied().unwrap_or(0);
-        if self.expect(&format!("open ring {minor}"), e, want) {
-            if let Ok(fd) = r {
-                self.taps[i].fd = Some(fd);
-            }
+        let what = format!("open ring {}", t.info.ring_minor);
+        let node = t.ring_node.clone();
+        if let Some(fd) = self.expect_open(&what, &node, libc::O_RDWR, want) {
+            self.taps[i].fd = Some(fd);
         }
     }
 
@@ -1301,18 +1317,8 @@ impl Walk<'_> {
                 } else {
                     Info::random(&mut self.rng)
                 };
-                let t = &self.taps[i];
-                let want = if !readable(p) {
-                    libc::EFAULT
-                } else if !mapped {
-                    libc::EACCES
-                } else if t.disk.is_some() {
-                    libc::EEXIST
-                } else if !info.valid() {
-                    libc::EINVAL
-                } else {
-                    0
-                };
+                let has_disk = self.taps[i].disk.is_some();
+                let want = create_want(p, mapped, has_disk, info.valid());
                 let arg = self.arena.ptr(p, &info.bytes());
                 let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE, arg);
                 if self.expect(&format!("CREATE_DEVICE {minor} {p:?} {info:?}"), r, want) && r == 0
@@ -1328,18 +1334,8 @@ impl Walk<'_> {
                 };
                 let ss = *self.rng.pick(&[512u64, 4096, 1000, (1 << 32) | 512]);
                 let cap = *self.rng.pick(&[2048u64, 0, 4096]);
-                let t = &self.taps[i];
-                let want = if !readable(p) {
-                    libc::EFAULT
-                } else if !mapped {
-                    libc::EACCES
-                } else if t.disk.is_some() {
-                    libc::EEXIST
-                } else if !params_valid(cap, ss) {
-                    libc::EINVAL
-                } else {
-                    0
-                };
+                let has_disk = self.taps[i].disk.is_some();
+                let want = create_want(p, mapped, has_disk, params_valid(cap, ss));
                 let arg = self.arena.ptr(p, &params_bytes(b"walk", cap, ss));
                 let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE_COMPAT, arg);
                 if self.expect(
@@ -1387,13 +1383,11 @@ impl Walk<'_> {
         }
         let t = &self.taps[i];
         let want = if t.disk.is_some() { 0 } else { libc::ENXIO };
-        let minor = t.info.ring_minor;
-        let r = util::open_raw(&t.disk_node, libc::O_RDWR | libc::O_DIRECT);
-        let e = r.as_ref().err().copied().unwrap_or(0);
-        if self.expect(&format!("open disk {minor}"), e, want) {
-            if let Ok(fd) = r {
-                self.taps[i].disk_fd = Some(fd);
-            }
+        let what = format!("open disk {}", t.info.ring_minor);
+        let node = t.disk_node.clone();
+        let flags = libc::O_RDWR | libc::O_DIRECT;
+        if let Some(fd) = self.expect_open(&what, &node, flags, want) {
+            self.taps[i].disk_fd = Some(fd);
         }
     }
 
@@ -1540,18 +1534,8 @@ impl Walk<'_> {
                 return 2;
             }
             if mapped {
-                // SAFETY: a raw mmap attempt in the child.
-                let p = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        MMAP_SIZE,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_SHARED,
-                        raw,
-                        0,
-                    )
-                };
-                if p != libc::MAP_FAILED || util::last_errno() != libc::EBUSY {
+                // A mapping made here would die with the child.
+                if util::mmap_ring(raw) != Err(libc::EBUSY) {
                     return 3;
                 }
             }
@@ -1629,14 +1613,7 @@ impl Walk<'_> {
                 continue;
             }
             let m = tap.info.ring_minor;
-            let t0 = Instant::now();
-            let mut r = self.ctl.free(m);
-            while r.as_ref().is_err_and(|e| e.is_errno(libc::EBUSY))
-                && t0.elapsed() < Duration::from_secs(5)
-            {
-                std::thread::sleep(Duration::from_millis(20));
-                r = self.ctl.free(m);
-            }
+            let r = util::retry_busy(Duration::from_secs(5), || self.ctl.free(m));
             if let Err(e) = r {
                 errors.push(format!("{m}: {e}"));
             }
@@ -1675,14 +1652,7 @@ pub fn run(env: &Env, a: &FuzzArgs, t: &mut Ktap) {
                     }
                     Err(e) => t.fail("fuzz: ring node", &e),
                 }
-                let t0 = Instant::now();
-                let mut r = ctl.free(info.ring_minor);
-                while r.as_ref().is_err_and(|e| e.is_errno(libc::EBUSY))
-                    && t0.elapsed() < Duration::from_secs(5)
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                    r = ctl.free(info.ring_minor);
-                }
+                let r = util::retry_busy(Duration::from_secs(5), || ctl.free(info.ring_minor));
                 t.expect_ok("fuzz: FREE_TAP after the ring probes", r);
             }
             Err(e) => t.fail("fuzz: ALLOC_TAP", &e),

@@ -8,7 +8,7 @@
 
 use crate::ktap::Ktap;
 use crate::rng::Rng;
-use crate::util::{self, AlignedBuf, BlockModel, BLOCK};
+use crate::util::{self, AlignedBuf, BlockModel, PlannedIo, BLOCK};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -128,33 +128,16 @@ fn worker(sh: &Shared<'_>, slot: usize, disk: &Path, model: &mut BlockModel, see
     let max = a.max_blocks.clamp(1, model.len());
     let mut buf = AlignedBuf::new(max as usize * BLOCK);
     while !sh.should_stop() && a.ops.is_none_or(|n| c.ios < n) {
-        let n = rng.range(1, max);
-        let first = model.first + rng.below(model.len() - n + 1);
-        let write = rng.chance(a.write_percent);
-        let len = n as usize * BLOCK;
-        let mut gens = Vec::new();
-        if write {
-            let data = buf.slice_mut(len);
-            for i in 0..n {
-                let g = model.new_gen();
-                gens.push(g);
-                util::fill_block(
-                    &mut data[i as usize * BLOCK..(i as usize + 1) * BLOCK],
-                    model.tag,
-                    first + i,
-                    g,
-                );
-            }
-        }
+        let io = model.plan_io(&mut rng, max, a.write_percent, &mut buf);
         let t0 = Instant::now();
-        sh.in_flight[slot].store(sh.start.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
-        let offset = first * BLOCK as u64;
-        let r = if write {
-            util::pwrite(fd.as_raw_fd(), buf.slice(len), offset)
-        } else {
-            util::pread(fd.as_raw_fd(), buf.slice_mut(len), offset)
-        };
-        sh.in_flight[slot].store(0, Ordering::SeqCst);
+        let r = util::tracked_io(fd.as_raw_fd(), &mut buf, &io, &sh.in_flight[slot], sh.start);
+        let len = io.len();
+        let PlannedIo {
+            first,
+            blocks: n,
+            write,
+            gens,
+        } = io;
         let lat = t0.elapsed();
         c.max_latency = c.max_latency.max(lat);
         c.ios += 1;
@@ -180,13 +163,9 @@ fn worker(sh: &Shared<'_>, slot: usize, disk: &Path, model: &mut BlockModel, see
                         model.written(first + i as u64, *g);
                     }
                 } else {
-                    let data = buf.slice(len);
-                    for i in 0..n {
-                        let b = &data[i as usize * BLOCK..(i as usize + 1) * BLOCK];
-                        if let Err(e) = model.check_read(first + i, b) {
-                            c.mismatches += 1;
-                            c.problem(format!("{what}: {e}"));
-                        }
+                    for e in model.check_reads(first, buf.slice(len)) {
+                        c.mismatches += 1;
+                        c.problem(format!("{what}: {e}"));
                     }
                 }
             }

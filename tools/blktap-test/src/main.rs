@@ -259,6 +259,21 @@ impl Drop for Taps<'_> {
     }
 }
 
+/// Checks that FREE_TAP of `minor` is EBUSY (`busy`) while `holder` (its ring or a mapping of
+/// it) keeps the tap busy, and succeeds (`after`) once `holder` is dropped.
+fn free_after_release<H>(
+    t: &mut Ktap,
+    taps: &mut Taps<'_>,
+    minor: u32,
+    holder: H,
+    busy: &str,
+    after: &str,
+) {
+    t.expect_errno(busy, taps.ctl.free(minor), libc::EBUSY);
+    drop(holder);
+    t.expect_ok(after, taps.free(minor));
+}
+
 fn valid_info() -> DeviceInfo {
     DeviceInfo::new(2048, 512, false)
 }
@@ -537,32 +552,22 @@ fn ioctl_errors(env: &Env, t: &mut Ktap) {
     }
     t.expect_ok("RESPOND with nothing to consume", ring.respond());
 
-    let mut bad = valid_info();
-    bad.capacity = 0;
-    t.expect_errno(
-        "CREATE_DEVICE with capacity 0 is EINVAL",
-        ring.create_device_info(&bad),
-        libc::EINVAL,
-    );
-    let bad = DeviceInfo::new(2048, 1000, false);
-    t.expect_errno(
-        "CREATE_DEVICE with sector size 1000 is EINVAL",
-        ring.create_device_info(&bad),
-        libc::EINVAL,
-    );
-    let bad = DeviceInfo::new(2048, 8192, false);
-    t.expect_errno(
-        "CREATE_DEVICE with sector size 8192 is EINVAL",
-        ring.create_device_info(&bad),
-        libc::EINVAL,
-    );
-    let mut bad = valid_info();
-    bad.physical_sector_size = 100;
-    t.expect_errno(
-        "CREATE_DEVICE with physical size 100 is EINVAL",
-        ring.create_device_info(&bad),
-        libc::EINVAL,
-    );
+    let mut no_capacity = valid_info();
+    no_capacity.capacity = 0;
+    let mut bad_physical = valid_info();
+    bad_physical.physical_sector_size = 100;
+    for (what, bad) in [
+        ("capacity 0", no_capacity),
+        ("sector size 1000", DeviceInfo::new(2048, 1000, false)),
+        ("sector size 8192", DeviceInfo::new(2048, 8192, false)),
+        ("physical size 100", bad_physical),
+    ] {
+        t.expect_errno(
+            &format!("CREATE_DEVICE with {what} is EINVAL"),
+            ring.create_device_info(&bad),
+            libc::EINVAL,
+        );
+    }
     t.check(
         "no disk after invalid CREATE_DEVICEs",
         !sysfs::disk_exists(&env.sysfs, a.ring_minor),
@@ -638,13 +643,14 @@ fn ioctl_errors(env: &Env, t: &mut Ktap) {
         ring.respond(),
         libc::EACCES,
     );
-    t.expect_errno(
+    free_after_release(
+        t,
+        &mut taps,
+        a.ring_minor,
+        ring,
         "FREE_TAP of an open, unmapped ring is EBUSY",
-        ctl.free(a.ring_minor),
-        libc::EBUSY,
+        "FREE_TAP after the ring is closed",
     );
-    drop(ring);
-    t.expect_ok("FREE_TAP after the ring is closed", taps.free(a.ring_minor));
 
     // A mapping that outlives the file descriptor keeps the tap busy.
     let mapping: Option<Mapping> = match env.open_ring(&b).and_then(|mut r| r.map().map(|()| r)) {
@@ -655,13 +661,14 @@ fn ioctl_errors(env: &Env, t: &mut Ktap) {
         }
     };
     if let Some(m) = mapping {
-        t.expect_errno(
+        free_after_release(
+            t,
+            &mut taps,
+            b.ring_minor,
+            m,
             "FREE_TAP of a mapped ring whose fd is closed is EBUSY",
-            ctl.free(b.ring_minor),
-            libc::EBUSY,
+            "FREE_TAP after munmap",
         );
-        drop(m);
-        t.expect_ok("FREE_TAP after munmap", taps.free(b.ring_minor));
     }
 }
 

@@ -157,8 +157,9 @@ fn check_node(t: &mut Ktap, what: &str, path: &Path, want_char: bool) {
     }
 }
 
-/// Sends `fd` over the socket `sock` (SCM_RIGHTS).
-fn send_fd(sock: RawFd, fd: RawFd) -> bool {
+/// Runs `f` on a one-byte message with room for one `SCM_RIGHTS` fd, as both `send_fd` and
+/// `recv_fd` need: the buffers it points to live until `f` returns.
+fn with_fd_msg<R>(f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -167,50 +168,58 @@ fn send_fd(sock: RawFd, fd: RawFd) -> bool {
     // SAFETY: CMSG_SPACE is a pure computation.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
     let mut cbuf = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call of `f`.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space;
-    // SAFETY: the control buffer has room for one header with one fd.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-        libc::sendmsg(sock, &msg, 0) == 1
-    }
+    f(&mut msg)
+}
+
+/// Sends `fd` over the socket `sock` (SCM_RIGHTS).
+fn send_fd(sock: RawFd, fd: RawFd) -> bool {
+    with_fd_msg(|msg| {
+        // SAFETY: the control buffer has room for one header with one fd.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+            libc::sendmsg(sock, msg, 0) == 1
+        }
+    })
 }
 
 /// Receives one fd from `sock`.
 fn recv_fd(sock: RawFd) -> Option<RawFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: as in `send_fd`.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: receiving into our buffers; the header is checked before use.
-    unsafe {
-        if libc::recvmsg(sock, &mut msg, 0) != 1 {
-            return None;
+    with_fd_msg(|msg| {
+        // SAFETY: receiving into our buffers; the header is checked before use.
+        unsafe {
+            if libc::recvmsg(sock, msg, 0) != 1 {
+                return None;
+            }
+            let c = libc::CMSG_FIRSTHDR(msg);
+            if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+                return None;
+            }
+            Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>()))
         }
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
-            return None;
-        }
-        Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>()))
-    }
+    })
+}
+
+/// ALLOC_TAP and FREE_TAP of `minor` on the control fd `cfd`, with their errnos.
+fn control_probes(cfd: RawFd, minor: u32, out: &mut Vec<(String, i32)>) {
+    let mut reply = [0u8; 12];
+    out.push((
+        "ALLOC_TAP".into(),
+        ioctl(cfd, uapi::IOCTL_ALLOC_TAP, reply.as_mut_ptr() as u64),
+    ));
+    out.push((
+        "FREE_TAP".into(),
+        ioctl(cfd, uapi::IOCTL_FREE_TAP, u64::from(minor)),
+    ));
 }
 
 fn ring_probes(fd: RawFd, out: &mut Vec<(String, i32)>) {
@@ -224,23 +233,13 @@ fn ring_probes(fd: RawFd, out: &mut Vec<(String, i32)>) {
         "CREATE_DEVICE".into(),
         ioctl(fd, uapi::IOCTL_CREATE_DEVICE, &info as *const _ as u64),
     ));
-    // SAFETY: a raw mmap attempt, unmapped again if it succeeds.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            MMAP_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    let e = if p == libc::MAP_FAILED {
-        util::last_errno()
-    } else {
-        // SAFETY: the mapping just made.
-        unsafe { libc::munmap(p, MMAP_SIZE) };
-        0
+    let e = match util::mmap_ring(fd) {
+        Ok(p) => {
+            // SAFETY: the mapping just made, unmapped again: only the attempt counts.
+            unsafe { libc::munmap(p, MMAP_SIZE) };
+            0
+        }
+        Err(e) => e,
     };
     out.push(("mmap".into(), e));
 }
@@ -287,15 +286,7 @@ pub fn run(env: &Env, t: &mut Ktap) {
             out.push(("setuid".into(), util::last_errno()));
             return;
         }
-        let mut reply = [0u8; 12];
-        out.push((
-            "ALLOC_TAP".into(),
-            ioctl(cfd, uapi::IOCTL_ALLOC_TAP, reply.as_mut_ptr() as u64),
-        ));
-        out.push((
-            "FREE_TAP".into(),
-            ioctl(cfd, uapi::IOCTL_FREE_TAP, u64::from(minor)),
-        ));
+        control_probes(cfd, minor, out);
         out.push(("unknown ioctl".into(), ioctl(cfd, 12345, 0)));
         for (what, path) in [
             ("open control", ctl.path().to_path_buf()),
@@ -331,15 +322,7 @@ pub fn run(env: &Env, t: &mut Ktap) {
             out.push(("capset".into(), util::last_errno()));
             return;
         }
-        let mut reply = [0u8; 12];
-        out.push((
-            "ALLOC_TAP".into(),
-            ioctl(cfd, uapi::IOCTL_ALLOC_TAP, reply.as_mut_ptr() as u64),
-        ));
-        out.push((
-            "FREE_TAP".into(),
-            ioctl(cfd, uapi::IOCTL_FREE_TAP, u64::from(minor)),
-        ));
+        control_probes(cfd, minor, out);
     });
     check_results(
         t,

@@ -139,6 +139,20 @@ fn expect_disk_gone(t: &mut Ktap, env: &Env, minor: u32, name: &str) {
     });
 }
 
+/// The usual end of a scenario: the disk goes ([`expect_disk_gone`], checked as
+/// "`scenario`: `gone`"), then the tap can be freed ("`scenario`: FREE_TAP").
+fn expect_gone_then_free(
+    t: &mut Ktap,
+    env: &Env,
+    taps: &mut Taps<'_>,
+    minor: u32,
+    scenario: &str,
+    gone: &str,
+) {
+    expect_disk_gone(t, env, minor, &format!("{scenario}: {gone}"));
+    t.expect_ok(&format!("{scenario}: FREE_TAP"), taps.free(minor));
+}
+
 /// Waits until the kernel has `n` requests pending on `minor` (or the timeout passes).
 fn wait_pending(env: &Env, minor: u32, n: usize, timeout: Duration) -> bool {
     util::wait_until(timeout, || {
@@ -245,13 +259,8 @@ fn unmap_pending(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
         || format!("{:?} after {:?}", r.map(|_| ()), t0.elapsed()),
     );
     drop(hold);
-    expect_disk_gone(
-        t,
-        env,
-        minor,
-        "unmap-pending: the disk goes after its last close",
-    );
-    t.expect_ok("unmap-pending: FREE_TAP", taps.free(minor));
+    let gone = "the disk goes after its last close";
+    expect_gone_then_free(t, env, taps, minor, "unmap-pending", gone);
 }
 
 /// munmap keeping the fd; map again: the disk survived (EEXIST) and is served again.
@@ -281,10 +290,7 @@ fn unmap_remap(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
             .create_device_info(&DeviceInfo::new(2048, 512, false)),
         libc::EEXIST,
     );
-    let stop = AtomicBool::new(false);
-    let (ring, backend) = (&s.ring, &mut s.backend);
-    std::thread::scope(|sc| {
-        let server = sc.spawn(|| daemon::serve_until(ring, backend, &stop));
+    let served = daemon::while_serving(&s.ring, &mut s.backend, || {
         let rx = spawn_io(&s.disk, 3, Some(0x33));
         expect_ok(t, "unmap-remap: a write is served", &rx, EIO_BOUND);
         let r = util::open_disk(&s.disk).and_then(|fd| io_on(&fd, 3, None));
@@ -293,11 +299,10 @@ fn unmap_remap(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
             r.as_ref().is_ok_and(|d| d.iter().all(|&b| b == 0x33)),
             || format!("{:?}", r.as_ref().map(|d| d[0])),
         );
-        stop.store(true, Ordering::Relaxed);
-        if let Err(e) = server.join().expect("server thread") {
-            t.fail("unmap-remap: serving", &e);
-        }
     });
+    if let Err(e) = served.expect("server thread") {
+        t.fail("unmap-remap: serving", &e);
+    }
     t.expect_ok("unmap-remap: REMOVE_DEVICE", s.ring.remove_device());
     drop(s.ring);
     t.expect_ok("unmap-remap: FREE_TAP", taps.free(minor));
@@ -333,49 +338,39 @@ fn close_keep_mapping(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, s: Setup) {
         &rx,
         EIO_BOUND,
     );
-    expect_disk_gone(
-        t,
-        env,
-        minor,
-        "close-keep-mapping: the disk goes with the ring",
-    );
-    t.expect_ok("close-keep-mapping: FREE_TAP", taps.free(minor));
+    let gone = "the disk goes with the ring";
+    expect_gone_then_free(t, env, taps, minor, "close-keep-mapping", gone);
 }
 
 /// REMOVE_DEVICE while the disk is open: EBUSY and I/O keeps flowing; after close: removed.
 fn remove_busy(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
     let minor = s.info.ring_minor;
-    let stop = AtomicBool::new(false);
-    let (ring, backend) = (&s.ring, &mut s.backend);
-    std::thread::scope(|sc| {
-        let server = sc.spawn(|| daemon::serve_until(ring, backend, &stop));
-        match util::open_disk(&s.disk) {
-            Ok(hold) => {
-                t.expect_errno(
-                    "remove-busy: REMOVE_DEVICE with the disk open is EBUSY",
-                    ring.remove_device(),
-                    libc::EBUSY,
-                );
-                let w = io_on(&hold, 5, Some(0x77));
-                let r = io_on(&hold, 5, None);
-                t.check(
-                    "remove-busy: I/O keeps flowing after the refused removal",
-                    w.is_ok() && r.as_ref().is_ok_and(|d| d.iter().all(|&b| b == 0x77)),
-                    || format!("write {:?}, read {:?}", w.map(|_| ()), r.map(|d| d[0])),
-                );
-                drop(hold);
-                t.expect_ok(
-                    "remove-busy: REMOVE_DEVICE after the last close",
-                    ring.remove_device(),
-                );
-            }
-            Err(e) => t.fail("remove-busy: open the disk", &util::errno_name(e)),
+    let ring = &s.ring;
+    let served = daemon::while_serving(ring, &mut s.backend, || match util::open_disk(&s.disk) {
+        Ok(hold) => {
+            t.expect_errno(
+                "remove-busy: REMOVE_DEVICE with the disk open is EBUSY",
+                ring.remove_device(),
+                libc::EBUSY,
+            );
+            let w = io_on(&hold, 5, Some(0x77));
+            let r = io_on(&hold, 5, None);
+            t.check(
+                "remove-busy: I/O keeps flowing after the refused removal",
+                w.is_ok() && r.as_ref().is_ok_and(|d| d.iter().all(|&b| b == 0x77)),
+                || format!("write {:?}, read {:?}", w.map(|_| ()), r.map(|d| d[0])),
+            );
+            drop(hold);
+            t.expect_ok(
+                "remove-busy: REMOVE_DEVICE after the last close",
+                ring.remove_device(),
+            );
         }
-        stop.store(true, Ordering::Relaxed);
-        if let Err(e) = server.join().expect("server thread") {
-            t.fail("remove-busy: serving", &e);
-        }
+        Err(e) => t.fail("remove-busy: open the disk", &util::errno_name(e)),
     });
+    if let Err(e) = served.expect("server thread") {
+        t.fail("remove-busy: serving", &e);
+    }
     t.check(
         "remove-busy: the disk is gone",
         !disk_exists(env, minor),
@@ -419,12 +414,7 @@ fn free_busy(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, s: Setup) {
         Err(e) => t.fail("free-busy: open the disk", &util::errno_name(e)),
     }
     // The disk goes with its last close (a work item) or with FREE_TAP itself.
-    let t0 = Instant::now();
-    let mut r = taps.free(minor);
-    while r.as_ref().is_err_and(|e| e.is_errno(libc::EBUSY)) && t0.elapsed() < EIO_BOUND {
-        std::thread::sleep(Duration::from_millis(20));
-        r = taps.free(minor);
-    }
+    let r = util::retry_busy(EIO_BOUND, || taps.free(minor));
     t.expect_ok("free-busy: FREE_TAP once everything is closed", r);
     t.check("free-busy: no disk left", !disk_exists(env, minor), || {
         "still in /sys/block".to_string()
@@ -487,6 +477,19 @@ fn opener(disk: &Path, stop: &AtomicBool, expect_data: bool, gen: &AtomicU64) ->
     c
 }
 
+/// Checks that the openers' failed opens all failed as opens of a removed disk may (ENXIO,
+/// ENOENT or ENODEV).
+fn expect_removed_opens(t: &mut Ktap, name: &str, counts: &[OpenerCounts]) {
+    let bad_opens: Vec<i32> = counts
+        .iter()
+        .flat_map(|c| c.open_errors.clone())
+        .filter(|&e| e != libc::ENXIO && e != libc::ENOENT && e != libc::ENODEV)
+        .collect();
+    t.check(name, bad_opens.is_empty(), || {
+        format!("open errors {bad_opens:?}")
+    });
+}
+
 /// The disk is opened again and again while REMOVE_DEVICE is retried.
 fn reopen_during_removal(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
     let minor = s.info.ring_minor;
@@ -542,15 +545,10 @@ fn reopen_during_removal(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Se
         bad_reads.is_empty() && counts.iter().all(|c| c.reads_eio == 0),
         || format!("read errors {bad_reads:?}"),
     );
-    let bad_opens: Vec<i32> = counts
-        .iter()
-        .flat_map(|c| c.open_errors.clone())
-        .filter(|&e| e != libc::ENXIO && e != libc::ENOENT && e != libc::ENODEV)
-        .collect();
-    t.check(
+    expect_removed_opens(
+        t,
         "reopen-during-removal: opens of the removed disk fail with ENXIO (or ENOENT)",
-        bad_opens.is_empty(),
-        || format!("open errors {bad_opens:?}"),
+        &counts,
     );
     t.check(
         "reopen-during-removal: the disk is gone",
@@ -572,24 +570,20 @@ fn orphan_reopen(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, s: Setup) {
     let minor = info.ring_minor;
     let mut ring = Some(ring);
     let stop_io = AtomicBool::new(false);
-    let stop_srv = AtomicBool::new(false);
     let dead = AtomicU64::new(0);
     let counts: Vec<OpenerCounts> = std::thread::scope(|sc| {
         let openers: Vec<_> = (0..2)
             .map(|_| sc.spawn(|| opener(&disk, &stop_io, true, &dead)))
             .collect();
-        std::thread::scope(|inner| {
-            let r = ring.as_ref().expect("ring");
-            let b = &mut backend;
-            let served = inner.spawn(|| daemon::serve_until(r, b, &stop_srv));
+        let r = ring.as_ref().expect("ring");
+        let served = daemon::while_serving(r, &mut backend, || {
             std::thread::sleep(Duration::from_millis(300));
             // The openers may see EIO from here on.
             dead.store(1, Ordering::SeqCst);
-            stop_srv.store(true, Ordering::Relaxed);
-            if let Err(e) = served.join().expect("server thread") {
-                t.fail("orphan-reopen: serving", &e);
-            }
         });
+        if let Err(e) = served.expect("server thread") {
+            t.fail("orphan-reopen: serving", &e);
+        }
         // The daemon dies: unmap and close.
         drop(ring.take());
         std::thread::sleep(Duration::from_millis(500));
@@ -606,15 +600,10 @@ fn orphan_reopen(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, s: Setup) {
         bad.is_empty(),
         || format!("unexpected read errors {bad:?}"),
     );
-    let bad_opens: Vec<i32> = counts
-        .iter()
-        .flat_map(|c| c.open_errors.clone())
-        .filter(|&e| e != libc::ENXIO && e != libc::ENOENT && e != libc::ENODEV)
-        .collect();
-    t.check(
+    expect_removed_opens(
+        t,
         "orphan-reopen: opens fail only with ENXIO (or ENOENT)",
-        bad_opens.is_empty(),
-        || format!("open errors {bad_opens:?}"),
+        &counts,
     );
     expect_disk_gone(
         t,
@@ -622,12 +611,7 @@ fn orphan_reopen(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, s: Setup) {
         minor,
         "orphan-reopen: the disk goes after the last opener",
     );
-    let t0 = Instant::now();
-    let mut r = taps.free(minor);
-    while r.as_ref().is_err_and(|e| e.is_errno(libc::EBUSY)) && t0.elapsed() < EIO_BOUND {
-        std::thread::sleep(Duration::from_millis(20));
-        r = taps.free(minor);
-    }
+    let r = util::retry_busy(EIO_BOUND, || taps.free(minor));
     t.expect_ok("orphan-reopen: FREE_TAP", r);
 }
 
@@ -638,19 +622,12 @@ fn new_daemon(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
         Ok(fd) => fd,
         Err(e) => return t.fail("new-daemon: open the disk", &util::errno_name(e)),
     };
-    let stop = AtomicBool::new(false);
-    {
-        let (ring, backend) = (&s.ring, &mut s.backend);
-        std::thread::scope(|sc| {
-            let server = sc.spawn(|| daemon::serve_until(ring, backend, &stop));
-            let w = io_on(&hold, 0, Some(0x11));
-            t.check("new-daemon: first daemon serves a write", w.is_ok(), || {
-                format!("{:?}", w.map(|_| ()))
-            });
-            stop.store(true, Ordering::Relaxed);
-            let _ = server.join();
+    let _ = daemon::while_serving(&s.ring, &mut s.backend, || {
+        let w = io_on(&hold, 0, Some(0x11));
+        t.check("new-daemon: first daemon serves a write", w.is_ok(), || {
+            format!("{:?}", w.map(|_| ()))
         });
-    }
+    });
     drop(s.ring);
     let r = io_on(&hold, 0, None);
     t.check(
@@ -669,10 +646,7 @@ fn new_daemon(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
     );
     let mut b2 = Backend::new(DISK_BYTES);
     b2.disk[..BLOCK].fill(0x22);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|sc| {
-        let (rr, bb) = (&ring, &mut b2);
-        let server = sc.spawn(|| daemon::serve_until(rr, bb, &stop));
+    let _ = daemon::while_serving(&ring, &mut b2, || {
         let r = io_on(&hold, 0, None);
         t.check(
             "new-daemon: the second daemon serves the same disk",
@@ -684,8 +658,6 @@ fn new_daemon(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
             "new-daemon: the second daemon removes the disk",
             ring.remove_device(),
         );
-        stop.store(true, Ordering::Relaxed);
-        let _ = server.join();
     });
     ring.unmap();
     drop(ring);
@@ -746,15 +718,10 @@ fn ring_full_unmap(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, mut s: Setup) {
         return;
     }
     s.backend.reset();
-    let stop = AtomicBool::new(false);
-    let (ring, backend) = (&s.ring, &mut s.backend);
-    std::thread::scope(|sc| {
-        let server = sc.spawn(|| daemon::serve_until(ring, backend, &stop));
+    let _ = daemon::while_serving(&s.ring, &mut s.backend, || {
         let rx = spawn_io(&s.disk, 1, None);
         expect_ok(t, "ring-full-unmap: I/O flows after remap", &rx, EIO_BOUND);
         drop(hold);
-        stop.store(true, Ordering::Relaxed);
-        let _ = server.join();
     });
     t.expect_ok("ring-full-unmap: REMOVE_DEVICE", s.ring.remove_device());
     drop(s.ring);
@@ -887,21 +854,13 @@ fn unmap_race(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, s: Setup) {
             });
         }
         for c in 0..cycles {
-            // SAFETY: a new shared mapping of the ring at an address the kernel picks.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    blktap::uapi::MMAP_SIZE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
+            let p = match util::mmap_ring(fd) {
+                Ok(p) => p,
+                Err(e) => {
+                    note(format!("mmap cycle {c}: {}", blktap::Errno(e)));
+                    continue;
+                }
             };
-            if p == libc::MAP_FAILED {
-                note(format!("mmap cycle {c}: {}", blktap::Errno::last()));
-                continue;
-            }
             mapped_cycles += 1;
             backend.reset();
             // SAFETY: the mapping covers MMAP_SIZE bytes and lives until the munmap below.

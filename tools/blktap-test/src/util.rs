@@ -1,8 +1,9 @@
 //! Helpers shared by the stress, fault and fuzz subcommands: the tap's `debug` attribute,
 //! O_DIRECT disk I/O, the data pattern that verified I/O writes, and forked children.
 
+use crate::rng::Rng;
 use blktap::ring::Mapping;
-use blktap::uapi::PAGE_SIZE;
+use blktap::uapi::{MMAP_SIZE, PAGE_SIZE};
 use blktap::{sysfs, Errno};
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -10,6 +11,7 @@ use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes per verified block.
@@ -113,6 +115,69 @@ pub fn open_raw(path: &Path, flags: i32) -> Result<OwnedFd, i32> {
 /// Opens a disk node for O_DIRECT reads and writes.
 pub fn open_disk(path: &Path) -> Result<OwnedFd, i32> {
     open_raw(path, libc::O_RDWR | libc::O_DIRECT)
+}
+
+/// `mmap(2)` of the whole ring area of `fd` (`MMAP_SIZE` bytes at offset 0), shared and
+/// read-write as a daemon maps it, at an address the kernel picks; the errno on failure. The
+/// caller unmaps it.
+pub fn mmap_ring(fd: RawFd) -> Result<*mut libc::c_void, i32> {
+    // SAFETY: a new mapping at an address the kernel chooses, so no existing memory changes.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            MMAP_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(last_errno())
+    } else {
+        Ok(p)
+    }
+}
+
+/// One random I/O on a [`BlockModel`]'s region, from [`BlockModel::plan_io`].
+#[derive(Debug)]
+pub struct PlannedIo {
+    /// First block.
+    pub first: u64,
+    /// Number of blocks.
+    pub blocks: u64,
+    /// A write (else a read).
+    pub write: bool,
+    /// For a write, the generation it writes to each block, in block order.
+    pub gens: Vec<u64>,
+}
+
+impl PlannedIo {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.blocks as usize * BLOCK
+    }
+}
+
+/// Does the O_DIRECT transfer of `io` on `fd`: a write of the first `io.len()` bytes of
+/// `buf`, or a read into them. While it runs, `in_flight` holds its start in ms since `start`
+/// plus one (0 = idle), so that a watchdog can spot an I/O that hangs.
+pub fn tracked_io(
+    fd: RawFd,
+    buf: &mut AlignedBuf,
+    io: &PlannedIo,
+    in_flight: &AtomicU64,
+    start: Instant,
+) -> Result<usize, i32> {
+    in_flight.store(start.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
+    let (len, offset) = (io.len(), io.first * BLOCK as u64);
+    let r = if io.write {
+        pwrite(fd, buf.slice(len), offset)
+    } else {
+        pread(fd, buf.slice_mut(len), offset)
+    };
+    in_flight.store(0, Ordering::SeqCst);
+    r
 }
 
 /// A page-aligned buffer for O_DIRECT I/O.
@@ -275,6 +340,52 @@ impl BlockModel {
         *self.state(block) = BlockState::Unknown;
     }
 
+    /// Plans a random I/O of 1 to `max` blocks inside the region, a write with a chance of
+    /// `write_percent` %; fills `buf` with the data of a write ([`Self::fill_write`]).
+    pub fn plan_io(
+        &mut self,
+        rng: &mut Rng,
+        max: u64,
+        write_percent: u64,
+        buf: &mut AlignedBuf,
+    ) -> PlannedIo {
+        let blocks = rng.range(1, max);
+        let first = self.first + rng.below(self.len() - blocks + 1);
+        let write = rng.chance(write_percent);
+        let mut io = PlannedIo {
+            first,
+            blocks,
+            write,
+            gens: Vec::new(),
+        };
+        if write {
+            io.gens = self.fill_write(first, buf.slice_mut(io.len()));
+        }
+        io
+    }
+
+    /// Fills `data` (whole blocks) for a write of the blocks from `first` on, each with a
+    /// fresh generation; returns the generations in block order.
+    pub fn fill_write(&mut self, first: u64, data: &mut [u8]) -> Vec<u64> {
+        data.chunks_exact_mut(BLOCK)
+            .zip(first..)
+            .map(|(buf, block)| {
+                let gen = self.new_gen();
+                fill_block(buf, self.tag, block, gen);
+                gen
+            })
+            .collect()
+    }
+
+    /// [`Self::check_read`] of each block of `data`, read from the blocks from `first` on;
+    /// the errors in block order.
+    pub fn check_reads(&mut self, first: u64, data: &[u8]) -> Vec<String> {
+        data.chunks_exact(BLOCK)
+            .zip(first..)
+            .filter_map(|(buf, block)| self.check_read(block, buf).err())
+            .collect()
+    }
+
     /// Checks data read from `block`; narrows an ambiguous block to what was read.
     pub fn check_read(&mut self, block: u64, buf: &[u8]) -> Result<(), String> {
         let tag = self.tag;
@@ -363,6 +474,21 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Calls `f` every 20 ms while it fails with EBUSY, until `timeout` passes; its last result.
+/// For FREE_TAP, which is EBUSY until the disk's removal work has run.
+pub fn retry_busy<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> blktap::Result<T>,
+) -> blktap::Result<T> {
+    let t0 = Instant::now();
+    let mut r = f();
+    while r.as_ref().is_err_and(|e| e.is_errno(libc::EBUSY)) && t0.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(20));
+        r = f();
+    }
+    r
+}
+
 /// Name of an errno value, or "ok".
 pub fn errno_name(e: i32) -> String {
     if e == 0 {
@@ -436,6 +562,56 @@ mod tests {
         b.fill(0xee);
         assert!(m.check_read(102, &b).is_ok());
         assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn planned_io_round_trip() {
+        let mut m = BlockModel::new(3, 10, 8);
+        let mut rng = Rng::new(7);
+        let mut buf = AlignedBuf::new(4 * BLOCK);
+        for _ in 0..50 {
+            let io = m.plan_io(&mut rng, 4, 50, &mut buf);
+            assert!((1..=4).contains(&io.blocks));
+            assert!(io.first >= 10 && io.first + io.blocks <= 18);
+            assert_eq!(io.gens.len(), if io.write { io.blocks as usize } else { 0 });
+            if io.write {
+                // As if the write completed: a read of the same blocks must check out.
+                for (b, g) in (io.first..).zip(&io.gens) {
+                    m.written(b, *g);
+                }
+                assert!(m.check_reads(io.first, buf.slice(io.len())).is_empty());
+            }
+        }
+        let zeros = vec![0u8; 2 * BLOCK];
+        let mut fresh = BlockModel::new(3, 10, 8);
+        let gens = fresh.fill_write(12, &mut vec![0u8; 2 * BLOCK]);
+        fresh.written(12, gens[0]);
+        fresh.written(13, gens[1]);
+        assert_eq!(fresh.check_reads(11, &zeros).len(), 1);
+    }
+
+    #[test]
+    fn retry_busy_stops_at_success_or_timeout() {
+        let mut calls = 0;
+        let r = retry_busy(Duration::from_secs(5), || {
+            calls += 1;
+            if calls < 3 {
+                Err(blktap::Error::Sys {
+                    context: "test".into(),
+                    errno: Errno(libc::EBUSY),
+                })
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let r: blktap::Result<()> = retry_busy(Duration::from_millis(50), || {
+            Err(blktap::Error::Sys {
+                context: "test".into(),
+                errno: Errno(libc::EBUSY),
+            })
+        });
+        assert!(r.is_err());
     }
 
     #[test]
