@@ -127,7 +127,11 @@ pub fn run(
         // poll returns at once and nothing is missed; the bound keeps signals seen.
         let mem = ring.memory().ok_or("ring is not mapped")?;
         for _ in 0..BATCHES_PER_POLL {
-            if server.serve_batch(&mut back, mem, || ring.respond())?.responses == 0 {
+            if server
+                .serve_batch(&mut back, mem, || ring.respond())?
+                .responses
+                == 0
+            {
                 break;
             }
         }
