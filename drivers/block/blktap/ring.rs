@@ -35,16 +35,21 @@ pub(crate) struct Pending<R> {
 ///
 /// An id stays reserved from [`Slots::insert`] until [`Slots::take`], or from
 /// [`Slots::insert`] through [`Slots::begin_complete`] until [`Slots::end_complete`]: while a
-/// completion copies data out of its pages, the id cannot be given to a new request. Likewise
-/// [`Slots::reserve`] holds an id without a request while a write's data is copied into its
-/// pages, until [`Slots::insert`] records the request or [`Slots::end_complete`] gives it up.
+/// completion copies data out of its pages, the id cannot be given to a new request.
+///
+/// A request is first [queued](Slots::queue): it holds its id but the daemon has not been sent
+/// it, so responses naming it find nothing. [`Slots::take_queued`] takes it out for sending,
+/// keeping the id reserved while its write data is copied into its pages, until
+/// [`Slots::insert`] records it as sent or [`Slots::end_complete`] gives the id up.
 ///
 /// # Invariants
 ///
-/// Bit `i` of `used` is set whenever `slots[i]` is `Some` (and also while id `i` completes).
+/// Bit `i` of `used` is set whenever `slots[i]` is `Some` (and also while id `i` completes or
+/// is being sent). Bit `i` of `queued` is set only if `slots[i]` is `Some`.
 pub(crate) struct Slots<R> {
     slots: [Option<Pending<R>>; RING_SIZE],
     used: u32,
+    queued: u32,
 }
 
 impl<R> Slots<R> {
@@ -53,6 +58,7 @@ impl<R> Slots<R> {
         Self {
             slots: [const { None }; RING_SIZE],
             used: 0,
+            queued: 0,
         }
     }
 
@@ -62,14 +68,29 @@ impl<R> Slots<R> {
         (id < RING_SIZE).then_some(id)
     }
 
-    /// Reserves the free id `id` without a request: responses naming it find nothing.
-    pub(crate) fn reserve(&mut self, id: usize) {
-        debug_assert!(id < RING_SIZE && self.slots[id].is_none());
-        // INVARIANT: only the bit is set, as while a completion copies.
-        self.used |= 1 << id;
+    /// Queues `pending`, not sent yet, under the free id `id`.
+    pub(crate) fn queue(&mut self, id: usize, pending: Pending<R>) {
+        self.insert(id, pending);
+        // INVARIANT: the slot was just filled.
+        self.queued |= 1 << id;
     }
 
-    /// Records `pending` under the free (or [reserved](Self::reserve)) id `id`.
+    /// Ids of queued requests, as a bit mask.
+    pub(crate) fn queued(&self) -> u32 {
+        self.queued
+    }
+
+    /// Takes the queued request `id` out for sending; the id stays reserved.
+    pub(crate) fn take_queued(&mut self, id: usize) -> Option<Pending<R>> {
+        if id >= RING_SIZE || self.queued & (1 << id) == 0 {
+            return None;
+        }
+        // INVARIANT: the bit of `queued` goes with the request; `used` stays set.
+        self.queued &= !(1 << id);
+        self.slots[id].take()
+    }
+
+    /// Records `pending`, sent, under the free (or reserved) id `id`.
     pub(crate) fn insert(&mut self, id: usize, pending: Pending<R>) {
         debug_assert!(id < RING_SIZE && self.slots[id].is_none());
         self.slots[id] = Some(pending);
@@ -77,27 +98,32 @@ impl<R> Slots<R> {
         self.used |= 1 << id;
     }
 
-    /// The operation of the request pending under `id`, if one is.
+    /// The operation of the request sent under `id`, if one is.
     pub(crate) fn operation(&self, id: usize) -> Option<u8> {
+        if id < RING_SIZE && self.queued & (1 << id) != 0 {
+            return None;
+        }
         self.slots.get(id)?.as_ref().map(|p| p.operation)
     }
 
-    /// Removes and returns the request pending under `id`, freeing the id.
+    /// Removes and returns the request (sent or queued) under `id`, freeing the id.
     pub(crate) fn take(&mut self, id: usize) -> Option<Pending<R>> {
         let pending = self.slots.get_mut(id)?.take()?;
-        // INVARIANT: bit and slot cleared together.
+        // INVARIANT: bits and slot cleared together.
         self.used &= !(1 << id);
+        self.queued &= !(1 << id);
         Some(pending)
     }
 
-    /// Removes and returns the request pending under `id`, keeping the id reserved until
+    /// Removes and returns the request sent under `id`, keeping the id reserved until
     /// [`Slots::end_complete`]. A second response for `id` meanwhile finds no request.
     pub(crate) fn begin_complete(&mut self, id: usize) -> Option<Pending<R>> {
-        // INVARIANT: the bit stays set.
+        self.operation(id)?;
+        // INVARIANT: the bit stays set; the request was not queued.
         self.slots.get_mut(id)?.take()
     }
 
-    /// Frees id `id` after [`Slots::begin_complete`] or [`Slots::reserve`].
+    /// Frees id `id` after [`Slots::begin_complete`] or [`Slots::take_queued`].
     pub(crate) fn end_complete(&mut self, id: usize) {
         if id < RING_SIZE && self.slots[id].is_none() {
             self.used &= !(1 << id);
@@ -332,12 +358,26 @@ mod tests {
     }
 
     #[test]
-    fn slots_reserved_while_filling() {
+    fn slots_queued_then_sent() {
         let mut s = Slots::<u32>::new();
-        s.reserve(0);
-        assert_eq!(s.free_id(), Some(1));
+        s.queue(
+            0,
+            Pending {
+                rq: 9,
+                operation: OP_WRITE,
+            },
+        );
+        // Not sent yet: responses find nothing.
+        assert_eq!(s.queued(), 1);
         assert!(s.operation(0).is_none());
         assert!(s.begin_complete(0).is_none());
+        assert_eq!(s.free_id(), Some(1));
+        let p = s.take_queued(0).unwrap();
+        assert_eq!(p.rq, 9);
+        assert!(s.take_queued(0).is_none());
+        assert_eq!(s.queued(), 0);
+        // Reserved while its data is copied.
+        assert_eq!(s.free_id(), Some(1));
         assert_eq!(s.count(), 1);
         s.insert(
             0,
@@ -348,10 +388,27 @@ mod tests {
         );
         assert_eq!(s.operation(0), Some(OP_WRITE));
         assert_eq!(s.take(0).map(|p| p.rq), Some(9));
-        s.reserve(0);
+        s.queue(
+            0,
+            Pending {
+                rq: 10,
+                operation: OP_READ,
+            },
+        );
+        assert!(s.take_queued(0).is_some());
         s.end_complete(0);
         assert_eq!(s.free_id(), Some(0));
         assert_eq!(s.count(), 0);
+        // Teardown takes queued requests too.
+        s.queue(
+            3,
+            Pending {
+                rq: 11,
+                operation: OP_READ,
+            },
+        );
+        assert_eq!(s.take(3).map(|p| p.rq), Some(11));
+        assert_eq!((s.queued(), s.count()), (0, 0));
     }
 
     #[test]

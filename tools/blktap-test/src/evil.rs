@@ -559,6 +559,8 @@ impl Evil<'_> {
         sh.pause.store(true, SeqCst);
         let deadline = Instant::now() + Duration::from_secs(30);
         let quiet = loop {
+            // Queued requests are sent (and so can be answered) when the owner polls.
+            let _ = self.ring.poll(Some(Duration::ZERO));
             let d = self.debug()?;
             if !d.mapped {
                 return Err("ring not mapped during resync".into());
