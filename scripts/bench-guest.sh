@@ -148,6 +148,10 @@ setup_target() {
 	q=/sys/dev/block/$(printf '%d:%d' "0x${mm% *}" "0x${mm#* }")/queue
 	[ ! -w "$q/scheduler" ] || echo none > "$q/scheduler" 2>/dev/null
 	eval "DEV_$(echo "$1" | tr - _)=\$DEV SRV_$(echo "$1" | tr - _)=\$SRV SYS_$(echo "$1" | tr - _)=\${q%/queue}"
+	# A tap's counters (batching): its disk has the tap's minor.
+	case "$1" in
+	blktap-*) eval "TAP_$(echo "$1" | tr - _)=/sys/class/blktap2/blktap!blktap$(printf '%d' "0x${mm#* }")/debug" ;;
+	esac
 	info="$1: dev=$DEV server_pid=${SRV:-none}"
 	for a in scheduler nr_requests max_sectors_kb max_hw_sectors_kb max_segments \
 		logical_block_size nomerges rq_affinity; do
@@ -187,16 +191,25 @@ proc_ticks() { if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # Requests and sectors completed by the disk (reads, then writes).
 dev_stat() { awk '{ print $1, $3, $5, $7 }' "$1/stat"; }
-snapshot() { # snapshot SYSDEV SERVER_PID: one line of counters
-	echo "$(uptime_s) $(cpu_ticks) $(proc_ticks "$2") $(dev_stat "$1")"
+# A tap's requests sent, wake-ups, batches sent (polls) and batches answered (RESPONDs).
+tap_counts() {
+	if [ -n "$1" ] && [ -r "$1" ]; then
+		awk '{ for (i = 1; i <= NF; i++) {
+			if ($i ~ /^sent:/) s = substr($i, 6); if ($i ~ /^wakeups:/) w = substr($i, 9)
+			if ($i ~ /^dispatches:/) d = substr($i, 12); if ($i ~ /^responds:/) r = substr($i, 10) } }
+			END { print s + 0, w + 0, d + 0, r + 0 }' "$1"
+	else echo 0 0 0 0; fi
+}
+snapshot() { # snapshot SYSDEV SERVER_PID TAP_DEBUG: one line of 12 counters
+	echo "$(uptime_s) $(cpu_ticks) $(proc_ticks "$2") $(dev_stat "$1") $(tap_counts "$3")"
 }
 
 # Runs one fio job. While it runs, the CPU and disk counters are read at the end of fio's ramp
 # (first I/O seen on the disk + RAMP) and RUNTIME - 1 s later (the snapshots themselves take a
 # while under TCG): the CPU cost per I/O of the steady state, without fio's start-up and exit.
 run_job() { # run_job TARGET JOB REP
-	dev='' srv='' sys=''
-	eval "dev=\$DEV_$(echo "$1" | tr - _) srv=\$SRV_$(echo "$1" | tr - _) sys=\$SYS_$(echo "$1" | tr - _)"
+	dev='' srv='' sys='' tap=''
+	eval "dev=\$DEV_$(echo "$1" | tr - _) srv=\$SRV_$(echo "$1" | tr - _) sys=\$SYS_$(echo "$1" | tr - _) tap=\${TAP_$(echo "$1" | tr - _):-}"
 	case "$PIN" in
 	split) pin=--cpus_allowed=1 ;;
 	same) pin=--cpus_allowed=0 ;;
@@ -213,9 +226,9 @@ run_job() { # run_job TARGET JOB REP
 		sleep 0.05; i=$((i + 1))
 	done
 	sleep "$RAMP"
-	a=$(snapshot "$sys" "$srv")
+	a=$(snapshot "$sys" "$srv" "$tap")
 	sleep "$(awk -v r="$RUNTIME" 'BEGIN { print (r > 2) ? r - 1 : r / 2 }')"
-	b=$(snapshot "$sys" "$srv")
+	b=$(snapshot "$sys" "$srv" "$tap")
 	wait "$fpid"
 	rc=$?
 	if [ $rc != 0 ]; then
@@ -225,9 +238,10 @@ run_job() { # run_job TARGET JOB REP
 	fi
 	emit "fio/$1/$2/$3" /tmp/fio.json
 	echo "$a $b" | awk -v t="$1" -v j="$2" -v r="$3" '{
-		printf "{\"target\":\"%s\",\"job\":\"%s\",\"rep\":%s,\"window_s\":%.2f,", t, j, r, $9-$1
-		printf "\"busy_ticks\":%d,\"idle_ticks\":%d,\"server_ticks\":%d,", $10-$2, $11-$3, $12-$4
-		printf "\"rd_reqs\":%d,\"rd_sectors\":%d,\"wr_reqs\":%d,\"wr_sectors\":%d,", $13-$5, $14-$6, $15-$7, $16-$8
+		printf "{\"target\":\"%s\",\"job\":\"%s\",\"rep\":%s,\"window_s\":%.2f,", t, j, r, $13-$1
+		printf "\"busy_ticks\":%d,\"idle_ticks\":%d,\"server_ticks\":%d,", $14-$2, $15-$3, $16-$4
+		printf "\"rd_reqs\":%d,\"rd_sectors\":%d,\"wr_reqs\":%d,\"wr_sectors\":%d,", $17-$5, $18-$6, $19-$7, $20-$8
+		printf "\"tap_sent\":%d,\"tap_wakeups\":%d,\"tap_dispatches\":%d,\"tap_responds\":%d,", $21-$9, $22-$10, $23-$11, $24-$12
 		printf "\"user_hz\":100}\n" }' > /tmp/cpu.json
 	emit "cpu/$1/$2/$3" /tmp/cpu.json
 	awk -v t="$1" -v j="$2" -v r="$3" '

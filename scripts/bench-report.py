@@ -397,6 +397,31 @@ def main():
         out.append(rst_table(["job", "target", "mean lat us", "above null_blk us", "CPU us/IO",
                               "server CPU us/IO"], rows))
         out.append("")
+    # Batching of the blktap-rs data path, from the tap's own counters over the same window:
+    # requests per wake-up of the daemon, per poll that sent requests and per RESPOND.
+    def tap_batch(t, j, key):
+        vals = []
+        for rep in runs.get((t, j), {}):
+            c = cpu.get((t, j, rep)) or {}
+            if c.get("tap_sent") and c.get(key):
+                vals.append(c["tap_sent"] / c[key])
+        return agg(vals)
+
+    brows = []
+    for t in ("blktap-null", "blktap-file"):
+        for j in jobs:
+            b = [tap_batch(t, j, k) for k in ("tap_wakeups", "tap_dispatches", "tap_responds")]
+            if any(b):
+                brows.append([TARGET_LABEL.get(t, t), j] +
+                             [fmt_num(x["median"], 2) if x else "-" for x in b])
+    if brows:
+        out.append("Batching (blktap-rs)\n--------------------\n")
+        out.append("Ring requests per wake-up of the daemon, per poll that sent requests (one "
+                   "``poll`` syscall each) and per ``RESPOND`` ioctl, over the same window as the "
+                   "CPU figures (medians of the repetitions).\n")
+        out.append(rst_table(["target", "job", "requests / wake-up", "requests / poll",
+                              "requests / RESPOND"], brows))
+        out.append("")
     report = "\n".join(out)
     with open(os.path.join(a.out, "report.rst"), "w") as f:
         f.write(report + "\n")

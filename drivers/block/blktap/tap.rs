@@ -102,6 +102,12 @@ pub(crate) struct Stats {
     pub(crate) bad_responses: u64,
     /// Times the ring was full.
     pub(crate) busy: u64,
+    /// Wake-ups of the daemon for queued requests.
+    pub(crate) wakeups: u64,
+    /// Polls that sent requests (batches sent).
+    pub(crate) dispatches: u64,
+    /// `RESPOND` calls that consumed responses (batches answered).
+    pub(crate) responds: u64,
 }
 
 /// Data path state, taken in `queue_rq` (atomic context).
@@ -359,6 +365,7 @@ impl Tap {
                 }
             }
             ring.rsp_cons = ring.rsp_cons.wrapping_add(n);
+            io.stats.responds += u64::from(n > 0);
             ring.shm.clone()
         };
 
@@ -573,7 +580,9 @@ impl Tap {
     /// last poll, so a busy daemon costs no wake-ups.
     fn notify(io: &mut Io) -> bool {
         let queued = io.ring.as_ref().is_some_and(|r| r.slots.queued() != 0);
-        queued && !core::mem::replace(&mut io.daemon_notified, true)
+        let wake = queued && !core::mem::replace(&mut io.daemon_notified, true);
+        io.stats.wakeups += u64::from(wake);
+        wake
     }
 
     /// blk-mq `commit_rqs`: wakes the daemon for requests queued without `is_last`.
@@ -653,6 +662,7 @@ impl Tap {
                 *slot = Some((pending.rq, !encoded));
             }
             if same_ring && live {
+                io.stats.dispatches += u64::from(n > 0);
                 if let Some(ring) = io.ring.as_mut() {
                     debug_assert_eq!(ring.req_prod_pvt, base);
                     ring.req_prod_pvt = base.wrapping_add(n);
@@ -859,6 +869,11 @@ impl Tap {
             out,
             "sent:{} failed:{} bad responses:{} ring full:{}",
             s.sent, s.failed, s.bad_responses, s.busy
+        )?;
+        writeln!(
+            out,
+            "wakeups:{} dispatches:{} responds:{}",
+            s.wakeups, s.dispatches, s.responds
         )?;
         match io.ring.as_ref() {
             None => writeln!(out, "begin pending:0\nend pending"),

@@ -75,8 +75,45 @@ fn wait(ring_fd: RawFd, signal_fd: RawFd, timeout: Option<Duration>) -> io::Resu
     Ok(fds[1].revents & libc::POLLIN != 0)
 }
 
-/// Batches served back to back, while requests keep coming, before polling again.
-const BATCHES_PER_POLL: usize = 64;
+/// Adaptive batching: whether to yield the CPU once before serving a small batch, so that a
+/// submitter on the same CPU can queue more. A yield that brought nothing (an idle or
+/// synchronous submitter, such as I/O at queue depth 1) makes the next ones wait for more and
+/// more batches (up to [`Batching::MAX_SKIP`]), so they cost almost nothing where they do
+/// not help.
+#[derive(Debug, Default)]
+pub struct Batching {
+    skip: u32,
+    backoff: u32,
+}
+
+impl Batching {
+    /// Batches smaller than this are worth a yield.
+    pub const SMALL: u32 = 8;
+    /// Most batches served without trying after fruitless yields.
+    pub const MAX_SKIP: u32 = 64;
+
+    /// Whether to yield before serving `waiting` requests.
+    pub fn should_yield(&mut self, waiting: u32) -> bool {
+        if !(1..Self::SMALL).contains(&waiting) {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Records the effect of a yield: `before` requests were waiting, `after` are now.
+    pub fn yielded(&mut self, before: u32, after: u32) {
+        if after > before {
+            self.backoff = 0;
+        } else {
+            self.backoff = (self.backoff * 2 + 1).min(Self::MAX_SKIP);
+            self.skip = self.backoff;
+        }
+    }
+}
 
 /// Serves `ring` until a signal arrives, then retries REMOVE_DEVICE until it succeeds,
 /// polling with a short timeout and still serving I/O while the disk is open (so that its
@@ -88,6 +125,7 @@ pub fn run(
     disk: &str,
 ) -> AnyResult<()> {
     let mut back = BackRing::new();
+    let mut batching = Batching::default();
     let mut stopping = false;
     let mut busy_logged = false;
     loop {
@@ -121,26 +159,48 @@ pub fn run(
             }
         }
         // Always drain: requests keep being served while the disk is open during shutdown.
-        // Requests the kernel publishes while a batch is served show in `req_prod` at once, so
-        // they are served without another poll (a syscall and, often, a context switch saved
-        // per batch when busy). The kernel's wake-up flag stays set meanwhile, so the next
-        // poll returns at once and nothing is missed; the bound keeps signals seen.
         let mem = ring.memory().ok_or("ring is not mapped")?;
-        for _ in 0..BATCHES_PER_POLL {
-            if server
-                .serve_batch(&mut back, mem, || ring.respond())?
-                .responses
-                == 0
-            {
-                break;
-            }
+        let waiting = || mem.req_prod().wrapping_sub(back.req_cons());
+        let before = waiting();
+        if batching.should_yield(before) {
+            // A small batch usually means our wake-up preempted the submitter in the middle
+            // of a burst on this CPU. Yielding once lets it queue the rest, which a
+            // non-blocking poll then sends: one poll/RESPOND pair serves many requests.
+            std::thread::yield_now();
+            wait(ring.poll_fd(), signals.fd(), Some(Duration::ZERO))?;
+            batching.yielded(before, waiting());
         }
+        server.serve_batch(&mut back, mem, || ring.respond())?;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batching_backs_off_when_yields_bring_nothing() {
+        let mut b = Batching::default();
+        assert!(!b.should_yield(0));
+        assert!(!b.should_yield(Batching::SMALL));
+        assert!(b.should_yield(1));
+        // Fruitless: skip 1, then 3, 7, ... batches, capped.
+        b.yielded(1, 1);
+        assert!(!b.should_yield(1));
+        assert!(b.should_yield(1));
+        b.yielded(1, 1);
+        assert_eq!((0..3).filter(|_| b.should_yield(1)).count(), 0);
+        assert!(b.should_yield(1));
+        for _ in 0..10 {
+            b.yielded(1, 1);
+        }
+        assert_eq!(b.skip, Batching::MAX_SKIP);
+        // A yield that helps makes the next small batch yield again.
+        b.skip = 0;
+        assert!(b.should_yield(2));
+        b.yielded(2, 20);
+        assert!(b.should_yield(2));
+    }
     use crate::backend::MemBackend;
     use blktap::ring::Mapping;
     use blktap::uapi::{RingRequest, MMAP_SIZE, OP_READ, OP_WRITE, RSP_OKAY};
