@@ -15,6 +15,9 @@
 #   IMG_MB    size of the tmpfs image of the file targets; SIZE: fio's region (--size)
 #   PIN       split: fio on CPU 1, user-space servers on CPU 0; same: both on CPU 0 (the
 #             other vCPU idles); none: no pinning
+#   PROFILE   1: sample every CPU with perf (cpu-clock, call graphs) over each run's measured
+#             window and emit perf's report as "profile/<target>/<job>/<rep>" (the sampling
+#             costs CPU itself: such runs profile the path, they do not rank the targets)
 #
 # Results leave the VM on a second serial port (/dev/ttyS1, a file on the host), each record as
 #   BENCH-BEGIN <name>\n <base64 of gzip of the payload> \nBENCH-END <name>
@@ -26,7 +29,7 @@ CONF=${1:-/tests/bench.conf}
 # shellcheck disable=SC1090
 . "$CONF"
 : "${TARGETS:?}" "${JOBS:?}" "${REPS:=3}" "${RUNTIME:=4}" "${RAMP:=1}" "${IMG_MB:=1024}"
-: "${SIZE:=1g}" "${PIN:=split}"
+: "${SIZE:=1g}" "${PIN:=split}" "${PROFILE:=0}"
 case "$PIN" in 1) PIN='split' ;; 0) PIN='none' ;; esac
 
 say() { printf 'bench: %s\n' "$*"; }
@@ -204,6 +207,23 @@ snapshot() { # snapshot SYSDEV SERVER_PID TAP_DEBUG: one line of 12 counters
 	echo "$(uptime_s) $(cpu_ticks) $(proc_ticks "$2") $(dev_stat "$1") $(tap_counts "$3")"
 }
 
+# Where the CPU time of the sampled window went: per task (comm), per symbol without and with
+# callees, and the call chains into the blktap module.
+profile_report() { # profile_report TARGET JOB REP
+	[ -s /tmp/perf.data ] || return 0
+	r="perf report -i /tmp/perf.data --stdio --no-header --percent-limit 0.5"
+	{
+		echo "== samples by task and object"
+		$r --sort comm,dso -g none
+		echo "== samples by symbol (self)"
+		$r --no-children --sort sym -g none
+		echo "== samples by symbol (with callees)"
+		$r --children --sort sym -g none
+	} > /tmp/profile.txt 2>&1
+	emit "profile/$1/$2/$3" /tmp/profile.txt
+	rm -f /tmp/perf.data
+}
+
 # Runs one fio job. While it runs, the CPU and disk counters are read at the end of fio's ramp
 # (first I/O seen on the disk + RAMP) and RUNTIME - 1 s later (the snapshots themselves take a
 # while under TCG): the CPU cost per I/O of the steady state, without fio's start-up and exit.
@@ -227,10 +247,18 @@ run_job() { # run_job TARGET JOB REP
 	done
 	sleep "$RAMP"
 	a=$(snapshot "$sys" "$srv" "$tap")
-	sleep "$(awk -v r="$RUNTIME" 'BEGIN { print (r > 2) ? r - 1 : r / 2 }')"
+	window=$(awk -v r="$RUNTIME" 'BEGIN { print (r > 2) ? r - 1 : r / 2 }')
+	if [ "$PROFILE" = 1 ]; then
+		# cpu-clock is a software event: TCG has no PMU. Frame pointers give call chains.
+		perf record -q -a -g -e cpu-clock -F 997 -o /tmp/perf.data -- sleep "$window" \
+			>/tmp/perf.err 2>&1 || say "perf record failed: $(head -c 300 /tmp/perf.err)"
+	else
+		sleep "$window"
+	fi
 	b=$(snapshot "$sys" "$srv" "$tap")
 	wait "$fpid"
 	rc=$?
+	[ "$PROFILE" != 1 ] || profile_report "$1" "$2" "$3"
 	if [ $rc != 0 ]; then
 		say "fio $1 $2 rep $3 failed (rc=$rc): $(head -c 400 /tmp/fio.err)"
 		FAILED=$((FAILED + 1))

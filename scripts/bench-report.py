@@ -11,6 +11,7 @@ DATA.txt holds the records that scripts/bench-guest.sh wrote to the VM's second 
 records). Writes into DIR:
     fio/<target>/<job>/<rep>.json   fio's own JSON output
     cpu.jsonl                        CPU accounting per run (ticks of 10 ms, over the whole run)
+    profile/<target>/<job>/<rep>.txt perf's report of the run (bench.sh --profile)
     meta.txt                         guest and device setup
     summary.json                     per target and job: median, min and max over repetitions
     report.rst                       the tables (also spliced into --doc between the markers)
@@ -178,6 +179,11 @@ def main():
         elif kind == "cpu":
             c = json.loads(payload)
             cpu[(c["target"], c["job"], int(c["rep"]))] = c
+        elif kind == "profile":
+            path = os.path.join(a.out, "profile", os.path.dirname(rest))
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, os.path.basename(rest) + ".txt"), "wb") as f:
+                f.write(payload)
         elif kind == "meta":
             meta.append(f"[{rest}]\n{payload.decode(errors='replace').rstrip()}")
     with open(os.path.join(a.out, "cpu.jsonl"), "w") as f:

@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh [--smoke] [--reps N] [--runtime S] [--ramp S] [--targets "T..."]
 #                    [--jobs "J..."] [--out DIR] [--no-doc] [--no-chart] [--kdir DIR]
-#                    [--pin split|same|none] [--smp N] [--icount SHIFT] [--verbose]
+#                    [--pin split|same|none] [--smp N] [--icount SHIFT] [--profile] [--verbose]
 #
 #   --smoke       blktap-null and nullb, one job (randread-4k-qd32), 3 s, 1 repetition (~40 s
 #                 once everything is built); never touches Documentation/
@@ -30,6 +30,10 @@
 #                 memory with rep movsb, which TCG emulates byte by byte, 5-10x slower than
 #                 the memcpy of kernel-to-kernel copies; that skews every user-copy path)
 #   --icount S    deterministic QEMU mode: guest time = 2^S ns per instruction (experimental)
+#   --profile     sample the guest's CPUs with perf (linux-perf, installed if missing) during
+#                 each run's measured window; results/.../profile/<target>/<job>/<rep>.txt say
+#                 where the time went per task, object and symbol. Sampling perturbs the
+#                 figures: such runs never touch Documentation/
 #   --verbose     stream the VM console (default: only the per-run summary lines)
 #
 # What it does, on the host:
@@ -46,13 +50,13 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
-usage() { sed -n '4,44p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,48p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 RUBLK_VERSION=0.2.15
 ALL_TARGETS="blktap-null ublk-null nullb blktap-file loop ublk-loop"
 ALL_JOBS="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8 write-1m-qd8"
 smoke=0 reps=3 runtime=3 ramp=1 targets=$ALL_TARGETS jobs=$ALL_JOBS out='' doc=1 chart=1
-kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off
+kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off profile=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--smoke) smoke=1; shift ;;
@@ -69,6 +73,7 @@ while [ $# -gt 0 ]; do
 	--smp) smp=${2:?}; shift 2 ;;
 	--cpu) cpu=${2:?}; shift 2 ;;
 	--verbose) verbose=1; shift ;;
+	--profile) profile=1; shift ;;
 	--icount) icount=${2:?}; shift 2 ;;
 	-h|--help) usage ;;
 	*) printf 'bench: unknown argument %s\n' "$1" >&2; usage ;;
@@ -79,7 +84,7 @@ if [ "$smoke" = 1 ]; then
 fi
 # Only a full default matrix may replace the published numbers.
 [ "$targets" = "$ALL_TARGETS" ] && [ "$jobs" = "$ALL_JOBS" ] && [ "$pin" = same ] &&
-	[ "$smp" = 2 ] && [ "$cpu" = max,erms=off ] && [ -z "$icount" ] || doc=0
+	[ "$smp" = 2 ] && [ "$cpu" = max,erms=off ] && [ -z "$icount" ] && [ "$profile" = 0 ] || doc=0
 for v in "$reps" "$runtime" "$ramp"; do
 	case "$v" in ''|*[!0-9]*) die "--reps, --runtime and --ramp take whole numbers" ;; esac
 done
@@ -152,6 +157,17 @@ case "$(readlink -f "${losetup_bin:-/nonexistent}")" in
 *) bins+=(--bin "$losetup_bin") ;;
 esac
 
+if [ "$profile" = 1 ]; then
+	# Debian's linux-perf puts the real binary at /usr/bin/perf (diverting the version wrapper).
+	if ! head -c 4 /usr/bin/perf 2>/dev/null | grep -q ELF; then
+		log "bench: installing linux-perf for --profile"
+		sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+			linux-perf >/dev/null || die "apt-get install linux-perf failed"
+	fi
+	bins+=(--bin /usr/bin/perf)
+fi
+
 # --- 4. the VM --------------------------------------------------------------------------------
 # The guest has no ACPI, hence no HPET or PM timer to calibrate its TSC against: it falls back
 # to the jiffies clocksource (4 ms resolution, useless for latencies). Under TCG the guest's TSC
@@ -221,6 +237,7 @@ RAMP=$ramp
 SIZE=1g
 IMG_MB=1024
 PIN=$pin
+PROFILE=$profile
 EOF
 # vm-init reads the per-test timeout from this header.
 printf '#!/bin/sh\n# timeout: %s\nexec sh /tests/bench-guest.sh /tests/bench.conf\n' \
