@@ -411,6 +411,15 @@ pub struct Request {
 }
 
 impl Request {
+    /// Placeholder for unused entries of fixed-size arrays (never handed out).
+    const IDLE: Self = Self {
+        op: Op::Read,
+        id: 0,
+        sector: 0,
+        nr_segments: 0,
+        segs: [Segment::ZERO; SEGMENT_MAX as usize],
+    };
+
     /// Validates a raw request: id < 32, 1..=11 segments, READ or WRITE,
     /// `first_sect <= last_sect <= 7` for every segment.
     pub fn parse(raw: &RingRequest) -> Result<Self, RequestError> {
@@ -525,6 +534,21 @@ impl BackRing {
     where
         F: FnMut(&Request) -> i16,
     {
+        self.process_all(mem, |reqs, status| {
+            for (req, st) in reqs.iter().zip(status) {
+                *st = handler(req);
+            }
+        })
+    }
+
+    /// As [`process`](Self::process), but hands every valid request of the pass to `handler`
+    /// at once (in ring order), so that a backend can serve them together: `handler` sets
+    /// `status[i]` for `reqs[i]` (each starts as `RSP_OKAY`).
+    pub fn process_all<F>(&mut self, mem: RingMemory<'_>, handler: F) -> Result<Batch>
+    where
+        F: FnOnce(&[Request], &mut [i16]),
+    {
+        const N: usize = RING_SIZE as usize;
         let prod = mem.req_prod();
         let pending = prod.wrapping_sub(self.req_cons);
         if pending > RING_SIZE {
@@ -534,25 +558,36 @@ impl BackRing {
             )));
         }
         let mut batch = Batch::default();
-        while self.req_cons != prod {
+        // Per ring entry of the pass: the id and operation to echo, and the index of the
+        // request in `reqs` if it is valid.
+        let mut entries = [(0u64, 0u8, None::<usize>); N];
+        let mut reqs = [Request::IDLE; N];
+        let mut nvalid = 0;
+        for entry in entries.iter_mut().take(pending as usize) {
             let raw = mem.read_request(self.req_cons);
             self.req_cons = self.req_cons.wrapping_add(1);
-            let status = match Request::parse(&raw) {
+            let valid = match Request::parse(&raw) {
                 Ok(req) => {
-                    let status = handler(&req);
-                    batch.failed += u32::from(status != uapi::RSP_OKAY);
-                    status
+                    reqs[nvalid] = req;
+                    nvalid += 1;
+                    Some(nvalid - 1)
                 }
                 Err(e) => {
                     batch.invalid += 1;
                     batch.last_invalid = Some(e);
-                    RSP_ERROR
+                    None
                 }
             };
-            mem.write_response(
-                self.rsp_prod_pvt,
-                &RingResponse::new(raw.id, raw.operation, status),
-            );
+            *entry = (raw.id, raw.operation, valid);
+        }
+        let mut status = [uapi::RSP_OKAY; N];
+        if nvalid > 0 {
+            handler(&reqs[..nvalid], &mut status[..nvalid]);
+        }
+        for &(id, operation, valid) in entries.iter().take(pending as usize) {
+            let st = valid.map_or(RSP_ERROR, |i| status[i]);
+            batch.failed += u32::from(valid.is_some() && st != uapi::RSP_OKAY);
+            mem.write_response(self.rsp_prod_pvt, &RingResponse::new(id, operation, st));
             self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
             batch.responses += 1;
         }
@@ -572,6 +607,24 @@ impl BackRing {
         K: FnOnce() -> Result<()>,
     {
         let batch = self.process(mem, handler)?;
+        self.finish(mem, batch, kick)
+    }
+
+    /// [`process_all`](Self::process_all), then publishes and kicks as
+    /// [`serve`](Self::serve) does.
+    pub fn serve_all<F, K>(&mut self, mem: RingMemory<'_>, handler: F, kick: K) -> Result<Batch>
+    where
+        F: FnOnce(&[Request], &mut [i16]),
+        K: FnOnce() -> Result<()>,
+    {
+        let batch = self.process_all(mem, handler)?;
+        self.finish(mem, batch, kick)
+    }
+
+    fn finish<K>(&self, mem: RingMemory<'_>, batch: Batch, kick: K) -> Result<Batch>
+    where
+        K: FnOnce() -> Result<()>,
+    {
         if batch.responses > 0 {
             self.publish(mem);
             kick()?;
@@ -775,6 +828,44 @@ mod tests {
         let m = Mapping::anonymous(MMAP_SIZE).unwrap();
         m.memory().unwrap().init();
         m
+    }
+
+    #[test]
+    fn process_all_hands_valid_requests_over_at_once() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        let mut back = BackRing::new();
+        let raws = [
+            RingRequest::new(OP_READ, 3, 8, &[(0, 7)]),
+            RingRequest::new(9, 4, 0, &[(0, 7)]),
+            RingRequest::new(OP_WRITE, 5, 16, &[(0, 7), (0, 3)]),
+            RingRequest::new(OP_WRITE, 6, 24, &[(1, 1)]),
+        ];
+        for (i, r) in raws.iter().enumerate() {
+            mem.write_request(i as u32, r);
+        }
+        mem.set_req_prod(raws.len() as u32);
+        let mut calls = 0;
+        let batch = back
+            .process_all(mem, |reqs, status| {
+                calls += 1;
+                assert_eq!(reqs.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 5, 6]);
+                assert_eq!(status, [RSP_OKAY; 3]);
+                status[1] = -5;
+            })
+            .unwrap();
+        assert_eq!(calls, 1);
+        assert_eq!((batch.responses, batch.invalid, batch.failed), (4, 1, 1));
+        assert_eq!(back.req_cons(), 4);
+        assert_eq!(back.rsp_prod_pvt(), 4);
+        let rsps: Vec<_> = (0..4).map(|i| mem.read_response(i)).collect();
+        assert_eq!(rsps[0], RingResponse::new(3, OP_READ, RSP_OKAY));
+        assert_eq!(rsps[1], RingResponse::new(4, 9, RSP_ERROR));
+        assert_eq!(rsps[2], RingResponse::new(5, OP_WRITE, -5));
+        assert_eq!(rsps[3], RingResponse::new(6, OP_WRITE, RSP_OKAY));
+        // Nothing new: the handler is not called.
+        let batch = back.process_all(mem, |_, _| panic!("no requests")).unwrap();
+        assert_eq!(batch.responses, 0);
     }
 
     #[test]

@@ -184,6 +184,14 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// An all-zero segment.
+    pub const ZERO: Self = Self {
+        pad: 0,
+        first_sect: 0,
+        last_sect: 0,
+        pad2: [0; 2],
+    };
+
     /// Segment covering sectors `first..=last` of its page.
     pub fn new(first_sect: u8, last_sect: u8) -> Self {
         Self {

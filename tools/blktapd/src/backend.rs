@@ -1,6 +1,7 @@
 //! Storage backends: `null`, `mem` (RAM disk) and `file` (image file or block device).
 
-use blktap::ring::{Request, RingMemory};
+use blktap::ring::{Op, Request, RingMemory};
+use blktap::uapi::{RING_SIZE, SEGMENT_MAX};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -71,6 +72,31 @@ impl fmt::Display for BackendSpec {
     }
 }
 
+/// One checked request of a batch, and the outcome of serving it.
+#[derive(Debug)]
+pub struct Io {
+    /// Position of the request in its batch.
+    pub index: usize,
+    /// Byte offset of the request on the device.
+    pub offset: u64,
+    /// The request.
+    pub req: Request,
+    /// The outcome: `Ok` until the backend says otherwise.
+    pub result: io::Result<()>,
+}
+
+impl Io {
+    /// Request `req`, at position `index` of its batch, to be served at byte `offset`.
+    pub fn new(index: usize, offset: u64, req: Request) -> Self {
+        Self {
+            index,
+            offset,
+            req,
+            result: Ok(()),
+        }
+    }
+}
+
 /// A storage backend. `offset` is the request's byte offset; the caller checks that the
 /// request lies within [`size`](Backend::size) and that writes are allowed.
 pub trait Backend: Send {
@@ -82,6 +108,16 @@ pub trait Backend: Send {
     fn write(&mut self, offset: u64, req: &Request, mem: RingMemory<'_>) -> io::Result<()>;
     /// Short description for logs.
     fn describe(&self) -> String;
+    /// Serves the checked requests of one batch, setting each one's `result`. The default
+    /// serves them one at a time, in order.
+    fn serve(&mut self, ios: &mut [Io], mem: RingMemory<'_>) {
+        for io in ios {
+            io.result = match io.req.op {
+                Op::Read => self.read(io.offset, &io.req, mem),
+                Op::Write => self.write(io.offset, &io.req, mem),
+            };
+        }
+    }
 }
 
 /// Opens the backend described by `spec`. `size` is the `--size` option, used when the
@@ -298,6 +334,41 @@ impl Backend for FileBackend {
     fn write(&mut self, offset: u64, req: &Request, mem: RingMemory<'_>) -> io::Result<()> {
         self.transfer(offset, req, mem, true)
     }
+    /// Serves each run of requests that continue one another on the disk (same operation,
+    /// each starting where the previous ends: sequential I/O split into ring requests) with
+    /// one vectored system call, and the other requests one by one. A run that fails is
+    /// served again request by request, so each request gets its own outcome.
+    fn serve(&mut self, ios: &mut [Io], mem: RingMemory<'_>) {
+        let mut start = 0;
+        while start < ios.len() {
+            let (op, first) = (ios[start].req.op, ios[start].offset);
+            let mut end = start + 1;
+            let mut next = first + ios[start].req.len_bytes();
+            while end < ios.len() && ios[end].req.op == op && ios[end].offset == next {
+                next += ios[end].req.len_bytes();
+                end += 1;
+            }
+            let run = &mut ios[start..end];
+            start = end;
+            let write = op == Op::Write;
+            if run.len() > 1 {
+                let mut iov = [EMPTY_IOVEC; MAX_IOVECS];
+                let mut n = 0;
+                for io in run.iter() {
+                    n = push_iovecs(&io.req, mem, &mut iov, n);
+                }
+                // SAFETY: `push_iovecs` made the iovecs from the buffers of the run's
+                // validated requests in `mem`, the live ring mapping.
+                let merged = unsafe { rw_iovecs(self.fd.as_raw_fd(), first, &mut iov[..n], write) };
+                if merged.is_ok() {
+                    continue;
+                }
+            }
+            for io in run {
+                io.result = self.transfer(io.offset, &io.req, mem, write);
+            }
+        }
+    }
     fn describe(&self) -> String {
         format!(
             "file {}, {} bytes, {}{}",
@@ -309,10 +380,18 @@ impl Backend for FileBackend {
     }
 }
 
-/// The request's buffers as iovecs, merging segments that are adjacent in memory (a segment
-/// ending a page followed by one starting the next page). Returns the iovec count.
-fn request_iovecs(req: &Request, mem: RingMemory<'_>, iov: &mut [libc::iovec; 11]) -> usize {
-    let mut n = 0;
+const EMPTY_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
+/// Most iovecs of a batch: every segment of every ring slot (well under `IOV_MAX`).
+const MAX_IOVECS: usize = (RING_SIZE * SEGMENT_MAX) as usize;
+
+/// Appends the request's buffers to the `n` iovecs in `iov`, merging buffers that are
+/// adjacent in memory (a segment ending a page followed by one starting the next page, also
+/// across requests). Returns the new iovec count.
+fn push_iovecs(req: &Request, mem: RingMemory<'_>, iov: &mut [libc::iovec], mut n: usize) -> usize {
     for buf in req.buffers(mem) {
         if n > 0 {
             let last = &mut iov[n - 1];
@@ -330,7 +409,7 @@ fn request_iovecs(req: &Request, mem: RingMemory<'_>, iov: &mut [libc::iovec; 11
     n
 }
 
-/// `preadv`/`pwritev` of the whole request, resuming after short transfers.
+/// Reads or writes the request's buffers at byte `offset` of `fd`.
 fn rw_request(
     fd: libc::c_int,
     offset: u64,
@@ -338,18 +417,32 @@ fn rw_request(
     mem: RingMemory<'_>,
     write: bool,
 ) -> io::Result<()> {
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; 11];
-    let count = request_iovecs(req, mem, &mut iov);
-    let mut cur = &mut iov[..count];
+    let mut iov = [EMPTY_IOVEC; SEGMENT_MAX as usize];
+    let n = push_iovecs(req, mem, &mut iov, 0);
+    // SAFETY: `push_iovecs` made the iovecs from the request's buffers in `mem`.
+    unsafe { rw_iovecs(fd, offset, &mut iov[..n], write) }
+}
+
+/// Reads or writes all of `iov` at byte `offset` of `fd`, resuming after short transfers.
+///
+/// # Safety
+///
+/// Every iovec must designate memory that may be read (for `write`) or written (otherwise)
+/// for the duration of the call: here, data pages of validated requests in the live ring
+/// mapping.
+unsafe fn rw_iovecs(
+    fd: libc::c_int,
+    offset: u64,
+    iov: &mut [libc::iovec],
+    write: bool,
+) -> io::Result<()> {
+    let mut cur = iov;
     let mut offset = offset;
     while !cur.is_empty() {
         let off = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
-        // SAFETY: every iovec designates data-page memory of a validated request inside the
-        // live ring mapping (RingMemory invariant); the kernel reads or writes only there.
+        // SAFETY: the caller guarantees the iovecs designate memory the kernel may read or
+        // write; advancing below stays within them.
         let ret = unsafe {
             if write {
                 libc::pwritev(fd, cur.as_ptr(), cur.len() as libc::c_int, off)
@@ -455,15 +548,12 @@ mod tests {
     fn iovecs_merge_adjacent_pages() {
         let m = Mapping::anonymous(MMAP_SIZE).unwrap();
         let mem = m.memory().unwrap();
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 11];
+        let mut iov = [EMPTY_IOVEC; SEGMENT_MAX as usize];
         // (4..7) ends page 0, (0..7) fills page 1, (0..3) starts page 2: one iovec;
         // (5..7) of page 3 does not follow (0..3) of page 2: a second one.
         let raw = RingRequest::new(OP_READ, 3, 0, &[(4, 7), (0, 7), (0, 3), (5, 7)]);
         let req = Request::parse(&raw).unwrap();
-        let n = request_iovecs(&req, mem, &mut iov);
+        let n = push_iovecs(&req, mem, &mut iov, 0);
         assert_eq!(n, 2);
         assert_eq!(iov[0].iov_base as usize, mem.data_ptr(3, 0) as usize + 2048);
         assert_eq!(iov[0].iov_len, 2048 + 4096 + 2048);
