@@ -23,7 +23,8 @@ export KDIR KSRC
 all: modules
 
 help:
-	@echo "make             build $(MODULE) against KDIR (default: the cached debug test kernel)"
+	@echo "make             build $(MODULE) against KDIR (default: the cached debug test kernel,"
+	@echo "                 after make deps; with KDIR given, nothing is installed first)"
 	@echo "make run         boot a VM, load the module and serve a sample disk through a tap"
 	@echo "make check       all tests: cargo tests, KUnit, VM selftests; ends 'N passed, N failed'"
 	@echo "make deps        install the toolchain and packages (run by the targets that need them)"
@@ -56,7 +57,9 @@ kernel-perf: deps
 kdir:
 	@if [ -n "$(KDIR)" ]; then echo "$(KDIR)"; else $(SCRIPTS)/build-kernel.sh debug; fi
 
-modules: deps
+# Against your own kernel (KDIR given) nothing is installed first: `make deps` sets up the test
+# kernel's toolchain (rustup, bindgen-cli, QEMU, ...), which an out-of-tree build does not use.
+modules: $(if $(KDIR),,deps)
 	@$(SCRIPTS)/kmake.sh modules
 
 clippy: deps
