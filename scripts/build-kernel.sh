@@ -47,7 +47,7 @@ missing=$(grep -hE '^(CONFIG_[A-Z0-9_]+=.*|# CONFIG_[A-Z0-9_]+ is not set)$' \
 [ -z "$missing" ] || die "config options dropped by Kconfig:
 $missing"
 
-log "building $flavour kernel (about 5-7 minutes on 2 cores)"
+log "building $flavour kernel (about 10-12 minutes on 2 cores)"
 start=$(date +%s)
 "${mk[@]}" -j"$(nproc)" bzImage modules > "$out/build.log" 2>&1 || { tail -n 40 "$out/build.log"; die "kernel build failed (log: $out/build.log)"; }
 log "kernel built in $(( $(date +%s) - start )) s"

@@ -69,10 +69,12 @@ pub enum Cmd {
         timeout: u64,
     },
 
-    /// List allocated taps: minor, daemon pid, name, disk and state.
+    /// List allocated taps: minor, daemon pid, disk, state and name.
     ///
-    /// States: idle (ring closed, no disk), open (ring open, no disk), active (ring open
-    /// and disk present), closing (disk present but no daemon).
+    /// PID and DISK are "-" for a tap without a daemon or without a disk (a tap has a disk
+    /// while /sys/class/blktap2/devices lists it). States: idle (ring closed, no disk), open
+    /// (ring open, no disk), active (ring open and disk present), closing (disk present but
+    /// no daemon).
     List,
 }
 

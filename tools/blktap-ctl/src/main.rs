@@ -1,7 +1,8 @@
 //! `blktap-ctl`: manage blktap2 taps in the spirit of tap-ctl.
 
+use blktap::control::{self, MISC_NAME};
 use blktap::node::{self, disk_name};
-use blktap::sysfs;
+use blktap::sysfs::{self, TapEntry};
 use blktap::{BlktapInfo, Control};
 use blktap_ctl::cli::{Cli, Cmd, CreateArgs};
 use clap::Parser;
@@ -15,8 +16,40 @@ use std::time::{Duration, Instant};
 
 type AnyResult<T> = Result<T, Box<dyn Error>>;
 
+/// Where the kernel lists misc devices; the control device's minor is looked up here.
+const PROC_MISC: &str = "/proc/misc";
+
+/// The error to report for `err`, met while opening the control device or reading the
+/// blktap2 sysfs class (`missing` names what was not there). If `proc_misc` has no
+/// `blktap/control` line -- the check by which opening the control device finds that the
+/// module is not loaded ([`control::find_misc_minor`]) -- the message says so and how to
+/// load it. Other errors, and all errors while the module is loaded (e.g. a wrong `--sysfs`
+/// or `--control`), are returned unchanged.
+fn explain_missing_module(err: blktap::Error, missing: &str, proc_misc: &Path) -> Box<dyn Error> {
+    let absent = matches!(err, blktap::Error::NotFound(_))
+        || [libc::ENOENT, libc::ENXIO, libc::ENODEV]
+            .into_iter()
+            .any(|e| err.is_errno(e));
+    if absent
+        && matches!(
+            control::find_misc_minor(proc_misc),
+            Err(blktap::Error::NotFound(_))
+        )
+    {
+        return format!("blktap module not loaded (no {missing}): modprobe blktap").into();
+    }
+    err.into()
+}
+
+/// Opens the control device (see [`Cli::control`]), saying so if the module is not loaded.
+fn open_control(cli: &Cli) -> AnyResult<Control> {
+    let proc_misc = Path::new(PROC_MISC);
+    cli.control()
+        .map_err(|e| explain_missing_module(e, &format!("{MISC_NAME} in {PROC_MISC}"), proc_misc))
+}
+
 fn cmd_alloc(cli: &Cli) -> AnyResult<()> {
-    let ctl = cli.control()?;
+    let ctl = open_control(cli)?;
     let info = ctl.alloc()?;
     if let Err(e) = node::create_nodes(&cli.dev_dir, &info) {
         let _ = ctl.free(info.ring_minor);
@@ -27,7 +60,7 @@ fn cmd_alloc(cli: &Cli) -> AnyResult<()> {
 }
 
 fn cmd_free(cli: &Cli, minor: u32) -> AnyResult<()> {
-    cli.control()?.free(minor)?;
+    open_control(cli)?.free(minor)?;
     node::remove_nodes(&cli.dev_dir, minor)?;
     Ok(())
 }
@@ -162,7 +195,7 @@ fn stop_daemon(class: &Path, minor: u32, pid: u32, deadline: Instant) -> AnyResu
 }
 
 fn cmd_create(cli: &Cli, args: &CreateArgs) -> AnyResult<()> {
-    let ctl = cli.control()?;
+    let ctl = open_control(cli)?;
     let info = ctl.alloc()?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     match start_daemon(cli, &info, args, deadline) {
@@ -237,7 +270,7 @@ fn start_daemon(
 }
 
 fn cmd_destroy(cli: &Cli, minor: u32, timeout: u64) -> AnyResult<()> {
-    let ctl = cli.control()?;
+    let ctl = open_control(cli)?;
     let class = cli.class_dir();
     if class.exists() && !sysfs::tap_dir(&class, minor).exists() {
         return Err(format!("no tap with minor {minor}").into());
@@ -250,18 +283,21 @@ fn cmd_destroy(cli: &Cli, minor: u32, timeout: u64) -> AnyResult<()> {
     )
 }
 
-fn cmd_list(cli: &Cli) -> AnyResult<()> {
-    let class = cli.class_dir();
-    let taps = sysfs::list_taps(&class)?;
-    let devices: Vec<u32> = sysfs::read_devices(&class)
-        .map(|d| d.into_iter().map(|(m, _)| m).collect())
-        .unwrap_or_default();
-    println!(
-        "{:>5}  {:>7}  {:<7}  {:<6}  NAME",
+/// All taps in the sysfs class `class`, saying so if the module is not loaded.
+fn read_taps(class: &Path, proc_misc: &Path) -> AnyResult<Vec<TapEntry>> {
+    sysfs::list_taps(class)
+        .map_err(|e| explain_missing_module(e, &class.display().to_string(), proc_misc))
+}
+
+/// The table `list` prints: a header line and one line per tap. DISK and PID are "-" for a
+/// tap without a disk or daemon; `with_disk` are the minors of the taps that have a disk.
+fn format_list(taps: &[TapEntry], with_disk: &[u32]) -> String {
+    let mut out = format!(
+        "{:>5}  {:>7}  {:<7}  {:<6}  NAME\n",
         "MINOR", "PID", "DISK", "STATE"
     );
     for tap in taps {
-        let has_disk = devices.contains(&tap.minor) || sysfs::disk_exists(&cli.sysfs, tap.minor);
+        let has_disk = with_disk.contains(&tap.minor);
         let state = match (tap.task.is_some(), has_disk) {
             (false, false) => "idle",
             (true, false) => "open",
@@ -269,15 +305,25 @@ fn cmd_list(cli: &Cli) -> AnyResult<()> {
             (false, true) => "closing",
         };
         let pid = tap.task.map_or_else(|| "-".to_string(), |p| p.to_string());
-        println!(
-            "{:>5}  {:>7}  {:<7}  {:<6}  {}",
-            tap.minor,
-            pid,
-            tap.disk_name(),
-            state,
-            tap.name
-        );
+        let disk = if has_disk {
+            tap.disk_name()
+        } else {
+            "-".to_string()
+        };
+        out.push_str(&format!(
+            "{:>5}  {:>7}  {:<7}  {:<6}  {}\n",
+            tap.minor, pid, disk, state, tap.name
+        ));
     }
+    out
+}
+
+fn cmd_list(cli: &Cli) -> AnyResult<()> {
+    let class = cli.class_dir();
+    let taps = read_taps(&class, Path::new(PROC_MISC))?;
+    let minors: Vec<u32> = taps.iter().map(|t| t.minor).collect();
+    let with_disk = sysfs::minors_with_disk(&class, &cli.sysfs, &minors);
+    print!("{}", format_list(&taps, &with_disk));
     Ok(())
 }
 
@@ -357,6 +403,101 @@ mod tests {
         let (r, _w) = ready_pipe().unwrap();
         let e = wait_ready(r, Instant::now() + Duration::from_millis(50)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    fn tap(minor: u32, name: &str, task: Option<u32>) -> TapEntry {
+        TapEntry {
+            minor,
+            name: name.into(),
+            task,
+        }
+    }
+
+    #[test]
+    fn list_format() {
+        let taps = [
+            tap(0, "0", Some(312)),
+            tap(1, "1", None),
+            tap(2, "vm-2", Some(400)),
+            tap(27, "27", None),
+        ];
+        assert_eq!(
+            format_list(&taps, &[0, 27]),
+            "MINOR      PID  DISK     STATE   NAME\n\
+             \x20   0      312  tda      active  0\n\
+             \x20   1        -  -        idle    1\n\
+             \x20   2      400  -        open    vm-2\n\
+             \x20  27        -  tdab     closing  27\n"
+        );
+        assert_eq!(
+            format_list(&[], &[]),
+            "MINOR      PID  DISK     STATE   NAME\n"
+        );
+    }
+
+    #[test]
+    fn module_not_loaded() {
+        let base = std::env::temp_dir().join(format!("blktap-ctl-list-{}", std::process::id()));
+        let sys = base.join("sys");
+        let class = sys.join("class/blktap2");
+        let misc = base.join("misc");
+        std::fs::create_dir_all(&sys).unwrap();
+
+        // No class and no blktap/control in /proc/misc: the module is not loaded.
+        std::fs::write(&misc, "130 watchdog\n").unwrap();
+        let e = read_taps(&class, &misc).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "blktap module not loaded (no {}): modprobe blktap",
+                class.display()
+            )
+        );
+        // The same for the control device (what create, alloc, free and destroy open).
+        let e = explain_missing_module(
+            blktap::Control::open(base.join("control")).unwrap_err(),
+            "blktap/control in /proc/misc",
+            &misc,
+        );
+        assert_eq!(
+            e.to_string(),
+            "blktap module not loaded (no blktap/control in /proc/misc): modprobe blktap"
+        );
+        let e = explain_missing_module(
+            control::find_misc_minor(&misc).unwrap_err(),
+            "blktap/control in /proc/misc",
+            &misc,
+        );
+        assert!(e.to_string().starts_with("blktap module not loaded"), "{e}");
+
+        // Module loaded (or /proc/misc unreadable): the error stays as it was, e.g. for a
+        // wrong --sysfs.
+        std::fs::write(&misc, "130 watchdog\n 61 blktap/control\n").unwrap();
+        let e = read_taps(&class, &misc).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("read {}: ", class.display())), "{e}");
+        let e = read_taps(&class, &base.join("no-misc"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("read {}: ", class.display())), "{e}");
+
+        // Errors other than a missing class are not blamed on the module.
+        std::fs::write(&misc, "130 watchdog\n").unwrap();
+        let e = explain_missing_module(
+            blktap::Error::Sys {
+                context: "ioctl ALLOC_TAP".into(),
+                errno: blktap::Errno(libc::EPERM),
+            },
+            "x",
+            &misc,
+        );
+        assert!(e.to_string().starts_with("ioctl ALLOC_TAP"), "{e}");
+
+        // With the class present, list reads it.
+        std::fs::create_dir_all(class.join("blktap!blktap1")).unwrap();
+        std::fs::write(class.join("blktap!blktap1/name"), "1\n").unwrap();
+        std::fs::write(class.join("blktap!blktap1/task"), "").unwrap();
+        assert_eq!(read_taps(&class, &misc).unwrap(), vec![tap(1, "1", None)]);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -123,6 +123,26 @@ pub fn disk_exists(sys_dir: &Path, minor: u32) -> bool {
     sys_dir.join("block").join(disk_name(minor)).exists()
 }
 
+/// The minors, among `minors`, of the taps that have a block device. The class attribute
+/// `devices` is the driver's own list of them; only if it cannot be read is the disk
+/// `<sys_dir>/block/td<letters>` taken as the sign. Neither the `tapdev<N>` node, which
+/// tap-ctl and blktap-ctl create when they allocate a tap, nor the `disk:` field of `debug`,
+/// which names the disk a tap would get, says that the disk exists.
+pub fn minors_with_disk(class_dir: &Path, sys_dir: &Path, minors: &[u32]) -> Vec<u32> {
+    match read_devices(class_dir) {
+        Ok(devices) => minors
+            .iter()
+            .copied()
+            .filter(|m| devices.iter().any(|(d, _)| d == m))
+            .collect(),
+        Err(_) => minors
+            .iter()
+            .copied()
+            .filter(|&m| disk_exists(sys_dir, m))
+            .collect(),
+    }
+}
+
 /// The lowest minor in `0..max` that is not in the sorted list `allocated`.
 pub fn lowest_free(allocated: &[u32], max: u32) -> Option<u32> {
     let mut expect = 0;
@@ -205,6 +225,27 @@ mod tests {
         );
         assert_eq!(taps[0].disk_name(), "tda");
         assert_eq!(read_devices(&base).unwrap(), vec![(0, "vbd-1".into())]);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn which_taps_have_a_disk() {
+        let base = std::env::temp_dir().join(format!("blktap-disks-{}", std::process::id()));
+        let class = base.join("class/blktap2");
+        fs::create_dir_all(&class).unwrap();
+        // Tap 3 has a disk, tap 1 has none (a tdb of someone else's must not count).
+        fs::create_dir_all(base.join("block/tdb")).unwrap();
+        fs::create_dir_all(base.join("block/tdd")).unwrap();
+        fs::write(class.join("devices"), "3 vm\n").unwrap();
+        assert_eq!(minors_with_disk(&class, &base, &[0, 1, 3]), vec![3]);
+        fs::write(class.join("devices"), "").unwrap();
+        assert_eq!(
+            minors_with_disk(&class, &base, &[0, 1, 3]),
+            Vec::<u32>::new()
+        );
+        // Without `devices`, /sys/block decides.
+        fs::remove_file(class.join("devices")).unwrap();
+        assert_eq!(minors_with_disk(&class, &base, &[0, 1, 3]), vec![1, 3]);
         fs::remove_dir_all(&base).unwrap();
     }
 }
