@@ -293,7 +293,7 @@ fn read_taps(class: &Path, proc_misc: &Path) -> AnyResult<Vec<TapEntry>> {
 /// tap without a disk or daemon; `with_disk` are the minors of the taps that have a disk.
 fn format_list(taps: &[TapEntry], with_disk: &[u32]) -> String {
     let mut out = format!(
-        "{:>5}  {:>7}  {:<7}  {:<6}  NAME\n",
+        "{:>5}  {:>7}  {:<7}  {:<7}  NAME\n",
         "MINOR", "PID", "DISK", "STATE"
     );
     for tap in taps {
@@ -311,7 +311,7 @@ fn format_list(taps: &[TapEntry], with_disk: &[u32]) -> String {
             "-".to_string()
         };
         out.push_str(&format!(
-            "{:>5}  {:>7}  {:<7}  {:<6}  {}\n",
+            "{:>5}  {:>7}  {:<7}  {:<7}  {}\n",
             tap.minor, pid, disk, state, tap.name
         ));
     }
@@ -423,15 +423,15 @@ mod tests {
         ];
         assert_eq!(
             format_list(&taps, &[0, 27]),
-            "MINOR      PID  DISK     STATE   NAME\n\
-             \x20   0      312  tda      active  0\n\
-             \x20   1        -  -        idle    1\n\
-             \x20   2      400  -        open    vm-2\n\
+            "MINOR      PID  DISK     STATE    NAME\n\
+             \x20   0      312  tda      active   0\n\
+             \x20   1        -  -        idle     1\n\
+             \x20   2      400  -        open     vm-2\n\
              \x20  27        -  tdab     closing  27\n"
         );
         assert_eq!(
             format_list(&[], &[]),
-            "MINOR      PID  DISK     STATE   NAME\n"
+            "MINOR      PID  DISK     STATE    NAME\n"
         );
     }
 
