@@ -73,10 +73,11 @@ for b in blktapd blktap-ctl blktap-test; do
 	[ -x "tools/target/$target/release/$b" ] && bins+=(--bin "tools/target/$target/release/$b")
 done
 
-# The VM run: KUnit at insmod plus the selftests.
+# The VM run: KUnit at insmod plus the selftests. It takes 8-10 minutes on an idle host; the
+# limit (vm-run's default is 10 minutes) leaves room for a loaded one.
 vm_out="$results/vm.out"
 "$TOP/scripts/vm-run.sh" --kdir "$kdir" --module drivers/block/blktap/blktap.ko "${bins[@]}" \
-	--tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --quiet > "$vm_out" 2>&1
+	--tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --timeout 2400 --quiet > "$vm_out" 2>&1
 vm_rc=$?
 cat "$vm_out"
 kunit=$(sed -nE 's/.*kunit: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$vm_out" | tail -n1)

@@ -141,6 +141,24 @@ select_tests() {
 	done | awk '!seen[$1]++' # a test named twice (e.g. "all,module") runs once
 }
 
+# After a failed or timed-out test: daemons it started run in sessions of their own (the
+# timeout's process-group kill misses them) and may still hold taps and open disks, which
+# would fail every later test that unloads the module. Stop them and free every tap.
+reset_after_failure() {
+	killall -KILL blktapd fio blktap-test 2>/dev/null
+	sleep 1
+	command -v blktap-ctl >/dev/null || return 0
+	for d in /sys/class/blktap2/blktap!blktap*; do
+		[ -e "$d" ] || continue
+		m=${d##*blktap}
+		if blktap-ctl free -m "$m" >/dev/null 2>&1; then
+			echo "# reset after failure: freed tap $m"
+		else
+			echo "# reset after failure: tap $m could not be freed"
+		fi
+	done
+}
+
 # Run test $1 (number), $2 (name), $3 (path); print its KTAP line; return 0 pass, 1 fail, 4 skip.
 run_test() {
 	n=$1 name=$2 path=$3
@@ -188,13 +206,14 @@ run_test() {
 	kmsg "end $n $name rc=$rc"
 	if [ -e "$dir/.timeout" ]; then
 		ktap "not ok $n $name # TIMEOUT after ${to}s"
+		reset_after_failure
 		return 1
 	fi
 	case $rc in
 	0) ktap "ok $n $name"; return 0 ;;
 	4) reason=$(cat "$skipf" 2>/dev/null)
 	   ktap "ok $n $name # SKIP${reason:+ $reason}"; return 4 ;;
-	*) ktap "not ok $n $name # exit=$rc"; return 1 ;;
+	*) ktap "not ok $n $name # exit=$rc"; reset_after_failure; return 1 ;;
 	esac
 }
 

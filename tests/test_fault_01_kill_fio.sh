@@ -7,6 +7,7 @@
 # the tap can be freed, or served again by a new daemon on the same minor (CREATE_DEVICE
 # EEXIST while the old disk is still open), with verified I/O. No task stays in D state for
 # more than 10 s. `make stress` repeats it 20 times.
+# timeout: 240 (three daemon deaths, each with a re-serve: 85-125 s under KASAN and TCG)
 . "$(dirname "$0")/lib/common.sh"
 
 require_cmd fio blktap-ctl blktapd blktap-test
