@@ -8,7 +8,7 @@
 # Every written block must read back with its checksum: proves that write data reaches the
 # daemon and read data comes back to the right pages, for single- and multi-page requests,
 # full 11-segment requests, split requests and a full ring (32 in flight).
-# timeout: 120
+# timeout: 180
 . "$(dirname "$0")/lib/common.sh"
 
 require_cmd fio blktap-ctl blktapd

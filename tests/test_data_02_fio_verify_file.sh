@@ -8,7 +8,7 @@
 # Then two checks that the verification really went through the backend:
 #  - the disk and the image file have the same content (cmp, after dropping the page cache);
 #  - a block corrupted in the image file is reported by a fio verify-only pass over the disk.
-# timeout: 120
+# timeout: 240
 . "$(dirname "$0")/lib/common.sh"
 
 require_cmd fio blktap-ctl blktapd
