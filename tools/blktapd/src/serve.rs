@@ -234,11 +234,7 @@ mod tests {
                     let expected = if raw.operation == OP_WRITE {
                         let mut data = vec![0u8; len];
                         data.iter_mut().for_each(|b| *b = rng.next() as u8);
-                        let mut pos = 0;
-                        for buf in req.buffers(mem) {
-                            buf.copy_from_slice(&data[pos..pos + buf.len()]);
-                            pos += buf.len();
-                        }
+                        fill_request(&req, mem, &data);
                         model[off..off + len].copy_from_slice(&data);
                         Vec::new()
                     } else {
@@ -273,7 +269,7 @@ mod tests {
                     assert_eq!(rsp, RingResponse::new(raw.id, raw.operation, RSP_OKAY));
                     if raw.operation == OP_READ {
                         let req = Request::parse(&raw).unwrap();
-                        let got: Vec<u8> = req.buffers(mem).flat_map(|b| b.to_vec()).collect();
+                        let got = request_data(&req, mem);
                         assert!(
                             got == expected,
                             "read id {} sector {} returned wrong data",
@@ -388,11 +384,7 @@ mod tests {
         let pattern: Vec<u8> = (0..req.len_bytes() as usize)
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut pos = 0;
-        for b in req.buffers(mem) {
-            b.copy_from_slice(&pattern[pos..pos + b.len()]);
-            pos += b.len();
-        }
+        fill_request(&req, mem, &pattern);
         assert_eq!(
             serve_one(&mut server, &mapping, &mut back, w).status,
             RSP_OKAY
@@ -409,7 +401,7 @@ mod tests {
             serve_one(&mut server, &mapping, &mut back, r).status,
             RSP_OKAY
         );
-        let got: Vec<u8> = req.buffers(mem).flat_map(|b| b.to_vec()).collect();
+        let got = request_data(&req, mem);
         assert_eq!(&got[..], &pattern[..]);
 
         // Past the end of the image.
