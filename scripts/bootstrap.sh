@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Installs everything blktap-rs needs on a Debian bookworm machine: the clang-19 toolchain,
-# kernel build dependencies, QEMU, busybox, fio, the rust-src component and bindgen-cli.
+# kernel build dependencies, QEMU, busybox, fio, the rust-src component and bindgen-cli, and
+# what the real tapdisk needs to build.
 # Idempotent and quick when everything is present.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -10,7 +11,10 @@ set -euo pipefail
 BINDGEN_VERSION=0.72.1
 APT_PACKAGES=(clang-19 libclang-19-dev lld-19 llvm-19 bc flex bison libelf-dev libssl-dev
 	cpio busybox-static qemu-system-x86 fio kmod rsync xz-utils e2fsprogs dwarves
-	linux-libc-dev python3-docutils dkms udev)
+	linux-libc-dev python3-docutils dkms udev
+	# the real tapdisk 3.55.5 (scripts/build-tapdisk.sh) and the NBD client it is benchmarked with
+	build-essential autoconf automake libtool pkg-config libaio-dev libxen-dev uuid-dev
+	zlib1g-dev nbd-client)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

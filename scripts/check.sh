@@ -68,6 +68,16 @@ if ! (cd tools && cargo build --release --target "$target" 2>&1) > "$results/car
 fi
 check_cmd "install/uninstall (DESTDIR)" "$TOP/scripts/test-install.sh"
 check_cmd "DKMS add/build/install + load" "$TOP/scripts/test-dkms.sh"
+# The real tapdisk 3.55.5 for the tapdisk interop tests (built from ../shared/vendor, cached).
+# Without it those tests report SKIP with the reason, and the summary says so.
+tapdisk_skip=
+if td=$("$TOP/scripts/build-tapdisk.sh" 2> "$results/tapdisk-build.log"); then
+	tapdisk_opt=(--tapdisk "$td")
+else
+	tapdisk_skip=$(cat "$CACHE_DIR/tapdisk/SKIP-REASON" 2>/dev/null || tail -n 1 "$results/tapdisk-build.log")
+	log "tapdisk interop tests will SKIP: $tapdisk_skip"
+	tapdisk_opt=(--tapdisk-skip "$tapdisk_skip")
+fi
 bins=()
 for b in blktapd blktap-ctl blktap-test; do
 	[ -x "tools/target/$target/release/$b" ] && bins+=(--bin "tools/target/$target/release/$b")
@@ -77,7 +87,8 @@ done
 # limit (vm-run's default is 10 minutes) leaves room for a loaded one.
 vm_out="$results/vm.out"
 "$TOP/scripts/vm-run.sh" --kdir "$kdir" --module drivers/block/blktap/blktap.ko "${bins[@]}" \
-	--tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --timeout 2400 --quiet > "$vm_out" 2>&1
+	"${tapdisk_opt[@]}" --tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --timeout 2400 --quiet \
+	> "$vm_out" 2>&1
 vm_rc=$?
 cat "$vm_out"
 kunit=$(sed -nE 's/.*kunit: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$vm_out" | tail -n1)
@@ -95,5 +106,6 @@ fi
 echo
 echo "== summary ($(( $(date +%s) - start )) s) =="
 printf '%s\n' "${summary[@]}"
+[ -z "$tapdisk_skip" ] || echo "tapdisk interop tests SKIPPED: $tapdisk_skip"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

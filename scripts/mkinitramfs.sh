@@ -5,6 +5,7 @@
 #
 #   scripts/mkinitramfs.sh OUT.cpio.gz [--module PATH.ko]... [--bin PATH]... [--tests DIR]
 #                          [--file SRC:DEST]... [--init PATH] [--no-fio]
+#                          [--tapdisk DIR | --tapdisk-skip REASON]
 #
 # The archive is two concatenated cpio archives (the kernel unpacks them in order):
 #   1. a cached "base" with busybox-static, e2fsprogs and fio plus every shared library they
@@ -14,12 +15,17 @@
 #      gunzip it but ~2.3 s to copy it raw. --no-fio leaves fio out (a ~1 MB base, boots faster).
 #   2. a small gzip'ed per-run overlay: /init, the modules (/lib/modules/NAME.ko), extra
 #      binaries (/usr/bin), the tests tree (/tests) and extra files.
+#
+# --tapdisk DIR puts the real tapdisk of scripts/build-tapdisk.sh (static binaries in DIR) where
+# tap-ctl expects it: /usr/libexec/tapdisk (compiled into tap-ctl), /usr/sbin/tap-ctl and
+# /usr/sbin/vhd-util. --tapdisk-skip REASON writes REASON to /etc/blktap-rs/tapdisk-skip
+# instead, which the tapdisk tests report as their SKIP reason.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
 usage() {
-	sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -30,6 +36,8 @@ files=()
 tests_dir=
 init_script="$TOP/scripts/vm-init.sh"
 with_fio=1
+tapdisk_dir=
+tapdisk_skip=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--module) modules+=("${2:?--module needs a path}"); shift 2 ;;
@@ -38,6 +46,8 @@ while [ $# -gt 0 ]; do
 	--file) files+=("${2:?--file needs SRC:DEST}"); shift 2 ;;
 	--init) init_script=${2:?--init needs a path}; shift 2 ;;
 	--no-fio) with_fio=0; shift ;;
+	--tapdisk) tapdisk_dir=${2:?--tapdisk needs a directory}; shift 2 ;;
+	--tapdisk-skip) tapdisk_skip=${2:?--tapdisk-skip needs a reason}; shift 2 ;;
 	-h|--help) usage ;;
 	-*) die "unknown option $1" ;;
 	*) [ -z "$out" ] || die "more than one output file given"; out=$1; shift ;;
@@ -140,6 +150,17 @@ done
 if [ -n "$tests_dir" ]; then
 	mkdir -p "$root/tests"
 	cp -a "$tests_dir/." "$root/tests/"
+fi
+if [ -n "$tapdisk_dir" ]; then
+	for b in tapdisk tap-ctl vhd-util; do
+		[ -x "$tapdisk_dir/$b" ] || die "--tapdisk: no executable $tapdisk_dir/$b"
+	done
+	install_exe "$root" "$tapdisk_dir/tapdisk" /usr/libexec/tapdisk
+	install_exe "$root" "$tapdisk_dir/tap-ctl" /usr/sbin/tap-ctl
+	install_exe "$root" "$tapdisk_dir/vhd-util" /usr/sbin/vhd-util
+elif [ -n "$tapdisk_skip" ]; then
+	mkdir -p "$root/etc/blktap-rs"
+	printf '%s\n' "$tapdisk_skip" > "$root/etc/blktap-rs/tapdisk-skip"
 fi
 for spec in "${files[@]}"; do
 	src=${spec%%:*} dest=${spec#*:}

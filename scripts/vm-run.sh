@@ -7,7 +7,7 @@
 #                     [--timeout SECS] [--test-timeout SECS] [--append "cmdline"] [--insmod]
 #                     [--interactive | --run SCRIPT] [--log FILE] [--results DIR]
 #                     [--tests-dir DIR] [--fio auto|yes|no] [--mem SIZE] [--smp N] [--kvm] [--qemu-opt ARG]...
-#                     [--quiet] [--keep]
+#                     [--tapdisk DIR|auto|no] [--tapdisk-skip REASON] [--quiet] [--keep]
 #
 #   --kdir DIR          kernel build tree (default: $KDIR, else the newest finished debug build
 #                       in the cache); boots DIR/arch/x86/boot/bzImage
@@ -28,6 +28,11 @@
 #   --fio auto|yes|no   put fio (+85 MB of libraries, ~2 s more boot) in the guest; auto
 #                       (default) does when a selected test or the --run script mentions "fio"
 #                       (tests that use it say "require_cmd fio"), or with --interactive
+#   --tapdisk DIR|auto|no  the real tapdisk/tap-ctl/vhd-util (static, from
+#                       scripts/build-tapdisk.sh) in the guest; auto (default) builds or reuses
+#                       them when a selected test or the --run script mentions tap-ctl, and
+#                       otherwise passes the reason they are missing on to the tapdisk tests
+#   --tapdisk-skip STR  no tapdisk; the tapdisk tests report SKIP with reason STR
 #   --kvm               use KVM (also BLKTAP_KVM=1); TCG by default, KVM hangs on our CI hosts
 #   --quiet             do not stream the console to stderr while the VM runs
 #   --keep              keep the initramfs in the results directory
@@ -40,7 +45,7 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
-usage() { sed -n '4,37p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,43p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 fatal() { printf 'vm: error: %s\n' "$*" >&2; exit 2; }
 
 kdir=${KDIR:-}
@@ -61,6 +66,8 @@ smp=2
 kvm=${BLKTAP_KVM:-0}
 qemu_opts=()
 fio=auto
+tapdisk=auto
+tapdisk_skip=
 quiet=0
 keep=0
 while [ $# -gt 0 ]; do
@@ -81,6 +88,8 @@ while [ $# -gt 0 ]; do
 	--mem) mem=${2:?}; shift 2 ;;
 	--smp) smp=${2:?}; shift 2 ;;
 	--fio) fio=${2:?}; shift 2 ;;
+	--tapdisk) tapdisk=${2:?}; shift 2 ;;
+	--tapdisk-skip) tapdisk=no; tapdisk_skip=${2:?}; shift 2 ;;
 	--kvm) kvm=1; shift ;;
 	--qemu-opt) qemu_opts+=("${2:?}"); shift 2 ;;
 	--quiet) quiet=1; shift ;;
@@ -110,8 +119,9 @@ fi
 [ -d "$tests_dir" ] || fatal "no such directory: $tests_dir"
 case "$timeout$test_timeout" in *[!0-9]*) fatal "timeouts are whole seconds" ;; esac
 
-# Does a selected test use fio? Mirrors the name resolution of vm-init.sh.
-uses_fio() {
+# Does a selected test (or the --run script) mention the word $1 (fio, tap-ctl)? Mirrors the
+# name resolution of vm-init.sh.
+uses() {
 	local files=() item
 	shopt -s nullglob
 	if [ "$mode" = run ]; then
@@ -125,13 +135,24 @@ uses_fio() {
 		done
 	fi
 	shopt -u nullglob
-	[ ${#files[@]} -gt 0 ] && grep -qsw fio "${files[@]}"
+	[ ${#files[@]} -gt 0 ] && grep -qsw -- "$1" "${files[@]}"
 }
 case "$fio" in
 yes) ;;
 no) ;;
-auto) if [ "$mode" = shell ] || uses_fio; then fio=yes; else fio=no; fi ;;
+auto) if [ "$mode" = shell ] || uses fio; then fio=yes; else fio=no; fi ;;
 *) fatal "--fio takes auto, yes or no" ;;
+esac
+tapdisk_opts=()
+case "$tapdisk" in
+no) [ -z "$tapdisk_skip" ] || tapdisk_opts=(--tapdisk-skip "$tapdisk_skip") ;;
+auto)
+	if [ "$mode" = shell ] || uses tap-ctl; then
+		if td=$("$TOP/scripts/build-tapdisk.sh"); then tapdisk_opts=(--tapdisk "$td")
+		else tapdisk_opts=(--tapdisk-skip "$(cat "$CACHE_DIR/tapdisk/SKIP-REASON" 2>/dev/null ||
+			echo "scripts/build-tapdisk.sh failed")"); fi
+	fi ;;
+*) tapdisk_opts=(--tapdisk "$tapdisk") ;;
 esac
 
 if [ -z "$results" ]; then
@@ -147,6 +168,7 @@ mk=("$TOP/scripts/mkinitramfs.sh" "$initrd" --tests "$tests_dir")
 for m in "${modules[@]}"; do mk+=(--module "$m"); done
 for b in "${bins[@]}"; do mk+=(--bin "$b"); done
 [ "$fio" = yes ] || mk+=(--no-fio)
+mk+=("${tapdisk_opts[@]}")
 [ "$mode" != run ] || mk+=(--file "$run_script:/demo/$(basename "$run_script")")
 t0=$(date +%s.%N)
 "${mk[@]}"
