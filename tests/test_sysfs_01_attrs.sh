@@ -6,8 +6,9 @@
 #  - /sys/class/blktap2/{verbosity,devices} and blktap!blktap<N>/{name,debug,task,pool}: modes;
 #    verbosity 1 by default, takes an integer, rejects "x" (EINVAL); devices lists "<minor>
 #    <name>" only for taps that have a disk; name shows the minor while unset, stores writes
-#    verbatim (no newline added or removed, any byte but NUL), 255 bytes fit, 256 are
-#    ENAMETOOLONG, an embedded NUL is EINVAL; task is empty while the ring is closed, the
+#    as given but for one trailing newline (echo's), refuses control characters (a newline
+#    inside, tab, CR, ESC, NUL: EINVAL) that would forge devices lines, 255 bytes fit, 256
+#    are ENAMETOOLONG; task is empty while the ring is closed, the
 #    daemon's pid while it serves the tap and empty again after it exits; pool is "default",
 #    can be changed while the tap has no disk, EBUSY while it has one; debug names the tap;
 #  - queue limits of the disk: 11 segments of at most 4096 bytes (44 KiB requests), logical and
@@ -105,12 +106,20 @@ case "$first" in
 *) fail "first line of $da/debug is '$first', expected 'tap $chr:$a ...'" ;;
 esac
 
-# name: stored verbatim
+# name: stored as written, but for echo's newline
 write_attr "$da/name" abc || fail "writing 'abc' to $da/name failed: $WRITE_ERR"
 expect_eq "bytes of $da/name after writing 'abc'" "$(hex "$da/name")" "61 62 63 0a"
 expect_eq "devices after naming tap $a" "$(cat "$BLKTAP_CLASS/devices")" "$a abc"
 printf 'abc\n' > "$da/name" || fail "writing 'abc\\n' to $da/name failed"
-expect_eq "bytes of $da/name after writing 'abc\\n' (newline kept)" "$(hex "$da/name")" "61 62 63 0a 0a"
+expect_eq "bytes of $da/name after writing 'abc\\n' (echo's newline dropped)" "$(hex "$da/name")" "61 62 63 0a"
+# Control characters would forge "minor name" lines in devices: EINVAL, the name unchanged.
+for forged in '1 x\n2 forged' 'x\n\n' 'tab\there' 'cr\r' 'esc\033[2J'; do
+	if out=$(printf "$forged" | dd of="$da/name" conv=notrunc status=none 2>&1); then
+		fail "writing the name '$forged' (a control character) succeeded"
+	fi
+	expect_eq "the error of writing '$forged' to $da/name" "${out##*: }" "Invalid argument"
+done
+expect_eq "devices after the refused names" "$(cat "$BLKTAP_CLASS/devices")" "$a abc"
 printf 'n\351 x' > "$da/name" || fail "writing a name with byte 0xe9 and a space failed"
 expect_eq "bytes of $da/name after writing 'n\\351 x'" "$(hex "$da/name")" "6e e9 20 78 0a"
 cat "$BLKTAP_CLASS/devices" > devices.out

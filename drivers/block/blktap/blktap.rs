@@ -36,6 +36,14 @@ module! {
     authors: ["blktap-rs developers"],
     description: "Userspace-backed block devices over the Xen blktap2 ring ABI",
     license: "GPL",
+    params: {
+        request_timeout: u32 {
+            default: 180,
+            description: "Seconds a request may wait for its daemon before it fails with EIO \
+                (0: forever); the default of new taps, each has its own in sysfs (timeout). \
+                Longer than tapdisk's own 120 s request timeout, so tapdisk answers first.",
+        },
+    },
 }
 
 /// The module: the control device under both names, and the driver-wide objects.

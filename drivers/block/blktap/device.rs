@@ -13,7 +13,9 @@ use kernel::{
 use crate::{
     kernel_ext::blk::{
         Operations,
-        Request, //
+        Request,
+        RequestId,
+        TimeoutAction, //
     },
     tap::Tap,
 };
@@ -30,6 +32,10 @@ impl Operations for TapQueue {
 
     fn commit_rqs(tap: ArcBorrow<'_, Tap>) {
         tap.commit();
+    }
+
+    fn timeout(tap: ArcBorrow<'_, Tap>, id: RequestId) -> TimeoutAction {
+        tap.timed_out(id)
     }
 
     fn open(tap: ArcBorrow<'_, Tap>) -> Result {

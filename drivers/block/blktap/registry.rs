@@ -327,7 +327,8 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
     let ring_major = driver.region.major();
     let bdev_major = driver.bdev.major();
     let module = ModuleRef::get()?;
-    let tap = Tap::new(minor, ring_major, bdev_major, pool)?;
+    let timeout = crate::module_parameters::request_timeout.value();
+    let tap = Tap::new(minor, ring_major, bdev_major, pool, timeout)?;
     let name = CString::try_from_fmt(fmt!("blktap/blktap{}", minor))?;
     let device = driver
         .class

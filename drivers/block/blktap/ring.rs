@@ -42,14 +42,21 @@ pub(crate) struct Pending<R> {
 /// keeping the id reserved while its write data is copied into its pages, until
 /// [`Slots::insert`] records it as sent or [`Slots::end_complete`] gives the id up.
 ///
+/// A sent request failed by the kernel before the daemon answered it (timeout, abort, dying
+/// daemon) is [abandoned](Slots::abandon): its id stays reserved, so that a late response can
+/// never complete a new request under the same id, until the daemon answers it
+/// ([`Verdict::Late`], [`Slots::release`]) or the ring goes.
+///
 /// # Invariants
 ///
-/// Bit `i` of `used` is set whenever `slots[i]` is `Some` (and also while id `i` completes or
-/// is being sent). Bit `i` of `queued` is set only if `slots[i]` is `Some`.
+/// Bit `i` of `used` is set whenever `slots[i]` is `Some` (and also while id `i` completes, is
+/// being sent or is abandoned). Bit `i` of `queued` is set only if `slots[i]` is `Some`. Bit `i`
+/// of `abandoned` is set only if `slots[i]` is `None` and bit `i` of `used` is set.
 pub(crate) struct Slots<R> {
     slots: [Option<Pending<R>>; RING_SIZE],
     used: u32,
     queued: u32,
+    abandoned: u32,
 }
 
 impl<R> Slots<R> {
@@ -59,6 +66,7 @@ impl<R> Slots<R> {
             slots: [const { None }; RING_SIZE],
             used: 0,
             queued: 0,
+            abandoned: 0,
         }
     }
 
@@ -130,9 +138,57 @@ impl<R> Slots<R> {
         }
     }
 
-    /// Number of pending requests.
+    /// Number of reserved ids (pending requests, and abandoned ones the daemon still owes).
     pub(crate) fn count(&self) -> u32 {
         self.used.count_ones()
+    }
+
+    /// Number of ids that still hold, or are completing, a block request (not abandoned).
+    pub(crate) fn live(&self) -> u32 {
+        (self.used & !self.abandoned).count_ones()
+    }
+
+    /// Number of abandoned ids.
+    pub(crate) fn abandoned(&self) -> u32 {
+        self.abandoned.count_ones()
+    }
+
+    /// The id of the request (sent or queued) for which `pred` holds, if any.
+    pub(crate) fn find(&self, pred: impl Fn(&R) -> bool) -> Option<usize> {
+        (0..RING_SIZE).find(|&i| self.slots[i].as_ref().is_some_and(|p| pred(&p.rq)))
+    }
+
+    /// Whether the request under `id` was sent to the daemon (not only queued).
+    pub(crate) fn is_sent(&self, id: usize) -> bool {
+        self.operation(id).is_some()
+    }
+
+    /// Takes the request under `id` out to fail it: a queued one frees its id (the daemon never
+    /// saw it); a sent one leaves the id reserved and abandoned until the daemon answers it.
+    pub(crate) fn abandon(&mut self, id: usize) -> Option<Pending<R>> {
+        if id >= RING_SIZE || self.slots[id].is_none() {
+            return None;
+        }
+        if self.queued & (1 << id) != 0 {
+            return self.take(id);
+        }
+        // INVARIANT: the slot is emptied, `used` stays set, `abandoned` is set.
+        self.abandoned |= 1 << id;
+        self.slots[id].take()
+    }
+
+    /// Whether `id` is abandoned.
+    pub(crate) fn is_abandoned(&self, id: usize) -> bool {
+        id < RING_SIZE && self.abandoned & (1 << id) != 0
+    }
+
+    /// Frees the abandoned id `id` (the daemon answered it late).
+    pub(crate) fn release(&mut self, id: usize) {
+        if self.is_abandoned(id) {
+            // INVARIANT: both bits cleared; the slot is already `None`.
+            self.abandoned &= !(1 << id);
+            self.used &= !(1 << id);
+        }
     }
 
     /// Ids of pending requests, lowest first.
@@ -178,6 +234,11 @@ pub(crate) enum Verdict {
         /// The request id.
         id: usize,
     },
+    /// Answers request `id`, which the kernel failed already (abandoned): frees the id.
+    Late {
+        /// The request id.
+        id: usize,
+    },
     /// Refers to no pending request: ignored.
     Invalid,
 }
@@ -187,6 +248,9 @@ pub(crate) fn judge_response<R>(slots: &Slots<R>, rsp: &RingResponse) -> Verdict
     let Ok(id) = usize::try_from(rsp.id) else {
         return Verdict::Invalid;
     };
+    if slots.is_abandoned(id) {
+        return Verdict::Late { id };
+    }
     match slots.operation(id) {
         None => Verdict::Invalid,
         Some(op) if op != rsp.operation => Verdict::OpMismatch { id },
@@ -256,6 +320,22 @@ pub(crate) fn params_name(params: &Blktap2Params) -> &[u8] {
     &params.name[..len.min(NAME_MAX - 1)]
 }
 
+/// Checks a tap name (sysfs `name` store, `CREATE_DEVICE_COMPAT`) and returns the bytes to
+/// store: one trailing newline (what `echo` writes) is dropped; any other control character
+/// (below 0x20, or 0x7f, NUL included) is `EINVAL`, because the name is printed as one line of
+/// the class `devices` attribute, which tap-ctl and the storage manager parse as "minor name"
+/// lines; `ENAMETOOLONG` from `NAME_MAX` bytes on.
+pub(crate) fn checked_name(name: &[u8]) -> Result<&[u8]> {
+    let name = name.strip_suffix(b"\n").unwrap_or(name);
+    if name.len() >= NAME_MAX {
+        return Err(ENAMETOOLONG);
+    }
+    if name.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(EINVAL);
+    }
+    Ok(name)
+}
+
 /// The name of the disk of tap `minor`: `td` and base-26 letters (`tda`, `tdz`, `tdaa`, ...).
 #[derive(Clone, Copy)]
 pub(crate) struct DiskName {
@@ -313,6 +393,63 @@ mod tests {
         OP_READ,
         OP_WRITE, //
     };
+
+    #[test]
+    fn abandoned_ids_stay_reserved_until_answered() {
+        let mut slots: Slots<u32> = Slots::new();
+        slots.insert(
+            0,
+            Pending {
+                rq: 10,
+                operation: OP_READ,
+            },
+        );
+        slots.queue(
+            1,
+            Pending {
+                rq: 11,
+                operation: OP_READ,
+            },
+        );
+        assert_eq!(slots.find(|&r| r == 11), Some(1));
+        assert!(slots.is_sent(0) && !slots.is_sent(1));
+        // A queued request frees its id; a sent one keeps it, abandoned.
+        assert_eq!(slots.abandon(1).map(|p| p.rq), Some(11));
+        assert_eq!(slots.abandon(0).map(|p| p.rq), Some(10));
+        assert_eq!(slots.abandon(0).map(|p| p.rq), None);
+        assert_eq!((slots.count(), slots.live(), slots.abandoned()), (1, 0, 1));
+        assert_eq!(slots.free_id(), Some(1));
+        let rsp = RingResponse {
+            id: 0,
+            operation: OP_READ,
+            status: RSP_OKAY,
+            ..RingResponse::default()
+        };
+        assert_eq!(judge_response(&slots, &rsp), Verdict::Late { id: 0 });
+        slots.release(0);
+        assert_eq!((slots.count(), slots.abandoned()), (0, 0));
+        assert_eq!(judge_response(&slots, &rsp), Verdict::Invalid);
+        assert_eq!(slots.free_id(), Some(0));
+    }
+
+    #[test]
+    fn names_with_control_characters_are_refused() {
+        assert_eq!(checked_name(b"vbd-3-51712"), Ok(&b"vbd-3-51712"[..]));
+        assert_eq!(checked_name(b"vbd\n"), Ok(&b"vbd"[..]));
+        assert_eq!(checked_name(b""), Ok(&b""[..]));
+        assert_eq!(checked_name(b"a b/c:d"), Ok(&b"a b/c:d"[..]));
+        assert_eq!(checked_name(b"1 x\n2 forged"), Err(EINVAL));
+        assert_eq!(checked_name(b"x\n\n"), Err(EINVAL));
+        assert_eq!(checked_name(b"tab\there"), Err(EINVAL));
+        assert_eq!(checked_name(b"cr\r"), Err(EINVAL));
+        assert_eq!(checked_name(b"del\x7f"), Err(EINVAL));
+        assert_eq!(checked_name(b"nul\0x"), Err(EINVAL));
+        assert_eq!(
+            checked_name(&[b'a'; NAME_MAX - 1]).map(<[u8]>::len),
+            Ok(NAME_MAX - 1)
+        );
+        assert_eq!(checked_name(&[b'a'; NAME_MAX]), Err(ENAMETOOLONG));
+    }
 
     #[test]
     fn slots_lowest_free_first() {

@@ -34,6 +34,8 @@ impl Attributes for Tap {
         (c"debug", 0o444),
         (c"task", 0o444),
         (c"pool", 0o600),
+        (c"timeout", 0o644),
+        (c"abort", 0o200),
     ];
     const CLASS_ATTRS: &'static [(&'static CStr, u16)] =
         &[(c"verbosity", 0o644), (c"devices", 0o444)];
@@ -47,6 +49,7 @@ impl Attributes for Tap {
                 None => Ok(()),
             },
             b"pool" => tap.show_pool(out).map_err(fmt_err),
+            b"timeout" => writeln!(out, "{}", tap.timeout_secs()).map_err(fmt_err),
             _ => Err(EINVAL),
         }
     }
@@ -55,6 +58,12 @@ impl Attributes for Tap {
         match name.to_bytes() {
             b"name" => tap.set_name(input),
             b"pool" => tap.set_pool(input),
+            b"timeout" => {
+                tap.set_timeout_secs(u32::try_from(parse_int(input)?).map_err(|_| EINVAL)?);
+                Ok(())
+            }
+            // Any write aborts ("1" by convention).
+            b"abort" => tap.abort(),
             _ => Err(EINVAL),
         }
     }

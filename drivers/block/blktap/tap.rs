@@ -21,6 +21,7 @@ use kernel::{
     new_mutex, new_poll_condvar, new_spinlock,
     prelude::*,
     sync::{
+        aref::ARef,
         poll::{
             PollCondVar,
             PollTable, //
@@ -29,6 +30,12 @@ use kernel::{
         ArcBorrow,
         Mutex,
         SpinLock, //
+    },
+    task::Task,
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
     },
     workqueue::{
         impl_has_work,
@@ -46,7 +53,9 @@ use crate::{
             GenDisk,
             Op,
             Request,
-            Status, //
+            RequestId,
+            Status,
+            TimeoutAction, //
         },
         class::SysfsWriter,
         shm::{
@@ -57,6 +66,7 @@ use crate::{
         task, workqueue as module_wq,
     },
     ring::{
+        checked_name,
         judge_response,
         responses_to_consume,
         segment_sectors,
@@ -80,8 +90,10 @@ use crate::{
 struct Ring {
     /// Shared so that `respond` and `dispatch` can copy data without holding the spinlock.
     shm: Arc<SharedRing>,
-    /// The address space that maps the ring (see [`MappingId::mm`]).
-    owner_mm: usize,
+    /// The task that mapped the ring: once it is killed, nothing will answer.
+    owner: ARef<Task>,
+    /// When each id's request was queued (for the request timeout).
+    started: [Instant<Monotonic>; RING_SIZE],
     slots: Slots<Request>,
     /// Next request index to fill.
     req_prod_pvt: u32,
@@ -102,6 +114,12 @@ pub(crate) struct Stats {
     pub(crate) bad_responses: u64,
     /// Times the ring was full.
     pub(crate) busy: u64,
+    /// Requests failed because they were older than the request timeout.
+    pub(crate) timeouts: u64,
+    /// Requests failed because the daemon was killed or the tap aborted.
+    pub(crate) aborted: u64,
+    /// Responses to requests failed already (abandoned ids freed).
+    pub(crate) late: u64,
     /// Wake-ups of the daemon for queued requests.
     pub(crate) wakeups: u64,
     /// Polls that sent requests (batches sent).
@@ -125,6 +143,10 @@ struct Io {
     disk_closed: bool,
     /// A request was handed back because the ring was full.
     queue_busy: bool,
+    /// Seconds a request may wait for the daemon before it fails (`0`: forever).
+    timeout_secs: u32,
+    /// The administrator aborted the tap: every request fails until the ring is unmapped.
+    aborted: bool,
     stats: Stats,
 }
 
@@ -142,6 +164,8 @@ struct Ctl {
     pool: KVec<u8>,
     /// `FREE_TAP` succeeded: the ring can no longer be opened.
     freed: bool,
+    /// A `CREATE_DEVICE` is making the disk (without `ctl` held).
+    creating: bool,
 }
 
 /// One tap.
@@ -168,6 +192,10 @@ impl_has_work! {
     impl HasWork<Self> for Tap { self.remove_work }
 }
 
+/// How often blk-mq asks about a request still with the daemon ([`Tap::timed_out`]): the
+/// bound on noticing a killed daemon, and the granularity of the request timeout.
+const TIMER_INTERVAL_MS: u32 = 1000;
+
 /// Rate limit for per-tap warnings: log the 1st, 2nd, 4th, 8th, ... occurrence.
 fn worth_logging(count: u64) -> bool {
     count.is_power_of_two()
@@ -180,6 +208,7 @@ impl Tap {
         ring_major: u32,
         bdev_major: u32,
         pool: KVec<u8>,
+        timeout_secs: u32,
     ) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
@@ -194,6 +223,7 @@ impl Tap {
                     name: KVec::new(),
                     pool,
                     freed: false,
+                    creating: false,
                 }),
                 io <- new_spinlock!(Io {
                     ring: None,
@@ -203,6 +233,8 @@ impl Tap {
                     daemon_notified: false,
                     disk_closed: false,
                     queue_busy: false,
+                    timeout_secs,
+                    aborted: false,
                     stats: Stats::default(),
                 }),
                 dispatch <- new_mutex!(()),
@@ -261,18 +293,21 @@ impl Tap {
         let mut io = this.io.lock();
         io.ring = Some(Ring {
             shm,
-            owner_mm: id.mm(),
+            owner: task::current_task(),
+            started: [Instant::now(); RING_SIZE],
             slots: Slots::new(),
             req_prod_pvt: 0,
             req_prod_published: 0,
             rsp_cons: 0,
         });
         io.queue_busy = false;
+        // An abort lasts as long as the ring it was made against.
+        io.aborted = false;
         Ok(())
     }
 
-    /// Registers `file` for wake-ups, sends queued requests to the daemon (when the ring's
-    /// owner polls) and reports whether the daemon has something to do.
+    /// Registers `file` for wake-ups, sends queued requests to the daemon and reports whether
+    /// the daemon has something to do (each event is reported to one poll, as in V-XS).
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
         table.register_wait(file, &self.poll);
         self.dispatch();
@@ -345,6 +380,12 @@ impl Tap {
                             );
                         }
                         (id, Status::IoError)
+                    }
+                    Verdict::Late { id } => {
+                        // The kernel failed this request already; its id is free again.
+                        ring.slots.release(id);
+                        io.stats.late += 1;
+                        continue;
                     }
                     Verdict::Invalid => {
                         io.stats.bad_responses += 1;
@@ -450,18 +491,72 @@ impl Tap {
     // ---------------------------------------------------------------------------------------
     // Ring ioctls.
 
-    /// `CREATE_DEVICE` / `CREATE_DEVICE_COMPAT`: creates the disk.
+    /// `CREATE_DEVICE` / `CREATE_DEVICE_COMPAT`: creates the disk, all or nothing.
+    ///
+    /// The disk and the name are allocated without `ctl` held: `RESPOND` takes `ctl`, so an
+    /// allocation under it that waits for reclaim, which waits for this disk's writeback, would
+    /// wait for itself. `ctl.creating` keeps a second caller out meanwhile (`EBUSY`), and the
+    /// result is kept only if the same mapping is still there when `ctl` is taken again.
     pub(crate) fn create_device(
         this: ArcBorrow<'_, Self>,
         config: Result<DeviceConfig>,
         name: Option<&[u8]>,
     ) -> Result {
+        let mapping = {
+            let mut ctl = this.ctl.lock();
+            Self::check_owner(&ctl)?;
+            if ctl.disk.is_some() {
+                return Err(EEXIST);
+            }
+            if ctl.creating {
+                return Err(EBUSY);
+            }
+            ctl.creating = true;
+            ctl.mapping
+        };
+        let created = Self::new_disk(this, config, name);
         let mut ctl = this.ctl.lock();
-        Self::check_owner(&ctl)?;
-        if ctl.disk.is_some() {
-            return Err(EEXIST);
+        ctl.creating = false;
+        let (disk, config, name) = created?;
+        if ctl.mapping != mapping || ctl.freed {
+            // The daemon unmapped the ring meanwhile: nothing may remain of the disk.
+            drop(ctl);
+            this.io.lock().disk_live = false;
+            drop(disk);
+            return Err(ENXIO);
         }
+        ctl.disk = Some(disk);
+        ctl.config = Some(config);
+        if let Some(name) = name {
+            ctl.name = name;
+        }
+        pr_info!(
+            "{}: sector-size: {}/{} capacity: {}{}\n",
+            DiskName::new(this.minor),
+            config.logical_block_size,
+            config.physical_block_size,
+            config.capacity,
+            if config.read_only { " read-only" } else { "" }
+        );
+        Ok(())
+    }
+
+    /// The allocating half of [`Tap::create_device`], run without `ctl`: checks the
+    /// configuration and the name, copies the name, creates and adds the disk.
+    fn new_disk(
+        this: ArcBorrow<'_, Self>,
+        config: Result<DeviceConfig>,
+        name: Option<&[u8]>,
+    ) -> Result<(GenDisk<TapQueue>, DeviceConfig, Option<KVec<u8>>)> {
         let config = config?;
+        let name = match name.map(checked_name).transpose()? {
+            Some(n) if !n.is_empty() => {
+                let mut copy = KVec::new();
+                copy.extend_from_slice(n, GFP_KERNEL)?;
+                Some(copy)
+            }
+            _ => None,
+        };
         let params = DiskParams {
             major: this.bdev_major,
             first_minor: this.minor,
@@ -475,31 +570,21 @@ impl Tap {
             max_hw_sectors: (SEGMENT_MAX * kernel::page::PAGE_SIZE / 512) as u32,
             queue_depth: RING_SIZE as u32,
             read_only: config.read_only,
+            timer_interval_ms: TIMER_INTERVAL_MS,
         };
         // Live before the disk is added: udev may read it at once.
         this.io.lock().disk_live = true;
-        let disk_name = DiskName::new(this.minor);
-        match GenDisk::new(fmt!("{}", disk_name), &params, Arc::from(this)) {
-            Ok(disk) => ctl.disk = Some(disk),
+        match GenDisk::new(
+            fmt!("{}", DiskName::new(this.minor)),
+            &params,
+            Arc::from(this),
+        ) {
+            Ok(disk) => Ok((disk, config, name)),
             Err(e) => {
                 this.io.lock().disk_live = false;
-                return Err(e);
+                Err(e)
             }
         }
-        ctl.config = Some(config);
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
-            ctl.name.clear();
-            ctl.name.extend_from_slice(name, GFP_KERNEL)?;
-        }
-        pr_info!(
-            "{}: sector-size: {}/{} capacity: {}{}\n",
-            disk_name,
-            config.logical_block_size,
-            config.physical_block_size,
-            config.capacity,
-            if config.read_only { " read-only" } else { "" }
-        );
-        Ok(())
     }
 
     /// `REMOVE_DEVICE`: removes the disk unless it is open (`EBUSY`).
@@ -516,7 +601,8 @@ impl Tap {
         };
         {
             let mut io = self.io.lock();
-            let pending = io.ring.as_ref().map_or(0, |r| r.slots.count());
+            // Abandoned ids hold no block request: they do not keep the disk.
+            let pending = io.ring.as_ref().map_or(0, |r| r.slots.live());
             if io.openers > 0 || pending > 0 {
                 return Err(EBUSY);
             }
@@ -543,10 +629,11 @@ impl Tap {
     pub(crate) fn queue(&self, rq: Request, is_last: bool) -> Result<(), Request> {
         let mut guard = self.io.lock();
         let io = &mut *guard;
-        let ring = match (io.disk_live, io.ring.as_mut()) {
-            (true, Some(ring)) => ring,
+        let ring = match (io.disk_live && !io.aborted, io.ring.as_mut()) {
+            (true, Some(ring)) if !task::killed(&ring.owner) => ring,
             _ => {
-                // No daemon (or the disk is going away): fail at once, never wait.
+                // No daemon (or a killed one, an aborted tap, a disk going away): fail at once,
+                // never wait.
                 io.stats.failed += 1;
                 drop(guard);
                 rq.end(Status::IoError);
@@ -568,6 +655,7 @@ impl Tap {
             return Err(rq);
         };
         ring.slots.queue(id, Pending { rq, operation });
+        ring.started[id] = Instant::now();
         let wake = is_last && Self::notify(io);
         drop(guard);
         if wake {
@@ -592,7 +680,12 @@ impl Tap {
         }
     }
 
-    /// Sends the queued requests to the daemon, if the caller's address space owns the ring.
+    /// Sends the queued requests to the daemon.
+    ///
+    /// Whoever polls the ring sends them, not only the daemon's own threads: this touches the
+    /// ring only through kernel addresses, and a poll from another context (Linux AIO's
+    /// `IOCB_CMD_POLL` re-polls from a kernel worker with no address space; a second process
+    /// sharing the fd) must not report readiness without having sent what it reports.
     ///
     /// Three steps, so that the spinlock is held only briefly: take the queued requests out,
     /// keeping their ids reserved, and note `req_prod_pvt`; build their ring entries, copying
@@ -610,9 +703,6 @@ impl Tap {
             let Some(ring) = io.ring.as_mut() else {
                 return;
             };
-            if task::current_mm_id() != Some(ring.owner_mm) {
-                return;
-            }
             // Cleared before taking the requests: one queued after this wakes the daemon again.
             io.daemon_notified = false;
             let queued = ring.slots.queued();
@@ -644,7 +734,7 @@ impl Tap {
                 .ring
                 .as_ref()
                 .is_some_and(|ring| Arc::ptr_eq(&ring.shm, &shm));
-            let live = io.disk_live;
+            let live = io.disk_live && !io.aborted;
             for (slot, entry) in failed.iter_mut().zip(taken.iter_mut()) {
                 let Some((id, pending, encoded)) = entry.take() else {
                     continue;
@@ -729,6 +819,107 @@ impl Tap {
         io.requests_published = true;
     }
 
+    /// blk-mq asks about request `id`, with the driver for another timer interval: fail it if
+    /// the daemon was killed, the tap aborted, or the request is older than the timeout.
+    pub(crate) fn timed_out(&self, id: RequestId) -> TimeoutAction {
+        let (failed, why, pid) = {
+            let mut guard = self.io.lock();
+            let io = &mut *guard;
+            let timeout = io.timeout_secs;
+            let aborted = io.aborted;
+            let Some(ring) = io.ring.as_mut() else {
+                return TimeoutAction::ResetTimer;
+            };
+            // Not found: being sent or completed right now, by whoever holds it.
+            let Some(slot) = ring.slots.find(|rq| rq.id() == id) else {
+                return TimeoutAction::ResetTimer;
+            };
+            let why = if aborted {
+                "the tap was aborted"
+            } else if task::killed(&ring.owner) {
+                "its daemon was killed"
+            } else if timeout > 0
+                && ring.started[slot].elapsed() >= Delta::from_secs(i64::from(timeout))
+            {
+                "it timed out"
+            } else {
+                return TimeoutAction::ResetTimer;
+            };
+            let sent = ring.slots.is_sent(slot);
+            let Some(pending) = ring.slots.abandon(slot) else {
+                return TimeoutAction::ResetTimer;
+            };
+            io.stats.failed += 1;
+            if why == "it timed out" {
+                io.stats.timeouts += 1;
+            } else {
+                io.stats.aborted += 1;
+            }
+            let count = io.stats.timeouts + io.stats.aborted;
+            let pid = ring.owner.pid();
+            (pending, worth_logging(count).then_some((why, sent)), pid)
+        };
+        if let Some((why, sent)) = why {
+            pr_warn!(
+                "{}: failing a request {} daemon {}: {}\n",
+                DiskName::new(self.minor),
+                if sent { "sent to" } else { "not yet taken by" },
+                pid,
+                why
+            );
+        }
+        failed.rq.end(Status::IoError);
+        TimeoutAction::Done
+    }
+
+    /// Fails every request now, and every later one until the ring is unmapped: what an
+    /// unmap does, for a daemon that is alive but stuck. Ids of sent requests stay reserved
+    /// until the daemon answers them. `ENXIO` if no daemon maps the ring.
+    pub(crate) fn abort(&self) -> Result {
+        let ctl = self.ctl.lock();
+        let (failed, n) = {
+            let mut guard = self.io.lock();
+            let io = &mut *guard;
+            let Some(ring) = io.ring.as_mut() else {
+                return Err(ENXIO);
+            };
+            let mut failed: [Option<Request>; RING_SIZE] = [const { None }; RING_SIZE];
+            let mut n = 0u64;
+            for (id, slot) in failed.iter_mut().enumerate() {
+                *slot = ring.slots.abandon(id).map(|p| p.rq);
+                n += u64::from(slot.is_some());
+            }
+            io.aborted = true;
+            io.queue_busy = false;
+            io.stats.failed += n;
+            io.stats.aborted += n;
+            (failed, n)
+        };
+        pr_warn!(
+            "{}: aborted by the administrator: {} request(s) failed, later ones fail at once\n",
+            DiskName::new(self.minor),
+            n
+        );
+        for rq in failed.into_iter().flatten() {
+            rq.end(Status::IoError);
+        }
+        // Requests handed back as busy are dispatched again and now fail at once.
+        if let Some(disk) = &ctl.disk {
+            disk.run_queue();
+        }
+        Ok(())
+    }
+
+    /// The request timeout in seconds (`0`: none).
+    pub(crate) fn timeout_secs(&self) -> u32 {
+        self.io.lock().timeout_secs
+    }
+
+    /// Sets the request timeout; it applies to requests already waiting too.
+    pub(crate) fn set_timeout_secs(&self, secs: u32) {
+        self.io.lock().timeout_secs = secs;
+    }
+
     /// The disk is being opened.
     pub(crate) fn disk_opened(&self) -> Result {
         let mut io = self.io.lock();
@@ -787,17 +978,12 @@ impl Tap {
         }
     }
 
-    /// Sets the name (kept verbatim, as V-XS does).
+    /// Sets the name (see [`checked_name`] for what is refused). Allocates before taking
+    /// `ctl`, which `RESPOND` needs: reclaim must never wait on this disk's I/O under it.
     pub(crate) fn set_name(&self, name: &[u8]) -> Result {
-        if name.len() >= crate::uapi::NAME_MAX {
-            return Err(ENAMETOOLONG);
-        }
-        if name.contains(&0) {
-            return Err(EINVAL);
-        }
-        let mut ctl = self.ctl.lock();
-        ctl.name.clear();
-        ctl.name.extend_from_slice(name, GFP_KERNEL)?;
+        let mut new = KVec::new();
+        new.extend_from_slice(checked_name(name)?, GFP_KERNEL)?;
+        self.ctl.lock().name = new;
         Ok(())
     }
 
@@ -825,13 +1011,13 @@ impl Tap {
         }
         // Validates the name and creates the pool; takes `TAPS`, so not under `ctl`.
         crate::registry::get_or_create_pool(name)?;
-        let name = name.strip_suffix(b"\n").unwrap_or(name);
+        let mut new = KVec::new();
+        new.extend_from_slice(name.strip_suffix(b"\n").unwrap_or(name), GFP_KERNEL)?;
         let mut ctl = self.ctl.lock();
-        if ctl.disk.is_some() {
+        if ctl.disk.is_some() || ctl.creating {
             return Err(EBUSY);
         }
-        ctl.pool.clear();
-        ctl.pool.extend_from_slice(name, GFP_KERNEL)?;
+        ctl.pool = new;
         Ok(())
     }
 
@@ -875,15 +1061,21 @@ impl Tap {
             "wakeups:{} dispatches:{} responds:{}",
             s.wakeups, s.dispatches, s.responds
         )?;
+        writeln!(
+            out,
+            "timeout:{} timeouts:{} aborted:{} late responses:{} abort:{}",
+            io.timeout_secs, s.timeouts, s.aborted, s.late, io.aborted
+        )?;
         match io.ring.as_ref() {
             None => writeln!(out, "begin pending:0\nend pending"),
             Some(r) => {
                 writeln!(
                     out,
-                    "req_prod_pvt:{} rsp_cons:{}\nbegin pending:{}",
+                    "req_prod_pvt:{} rsp_cons:{} abandoned:{}\nbegin pending:{}",
                     r.req_prod_pvt,
                     r.rsp_cons,
-                    r.slots.count()
+                    r.slots.abandoned(),
+                    r.slots.live()
                 )?;
                 for id in r.slots.ids() {
                     let op = r.slots.operation(id).unwrap_or(0);

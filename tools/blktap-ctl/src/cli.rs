@@ -69,6 +69,17 @@ pub enum Cmd {
         timeout: u64,
     },
 
+    /// Fail every request of a tap now, and every later one, as if its daemon had died.
+    ///
+    /// For a daemon that is alive but stuck: its disk's users get EIO instead of waiting
+    /// forever, and the disk can then be removed. Lasts until the daemon unmaps the ring
+    /// (kill it, then `blktap-ctl destroy` or `free`). Writes the tap's sysfs `abort`.
+    Abort {
+        /// Minor of the tap.
+        #[arg(short, long, value_name = "N")]
+        minor: u32,
+    },
+
     /// List allocated taps: minor, daemon pid, disk, state and name.
     ///
     /// PID and DISK are "-" for a tap without a daemon or without a disk (a tap has a disk

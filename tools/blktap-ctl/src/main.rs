@@ -65,6 +65,12 @@ fn cmd_free(cli: &Cli, minor: u32) -> AnyResult<()> {
     Ok(())
 }
 
+fn cmd_abort(cli: &Cli, minor: u32) -> AnyResult<()> {
+    let path = sysfs::tap_dir(&cli.class_dir(), minor).join("abort");
+    std::fs::write(&path, b"1").map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
 fn daemon_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
@@ -334,6 +340,7 @@ fn main() -> ExitCode {
         Cmd::Free { minor } => cmd_free(&cli, *minor),
         Cmd::Create(args) => cmd_create(&cli, args),
         Cmd::Destroy { minor, timeout } => cmd_destroy(&cli, *minor, *timeout),
+        Cmd::Abort { minor } => cmd_abort(&cli, *minor),
         Cmd::List => cmd_list(&cli),
     };
     match result {
@@ -385,6 +392,9 @@ mod tests {
             }
         ));
         assert_eq!(c.dev_dir, PathBuf::from("/tmp/x"));
+        let c = Cli::try_parse_from(["blktap-ctl", "abort", "-m", "7"]).unwrap();
+        assert!(matches!(c.command, Cmd::Abort { minor: 7 }));
+        assert!(Cli::try_parse_from(["blktap-ctl", "abort"]).is_err());
         assert!(Cli::try_parse_from(["blktap-ctl", "free"]).is_err());
         assert!(Cli::try_parse_from(["blktap-ctl", "create"]).is_err());
     }

@@ -302,6 +302,7 @@ mod tests {
                 "blktap-ctl-free.8",
                 "blktap-ctl-create.8",
                 "blktap-ctl-destroy.8",
+                "blktap-ctl-abort.8",
                 "blktap-ctl-list.8",
             ]
         );
@@ -354,7 +355,7 @@ mod tests {
     fn writes_files() {
         let dir = std::env::temp_dir().join(format!("blktap-man-test-{}", std::process::id()));
         let written = write_pages(&dir).unwrap();
-        assert_eq!(written.len(), 7);
+        assert_eq!(written.len(), 8);
         for p in &written {
             assert!(std::fs::metadata(p).unwrap().len() > 100, "{}", p.display());
         }

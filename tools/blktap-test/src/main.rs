@@ -15,6 +15,7 @@ mod ktap;
 mod rng;
 mod security;
 mod storm;
+mod stuck;
 mod teardown;
 mod util;
 
@@ -130,6 +131,10 @@ enum Cmd {
 
     /// Watch all tasks for uninterruptible sleep longer than a bound.
     Dstate(dstate::DstateArgs),
+
+    /// A daemon that is alive but stuck or odd (never polls, never responds, does I/O on its
+    /// own disk, polls only through Linux AIO), until it is killed.
+    Stuck(stuck::StuckArgs),
 }
 
 /// Paths used by the checks.
@@ -621,6 +626,17 @@ fn ioctl_errors(env: &Env, t: &mut Ktap) {
         );
     }
     t.expect_ok("REMOVE_DEVICE without a disk", ring.remove_device());
+    // A name with a newline would forge a "minor name" line of the class `devices` attribute.
+    t.expect_errno(
+        "CREATE_DEVICE_COMPAT with a newline in the name is EINVAL",
+        ring.create_device_compat(&Blktap2Params::new(2048, 512).with_name("x\n1 forged")),
+        libc::EINVAL,
+    );
+    t.check(
+        "no disk after the refused CREATE_DEVICE_COMPAT",
+        !sysfs::disk_exists(&env.sysfs, a.ring_minor),
+        || format!("/sys/block/{} exists", disk_name(a.ring_minor)),
+    );
     let params = Blktap2Params::new(2048, 512).with_name("blktap-test");
     if t.expect_ok("CREATE_DEVICE_COMPAT", ring.create_device_compat(&params))
         .is_some()
@@ -940,6 +956,15 @@ fn main() -> ExitCode {
     if let Cmd::Dstate(a) = &cli.command {
         return dstate::run(a);
     }
+    if let Cmd::Stuck(a) = &cli.command {
+        return match stuck::run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stuck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut t = Ktap::new();
     match cli.command {
         Cmd::IoctlErrors => ioctl_errors(&env, &mut t),
@@ -957,7 +982,7 @@ fn main() -> ExitCode {
         Cmd::Security => security::run(&env, &mut t),
         Cmd::StalePages => security::stale_pages(&env, &mut t),
         Cmd::Io(a) => io::run(&a, &mut t),
-        Cmd::Dstate(_) => unreachable!("handled above"),
+        Cmd::Dstate(_) | Cmd::Stuck(_) => unreachable!("handled above"),
     }
     if own_tmp {
         let _ = fs::remove_dir_all(&env.tmp);

@@ -135,6 +135,11 @@ impl Request {
         }
     }
 
+    /// The identity of the request, as [`Operations::timeout`] names it.
+    pub(crate) fn id(&self) -> RequestId {
+        RequestId(self.raw().addr())
+    }
+
     /// Ends the request with `status`.
     pub(crate) fn end(self, status: Status) {
         let this = ManuallyDrop::new(self);
@@ -150,6 +155,19 @@ impl Drop for Request {
         // SAFETY: by the type invariant the request is started and not yet ended.
         unsafe { bindings::blk_mq_end_request(self.raw(), Status::IoError.to_raw()) };
     }
+}
+
+/// The identity of a request handed to the driver, to find the [`Request`] it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RequestId(usize);
+
+/// What blk-mq does with a request whose timer expired ([`Operations::timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeoutAction {
+    /// Keep waiting: the timer is armed again for one more interval.
+    ResetTimer,
+    /// The driver has ended the request (or is ending it).
+    Done,
 }
 
 /// One piece of a request's data, contained in a single page.
@@ -238,6 +256,15 @@ pub(crate) trait Operations: Sized + 'static {
     /// Makes requests queued without `is_last` visible to the device.
     fn commit_rqs(data: <Self::QueueData as ForeignOwnable>::Borrowed<'_>);
 
+    /// The request `id` has been with the driver for another [`DiskParams::timer_interval_ms`].
+    /// The driver either ends the [`Request`] it holds for it and returns
+    /// [`TimeoutAction::Done`], or returns [`TimeoutAction::ResetTimer`] (also when it does not
+    /// hold the request any more: it is being completed). Runs in process context (kblockd).
+    fn timeout(
+        data: <Self::QueueData as ForeignOwnable>::Borrowed<'_>,
+        id: RequestId,
+    ) -> TimeoutAction;
+
     /// The block device is being opened. Called with the disk's open mutex held.
     fn open(data: <Self::QueueData as ForeignOwnable>::Borrowed<'_>) -> Result;
 
@@ -286,9 +313,24 @@ impl<T: Operations> VTable<T> {
         T::commit_rqs(data);
     }
 
+    /// # Safety
+    ///
+    /// Called by blk-mq's timeout work with a live, started request of a queue created by
+    /// [`GenDisk::new`], on which it holds a reference for the duration of the call.
+    unsafe extern "C" fn timeout(rq: *mut bindings::request) -> bindings::blk_eh_timer_return {
+        // SAFETY: `rq` is a live request of our queue; `queuedata` is valid as in `queue_rq`
+        // (the timeout work is stopped before the queue and its data go).
+        let data = unsafe { T::QueueData::borrow((*(*rq).q).queuedata) };
+        match T::timeout(data, RequestId(rq.addr())) {
+            TimeoutAction::ResetTimer => bindings::blk_eh_timer_return_BLK_EH_RESET_TIMER,
+            TimeoutAction::Done => bindings::blk_eh_timer_return_BLK_EH_DONE,
+        }
+    }
+
     const MQ_OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
         queue_rq: Some(Self::queue_rq),
         commit_rqs: Some(Self::commit_rqs),
+        timeout: Some(Self::timeout),
         ..pin_init::zeroed()
     };
 
@@ -358,6 +400,8 @@ pub(crate) struct DiskParams {
     pub(crate) queue_depth: u32,
     /// Whether the disk is read-only.
     pub(crate) read_only: bool,
+    /// How often [`Operations::timeout`] is asked about a request still with the driver.
+    pub(crate) timer_interval_ms: u32,
 }
 
 /// A blk-mq tag set.
@@ -368,7 +412,11 @@ struct TagSet {
 }
 
 impl TagSet {
-    fn new(ops: &'static bindings::blk_mq_ops, depth: u32) -> impl PinInit<Self, Error> {
+    fn new(
+        ops: &'static bindings::blk_mq_ops,
+        depth: u32,
+        timeout_jiffies: u32,
+    ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             inner <- Opaque::try_ffi_init(|slot: *mut bindings::blk_mq_tag_set| {
                 // SAFETY: `slot` is valid for writes; the tag set is fully initialised here
@@ -379,6 +427,7 @@ impl TagSet {
                         nr_hw_queues: 1,
                         nr_maps: 1,
                         queue_depth: depth,
+                        timeout: timeout_jiffies,
                         numa_node: bindings::NUMA_NO_NODE,
                         ..pin_init::zeroed()
                     });
@@ -430,7 +479,11 @@ impl<T: Operations> GenDisk<T> {
             return Err(EINVAL);
         }
         let tag_set = KBox::pin_init(
-            TagSet::new(&VTable::<T>::MQ_OPS, params.queue_depth),
+            TagSet::new(
+                &VTable::<T>::MQ_OPS,
+                params.queue_depth,
+                kernel::time::msecs_to_jiffies(params.timer_interval_ms).max(1) as u32,
+            ),
             GFP_KERNEL,
         )?;
         let mut lim: bindings::queue_limits = pin_init::zeroed();

@@ -4,7 +4,9 @@
 
 use kernel::{
     bindings,
-    prelude::*, //
+    prelude::*,
+    sync::aref::ARef,
+    task::Task, //
 };
 
 /// The thread id of the calling task, as the `task` sysfs attribute reports it.
@@ -20,6 +22,24 @@ pub(crate) fn current_mm_id() -> Option<usize> {
     kernel::current!()
         .mm()
         .map(|mm| core::ptr::from_ref(mm).addr())
+}
+
+/// The calling task, counted: a ring keeps its daemon's task to ask whether it was killed.
+pub(crate) fn current_task() -> ARef<Task> {
+    ARef::from(&**kernel::current!())
+}
+
+/// Whether `task` was sent `SIGKILL` (what `fatal_signal_pending` tests): it can no longer
+/// answer anything, but a task asleep in uninterruptible I/O wait does not act on it until
+/// that I/O ends.
+pub(crate) fn killed(task: &Task) -> bool {
+    // SAFETY: `task` is a live, counted task; its private pending set is read the way
+    // `__fatal_signal_pending` reads it, without the signal lock (a volatile read: the bit
+    // may be set concurrently, and a stale answer is corrected by the next check).
+    let set = unsafe {
+        core::ptr::read_volatile(core::ptr::addr_of!((*task.as_ptr()).pending.signal.sig[0]))
+    };
+    set & (1 << (bindings::SIGKILL - 1)) != 0
 }
 
 /// Whether the calling task has `CAP_SYS_ADMIN` (and so may create and destroy taps).

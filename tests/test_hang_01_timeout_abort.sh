@@ -1,0 +1,92 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# Daemons that are alive but stuck (blktap-test stuck), and what ends the wait for them:
+#  - the request timeout: a tap's sysfs "timeout" is the module's request_timeout (180 s) for
+#    a new tap, takes whole seconds, refuses "x" and -1 (EINVAL); set to 3 s, an O_DIRECT read
+#    from a daemon that never polls and one that polls but never responds fails with EIO after
+#    3 to 8 s (the timer ticks once a second), and the tap counts the timeout;
+#  - timeout 0 (never): the read still waits after 6 s; then "blktap-ctl abort" fails it at once
+#    with EIO, and later I/O fails at once too;
+#  - the disk of an aborted or timed-out tap can be removed and the tap freed once the stuck
+#    daemon is killed. No task stays in D state longer than the bound.
+# timeout: 180
+. "$(dirname "$0")/lib/common.sh"
+
+require_cmd blktap-ctl blktap-test
+load_blktap
+dstate_watch_start 20
+daemons=
+cleanup() { for p in $daemons; do kill -KILL "$p" 2>/dev/null; done; }
+atexit cleanup
+
+# stuck_tap MODE: a tap served by "blktap-test stuck --mode MODE"; sets m, disk, pid.
+stuck_tap() {
+	tap_alloc
+	m=$TAP_MINOR disk=/dev/$(disk_name "$TAP_MINOR")
+	blktap-test stuck --ring "/dev/blktap/blktap$m" --mode "$1" > "stuck.$m.log" 2>&1 3<&- 4<&- 5<&- &
+	pid=$!
+	daemons="$daemons $pid"
+	wait_for 20 tap_mapped "$m" || fail "$1: the stuck daemon did not map tap $m: $(cat "stuck.$m.log")"
+	wait_for 20 test -b "$disk" || fail "$1: no disk for tap $m"
+}
+# read_eio SECS: an O_DIRECT 4k read of $disk in the background; sets rpid and t0.
+read_start() {
+	t0=$(now)
+	dd if="$disk" of=/dev/null bs=4k count=1 iflag=direct > "read.$m.out" 2>&1 &
+	rpid=$!
+}
+# read_wait LOW HIGH WHAT: the read ends with EIO between LOW and HIGH seconds after it began.
+read_wait() {
+	while kill -0 "$rpid" 2>/dev/null && [ "$(awk -v e="$(since "$t0")" -v h="$2" 'BEGIN { print (e > h + 5) }')" = 0 ]; do
+		sleep 0.1
+	done
+	el=$(since "$t0")
+	kill -0 "$rpid" 2>/dev/null && { kill -KILL "$rpid"; fail "$3: the read still waits after ${el}s"; }
+	rc=0
+	wait "$rpid" || rc=$?
+	[ "$rc" != 0 ] || fail "$3: the read succeeded"
+	grep -q 'Input/output error' "read.$m.out" || { cat "read.$m.out"; fail "$3: the read failed without EIO"; }
+	awk -v e="$el" -v l="$1" -v h="$2" 'BEGIN { exit !(e >= l && e <= h) }' ||
+		fail "$3: EIO after ${el}s, expected between $1 and $2 s"
+	log "$3: EIO after ${el}s"
+}
+# finish: kill the stuck daemon, then the tap frees (its disk goes with the ring).
+finish() {
+	kill -KILL "$pid"
+	wait "$pid" 2>/dev/null
+	wait_for 10 disk_gone "$m" || fail "tap $m: disk still there after its daemon died"
+	free_tap "$m" || fail "tap $m: cannot be freed after its daemon died"
+}
+
+for mode in never-poll never-respond; do
+	stuck_tap "$mode"
+	attr=$(tap_sysfs "$m")/timeout
+	[ "$(cat "$attr")" = 180 ] || fail "timeout of a new tap is '$(cat "$attr")', expected the module's 180"
+	for bad in x -1 4294967296; do
+		write_attr "$attr" "$bad" && fail "timeout accepted '$bad'"
+		[ "$WRITE_ERR" = "Invalid argument" ] || fail "timeout '$bad': '$WRITE_ERR', expected EINVAL"
+	done
+	write_attr "$attr" 3 || fail "cannot set the timeout: $WRITE_ERR"
+	[ "$(cat "$attr")" = 3 ] || fail "timeout reads '$(cat "$attr")' after writing 3"
+	read_start
+	read_wait 3 8 "$mode, timeout 3 s"
+	grep -q 'timeouts:[1-9]' "$(tap_sysfs "$m")/debug" || { cat "$(tap_sysfs "$m")/debug"; fail "$mode: the tap counted no timeout"; }
+	finish
+done
+
+# Timeout 0: nothing ends the wait but the administrator.
+stuck_tap never-respond
+write_attr "$(tap_sysfs "$m")/timeout" 0 || fail "cannot set timeout 0: $WRITE_ERR"
+read_start
+sleep 6
+kill -0 "$rpid" 2>/dev/null || { cat "read.$m.out"; fail "timeout 0: the read ended within 6 s"; }
+t0=$(now)
+blktap-ctl abort -m "$m" || fail "blktap-ctl abort -m $m failed"
+read_wait 0 2 "timeout 0, then abort"
+read_start
+read_wait 0 1 "after the abort, a new read"
+grep -q 'abort:true' "$(tap_sysfs "$m")/debug" || fail "the debug attribute does not show the abort"
+write_attr "$(tap_sysfs "$m")/abort" 1 || fail "a second abort failed: $WRITE_ERR"
+finish
+blktap-ctl abort -m "$m" 2>/dev/null && fail "abort of a freed tap succeeded"
+dstate_watch_check
