@@ -34,10 +34,7 @@ use crate::{
             ClassDevice,
             SysfsWriter, //
         },
-        globals::{
-            self,
-            TAPS, //
-        },
+        globals::global_mutex,
         sysfs_dir::{
             DeviceFiles,
             Dir,
@@ -94,6 +91,14 @@ impl Slot {
             _ => None,
         }
     }
+}
+
+global_mutex! {
+    /// The tap table: the ring char devices find taps by minor (`open` gets only an inode), and
+    /// the control device's ioctls need the driver's class and majors.
+    pub(crate) static TAPS: TapTable = TapTable::new();
+    /// Initialises [`TAPS`]; called once, first thing in module init ([`init`]).
+    fn init_taps;
 }
 
 /// The taps, indexed by minor, and the driver objects they need.
@@ -292,7 +297,7 @@ impl Drop for RegistryGuard {
 /// Registers the block major `tapdev`, the `blktap2` char region and class, and the module's
 /// workqueue (in the V-XS init order).
 pub(crate) fn init() -> Result<RegistryGuard> {
-    globals::init();
+    init_taps();
     let queue = install_module_queue(OwnedQueue::new(c"blktap")?);
     let bdev = BlockMajor::new(c"tapdev")?;
     let region = Region::<RingFile>::new(c"blktap2", MAX_DEVICES)?;

@@ -2,22 +2,38 @@
 
 //! Module-global state that C callbacks reach without a pointer of their own.
 //!
-//! The ring char devices are found by minor number (`open` gets only an inode) and the control
-//! device's ioctls need the driver's class and majors: both go through [`TAPS`].
+//! [`global_mutex!`] defines a mutex-protected global of any type together with the function
+//! that initialises it, so that the driver instantiates the globals it needs (its tap table)
+//! without writing `unsafe` itself, and this layer knows nothing of what they hold.
 
-use core::pin::Pin;
+/// Defines `static $name: GlobalLock<..>` (a [`kernel::sync::global_lock!`] mutex holding a
+/// `$ty` made by `$value`) and `fn $init()`, which module init must call once, before anything
+/// uses the global.
+///
+/// ```ignore
+/// global_mutex! {
+///     /// The table of taps.
+///     pub(crate) static TAPS: TapTable = TapTable::new();
+///     /// Initialises [`TAPS`].
+///     pub(crate) fn init_taps;
+/// }
+/// ```
+macro_rules! global_mutex {
+    {
+        $(#[$meta:meta])* $vis:vis static $name:ident: $ty:ty = $value:expr;
+        $(#[$init_meta:meta])* $init_vis:vis fn $init:ident;
+    } => {
+        ::kernel::sync::global_lock! {
+            // SAFETY: the `$init` function below is called in module init, before any use.
+            $(#[$meta])* $vis unsafe(uninit) static $name: Mutex<$ty> = $value;
+        }
 
-use kernel::sync::global_lock;
-
-use crate::registry::TapTable;
-
-global_lock! {
-    // SAFETY: `init` below runs in module init, before any use of `TAPS`.
-    pub(crate) unsafe(uninit) static TAPS: Mutex<TapTable> = TapTable::new();
+        $(#[$init_meta])*
+        $init_vis fn $init() {
+            // SAFETY: called once, from module init, before anything can use the global (the
+            // caller's promise, stated on the function).
+            unsafe { $name.init() };
+        }
+    };
 }
-
-/// Initialises [`TAPS`]; called once, first thing in module init.
-pub(crate) fn init() {
-    // SAFETY: called once, from module init, before anything can use `TAPS`.
-    unsafe { TAPS.init() };
-}
+pub(crate) use global_mutex;

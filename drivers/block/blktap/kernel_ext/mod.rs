@@ -13,7 +13,7 @@
 //! - [`sysfs_dir`]: sysfs files on an existing device and directories of attributes under it;
 //! - [`shm`]: the memory shared with the ring daemon and the VMA that maps it;
 //! - [`workqueue`]: a workqueue owned by the module, drained when it is dropped;
-//! - [`globals`]: the global tap table the C callbacks look taps up in;
+//! - [`globals`]: mutex-protected globals (the driver's tap table) for C callbacks to reach;
 //! - [`task`]: facts about the calling task (pid, mm identity, capabilities) and module refs.
 
 pub(crate) mod blk;
