@@ -213,7 +213,7 @@ uninstall_all() {
 		for e in "${TOOLS[@]}"; do entries+=("f $DESTDIR$SBINDIR/$e"); done
 		for e in "$TOP"/udev/*.rules; do entries+=("f $DESTDIR$UDEVRULESDIR/$(basename "$e")"); done
 		for e in blktapd blktap-ctl blktap-ctl-alloc blktap-ctl-free blktap-ctl-create \
-			blktap-ctl-destroy blktap-ctl-abort blktap-ctl-list; do entries+=("f $DESTDIR$MANDIR/man8/$e.8"); done
+			blktap-ctl-destroy blktap-ctl-abort blktap-ctl-recover blktap-ctl-list; do entries+=("f $DESTDIR$MANDIR/man8/$e.8"); done
 		for e in "${INSTALL_MOD_PATH%/}"/lib/modules/*/updates/drivers/block/blktap/blktap.ko*; do
 			[ ! -e "$e" ] || entries+=("f $e")
 		done

@@ -35,7 +35,7 @@ impl Operations for TapQueue {
     }
 
     fn timeout(tap: ArcBorrow<'_, Tap>, id: RequestId) -> TimeoutAction {
-        tap.timed_out(id)
+        Tap::timed_out(tap, id)
     }
 
     fn open(tap: ArcBorrow<'_, Tap>) -> Result {

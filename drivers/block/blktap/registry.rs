@@ -82,6 +82,8 @@ enum Slot {
     /// The minor's tap was freed and its sysfs device is being removed: not reusable yet (a new
     /// device of the same name would clash with it).
     Freeing,
+    /// The minor is being allocated: its slot exists before its device does.
+    Reserved,
 }
 
 impl Slot {
@@ -328,26 +330,49 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
         // V-XS reports every allocation failure, exhaustion included, as ENOMEM.
         return Err(ENOMEM);
     }
-    let minor = minor as u32;
+    // The slot is reserved (the table grown) before the device exists: once it does, nothing
+    // may fail under `TAPS`, because dropping a device waits for its sysfs callbacks, and a
+    // `pool` store in one of them waits for `TAPS`.
+    if minor == taps.len() {
+        taps.push(Slot::Reserved, GFP_KERNEL)?;
+    } else {
+        taps[minor] = Slot::Reserved;
+    }
+    let made = (|| {
+        let minor = minor as u32;
+        let module = ModuleRef::get()?;
+        let timeout = crate::module_parameters::request_timeout.value();
+        let tap = Tap::new(
+            minor,
+            driver.region.major(),
+            driver.bdev.major(),
+            pool,
+            timeout,
+        )?;
+        let name = CString::try_from_fmt(fmt!("blktap/blktap{}", minor))?;
+        let device =
+            driver
+                .class
+                .create_device(mkdev(driver.region.major(), minor), &name, tap.clone())?;
+        Ok(Entry {
+            tap,
+            _device: device,
+            _module: module,
+        })
+    })();
     let ring_major = driver.region.major();
     let bdev_major = driver.bdev.major();
-    let module = ModuleRef::get()?;
-    let timeout = crate::module_parameters::request_timeout.value();
-    let tap = Tap::new(minor, ring_major, bdev_major, pool, timeout)?;
-    let name = CString::try_from_fmt(fmt!("blktap/blktap{}", minor))?;
-    let device = driver
-        .class
-        .create_device(mkdev(ring_major, minor), &name, tap.clone())?;
-    let entry = Entry {
-        tap,
-        _device: device,
-        _module: module,
-    };
-    if minor as usize == taps.len() {
-        taps.push(Slot::Used(entry), GFP_KERNEL)?;
-    } else {
-        taps[minor as usize] = Slot::Used(entry);
+    match made {
+        Ok(entry) => taps[minor] = Slot::Used(entry),
+        Err(e) => {
+            taps[minor] = Slot::Free;
+            while matches!(taps.last(), Some(Slot::Free)) {
+                taps.pop();
+            }
+            return Err(e);
+        }
     }
+    let minor = minor as u32;
     Ok(BlktapInfo {
         ring_major,
         bdev_major,

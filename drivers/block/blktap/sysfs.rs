@@ -36,6 +36,7 @@ impl Attributes for Tap {
         (c"pool", 0o600),
         (c"timeout", 0o644),
         (c"abort", 0o200),
+        (c"recovery", 0o644),
     ];
     const CLASS_ATTRS: &'static [(&'static CStr, u16)] =
         &[(c"verbosity", 0o644), (c"devices", 0o444)];
@@ -50,6 +51,7 @@ impl Attributes for Tap {
             },
             b"pool" => tap.show_pool(out).map_err(fmt_err),
             b"timeout" => writeln!(out, "{}", tap.timeout_secs()).map_err(fmt_err),
+            b"recovery" => writeln!(out, "{}", tap.recovery_secs()).map_err(fmt_err),
             _ => Err(EINVAL),
         }
     }
@@ -60,6 +62,10 @@ impl Attributes for Tap {
             b"pool" => tap.set_pool(input),
             b"timeout" => {
                 tap.set_timeout_secs(u32::try_from(parse_int(input)?).map_err(|_| EINVAL)?);
+                Ok(())
+            }
+            b"recovery" => {
+                tap.set_recovery_secs(u32::try_from(parse_int(input)?).map_err(|_| EINVAL)?);
                 Ok(())
             }
             // Any write aborts ("1" by convention).

@@ -22,7 +22,8 @@ use kernel::{
         Arc,
         ArcBorrow,
         Mutex,
-        SpinLock, //
+        SpinLock,
+        UniqueArc, //
     },
     task::Task,
     time::{
@@ -57,6 +58,7 @@ use crate::{
         checked_name,
         DeviceConfig,
         DiskName,
+        Pending,
         Slots, //
     },
     uapi::{
@@ -99,6 +101,8 @@ pub(crate) struct Stats {
     pub(crate) aborted: u64,
     /// Responses to requests failed already (abandoned ids freed).
     pub(crate) late: u64,
+    /// Requests held while no daemon mapped the ring and sent again to the next one.
+    pub(crate) reissued: u64,
     /// Wake-ups of the daemon for queued requests.
     pub(crate) wakeups: u64,
     /// Polls that sent requests (batches sent).
@@ -126,7 +130,24 @@ struct Io {
     timeout_secs: u32,
     /// The administrator aborted the tap: every request fails until the ring is unmapped.
     aborted: bool,
+    /// Requests held for the next daemon (opt-in).
+    recovery: Recovery,
+    /// The daemon of the current ring has made or found the disk (`CREATE_DEVICE`): it has its
+    /// image open and can take requests. Until then, held requests stay held.
+    ring_ready: bool,
     stats: Stats,
+}
+
+/// Restart without I/O errors (opt-in, per tap): while no daemon maps the ring, the disk keeps
+/// its requests, in flight or new, for up to `window_secs`; the next daemon to map the ring gets
+/// them all sent again. When the window ends first, they fail with `EIO`.
+struct Recovery {
+    /// Seconds to hold requests after the ring goes (`0`: off, V-XS behaviour: fail at once).
+    window_secs: u32,
+    /// While holding: when the window ends.
+    until: Option<Instant<Monotonic>>,
+    /// The held requests (at most one per tag, so the ring's size is enough).
+    held: [Option<Pending<Request>>; RING_SIZE],
 }
 
 /// Control state, taken in ioctls, open/release, mmap, VMA close and sysfs.
@@ -217,6 +238,12 @@ impl Tap {
                     queue_busy: false,
                     timeout_secs,
                     aborted: false,
+                    recovery: Recovery {
+                        window_secs: 0,
+                        until: None,
+                        held: [const { None }; RING_SIZE],
+                    },
+                    ring_ready: false,
                     stats: Stats::default(),
                 }),
                 dispatch <- new_mutex!(()),
@@ -252,6 +279,14 @@ impl Tap {
     pub(crate) fn release_ring(&self) {
         let mut ctl = self.ctl.lock();
         ctl.task = None;
+        if let Some(secs) = self.io.lock().recovery_left() {
+            pr_info!(
+                "{}: daemon gone; holding its requests for a new one for {} s\n",
+                DiskName::new(self.minor),
+                secs
+            );
+            return;
+        }
         // Without a daemon the disk only fails I/O: remove it now if nobody has it open,
         // otherwise when its last opener closes it (see `disk_released`).
         if self.try_remove_disk(&mut ctl).is_err() {
@@ -268,9 +303,11 @@ impl Tap {
         if ctl.mapping.is_some() {
             return Err(EBUSY);
         }
-        let mut shm = SharedRing::new()?;
+        // Everything that can fail comes before `map`, which installs the VMA callbacks (and
+        // their tap reference) last: a failed mmap never calls `close`, and would leak it.
+        let mut shm = UniqueArc::new(SharedRing::new()?, GFP_KERNEL)?;
         let id = shm.map(vma, Arc::from(this))?;
-        let shm = Arc::new(shm, GFP_KERNEL)?;
+        let shm: Arc<SharedRing> = shm.into();
         ctl.mapping = Some(id);
         let mut io = this.io.lock();
         io.ring = Some(Ring {
@@ -285,7 +322,25 @@ impl Tap {
         io.queue_busy = false;
         // An abort lasts as long as the ring it was made against.
         io.aborted = false;
+        io.ring_ready = false;
         Ok(())
+    }
+
+    /// The ring's daemon made or found the disk: requests held for it are sent from now on.
+    fn ring_ready(&self) {
+        let reissued = {
+            let mut io = self.io.lock();
+            io.ring_ready = true;
+            Self::reissue_held(&mut io)
+        };
+        if reissued > 0 {
+            pr_info!(
+                "{}: sending {} held request(s) to the new daemon\n",
+                DiskName::new(self.minor),
+                reissued
+            );
+            self.poll.notify_all();
+        }
     }
 
     /// Checks that the calling task's address space owns the ring mapping (else `EACCES`).
@@ -305,12 +360,21 @@ impl Tap {
         }
         ctl.mapping = None;
         let (ring, failed) = {
-            let mut io = self.io.lock();
+            let mut guard = self.io.lock();
+            let io = &mut *guard;
             let mut ring = io.ring.take();
+            // With recovery on, the disk keeps its requests for the next daemon.
+            if io.recovery.window_secs > 0
+                && ctl.disk.is_some()
+                && !io.aborted
+                && io.recovery.until.is_none()
+            {
+                io.recovery.until = Some(Self::window_end(io.recovery.window_secs));
+            }
             let mut failed: [Option<Request>; RING_SIZE] = [const { None }; RING_SIZE];
             if let Some(r) = ring.as_mut() {
                 for (id, slot) in failed.iter_mut().enumerate() {
-                    *slot = r.slots.take(id).map(|p| p.rq);
+                    *slot = r.slots.take(id).and_then(|p| Self::hold(io, p));
                 }
             }
             let n = failed.iter().filter(|r| r.is_some()).count() as u64;
@@ -347,6 +411,9 @@ impl Tap {
             let mut ctl = this.ctl.lock();
             Self::check_owner(&ctl)?;
             if ctl.disk.is_some() {
+                // A new daemon finding the disk of its predecessor (tapdisk and blktapd go on
+                // on EEXIST): it is ready for the requests held for it.
+                this.ring_ready();
                 return Err(EEXIST);
             }
             if ctl.creating {
@@ -368,6 +435,7 @@ impl Tap {
         }
         ctl.disk = Some(disk);
         ctl.config = Some(config);
+        this.ring_ready();
         if let Some(name) = name {
             ctl.name = name;
         }
@@ -443,7 +511,7 @@ impl Tap {
         {
             let mut io = self.io.lock();
             // Abandoned ids hold no block request: they do not keep the disk.
-            let pending = io.ring.as_ref().map_or(0, |r| r.slots.live());
+            let pending = io.ring.as_ref().map_or(0, |r| r.slots.live()) + io.held_count();
             if io.openers > 0 || pending > 0 {
                 return Err(EBUSY);
             }
@@ -486,7 +554,7 @@ impl WorkItem for Tap {
     /// Removes a disk whose daemon is gone, once its last opener has closed it.
     fn run(this: Arc<Tap>) {
         let mut ctl = this.ctl.lock();
-        if ctl.mapping.is_some() || ctl.task.is_some() {
+        if ctl.mapping.is_some() || ctl.task.is_some() || this.io.lock().recovery_left().is_some() {
             // A new daemon serves the disk now, or the ring file is still open (its release
             // removes the disk, as documented in `Documentation/design.rst`).
             return;

@@ -80,6 +80,23 @@ pub enum Cmd {
         minor: u32,
     },
 
+    /// Hold a tap's requests for SECS seconds when its daemon dies, for the next daemon.
+    ///
+    /// While no daemon maps the ring, the disk keeps its requests (in flight and new) for up to
+    /// SECS seconds, and the next daemon that serves the tap (tapdisk after `tap-ctl spawn`,
+    /// `attach` and `open` on the same minor, or blktapd) gets them all. They fail with EIO
+    /// only when the window ends. Writes may be served twice. 0 turns it off (the default:
+    /// requests fail at once when the daemon goes). Writes the tap's sysfs `recovery`.
+    Recover {
+        /// Minor of the tap.
+        #[arg(short, long, value_name = "N")]
+        minor: u32,
+
+        /// Length of the window in seconds (0: off).
+        #[arg(short, long, value_name = "SECS")]
+        window: u32,
+    },
+
     /// List allocated taps: minor, daemon pid, disk, state and name.
     ///
     /// PID and DISK are "-" for a tap without a daemon or without a disk (a tap has a disk

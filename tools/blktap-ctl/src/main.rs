@@ -65,9 +65,10 @@ fn cmd_free(cli: &Cli, minor: u32) -> AnyResult<()> {
     Ok(())
 }
 
-fn cmd_abort(cli: &Cli, minor: u32) -> AnyResult<()> {
-    let path = sysfs::tap_dir(&cli.class_dir(), minor).join("abort");
-    std::fs::write(&path, b"1").map_err(|e| format!("{}: {e}", path.display()))?;
+/// Writes `value` to the sysfs attribute `name` of tap `minor`.
+fn write_tap_attr(cli: &Cli, minor: u32, name: &str, value: &str) -> AnyResult<()> {
+    let path = sysfs::tap_dir(&cli.class_dir(), minor).join(name);
+    std::fs::write(&path, value).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
 }
 
@@ -340,7 +341,10 @@ fn main() -> ExitCode {
         Cmd::Free { minor } => cmd_free(&cli, *minor),
         Cmd::Create(args) => cmd_create(&cli, args),
         Cmd::Destroy { minor, timeout } => cmd_destroy(&cli, *minor, *timeout),
-        Cmd::Abort { minor } => cmd_abort(&cli, *minor),
+        Cmd::Abort { minor } => write_tap_attr(&cli, *minor, "abort", "1"),
+        Cmd::Recover { minor, window } => {
+            write_tap_attr(&cli, *minor, "recovery", &window.to_string())
+        }
         Cmd::List => cmd_list(&cli),
     };
     match result {
@@ -395,6 +399,14 @@ mod tests {
         let c = Cli::try_parse_from(["blktap-ctl", "abort", "-m", "7"]).unwrap();
         assert!(matches!(c.command, Cmd::Abort { minor: 7 }));
         assert!(Cli::try_parse_from(["blktap-ctl", "abort"]).is_err());
+        let c = Cli::try_parse_from(["blktap-ctl", "recover", "-m", "2", "-w", "30"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Cmd::Recover {
+                minor: 2,
+                window: 30
+            }
+        ));
         assert!(Cli::try_parse_from(["blktap-ctl", "free"]).is_err());
         assert!(Cli::try_parse_from(["blktap-ctl", "create"]).is_err());
     }

@@ -303,6 +303,7 @@ mod tests {
                 "blktap-ctl-create.8",
                 "blktap-ctl-destroy.8",
                 "blktap-ctl-abort.8",
+                "blktap-ctl-recover.8",
                 "blktap-ctl-list.8",
             ]
         );
@@ -355,7 +356,7 @@ mod tests {
     fn writes_files() {
         let dir = std::env::temp_dir().join(format!("blktap-man-test-{}", std::process::id()));
         let written = write_pages(&dir).unwrap();
-        assert_eq!(written.len(), 8);
+        assert_eq!(written.len(), 9);
         for p in &written {
             assert!(std::fs::metadata(p).unwrap().len() > 100, "{}", p.display());
         }

@@ -85,4 +85,13 @@ pub struct Args {
     /// Append log messages to FILE instead of standard error.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+
+    /// Ask the kernel to hold the disk's requests for SECS seconds if this daemon dies, and to
+    /// send them to the next daemon that serves the tap (a blktapd started again on the same
+    /// minor): a crash or an upgrade within that window costs no I/O error. Writes may then be
+    /// served twice: both daemons must write the same data to the same place (a file backend
+    /// does). 0 turns it off (requests fail at once, as V-XS does). Sets the tap's sysfs
+    /// `recovery`; without this option the tap's setting is left as it is.
+    #[arg(long, value_name = "SECS")]
+    pub recover: Option<u32>,
 }

@@ -199,6 +199,14 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     }
     ring.map()?;
     let disk = disk_name(minor);
+    if let Some(secs) = args.recover {
+        let attr = Path::new("/sys/class/blktap2")
+            .join(format!("blktap!blktap{minor}"))
+            .join("recovery");
+        std::fs::write(&attr, secs.to_string())
+            .map_err(|e| format!("cannot set {}: {e}", attr.display()))?;
+        log!("{disk}: requests are held for {secs} s for a new daemon if this one dies");
+    }
     let info = DeviceInfo::new(bytes / SECTOR_SIZE, args.sector_size, args.read_only);
     let method = match ring.create_device(&info) {
         Ok(m) => format!("{m:?}"),

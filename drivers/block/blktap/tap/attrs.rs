@@ -18,6 +18,16 @@ use crate::{
 };
 
 impl Tap {
+    /// The recovery window in seconds (`0`: off).
+    pub(crate) fn recovery_secs(&self) -> u32 {
+        self.io.lock().recovery.window_secs
+    }
+
+    /// Sets the recovery window (it applies the next time the ring goes).
+    pub(crate) fn set_recovery_secs(&self, secs: u32) {
+        self.io.lock().recovery.window_secs = secs;
+    }
+
     /// The request timeout in seconds (`0`: none).
     pub(crate) fn timeout_secs(&self) -> u32 {
         self.io.lock().timeout_secs
@@ -126,6 +136,14 @@ impl Tap {
             out,
             "timeout:{} timeouts:{} aborted:{} late responses:{} abort:{}",
             io.timeout_secs, s.timeouts, s.aborted, s.late, io.aborted
+        )?;
+        writeln!(
+            out,
+            "recovery:{} holding:{} reissued:{} ready:{}",
+            io.recovery.window_secs,
+            io.held_count(),
+            s.reissued,
+            io.ring_ready
         )?;
         match io.ring.as_ref() {
             None => writeln!(out, "begin pending:0\nend pending"),

@@ -17,7 +17,8 @@ use kernel::{
     },
     time::{
         Delta,
-        Instant, //
+        Instant,
+        Monotonic, //
     },
 };
 
@@ -55,6 +56,20 @@ use crate::{
         SEGMENT_MAX, //
     },
 };
+
+impl Io {
+    /// Seconds left in an open recovery window, if one is open.
+    pub(super) fn recovery_left(&self) -> Option<i64> {
+        let until = self.recovery.until?;
+        let left = until - Instant::now();
+        (!left.is_negative()).then(|| left.as_millis() / 1000 + 1)
+    }
+
+    /// Number of held requests.
+    pub(super) fn held_count(&self) -> u32 {
+        self.recovery.held.iter().flatten().count() as u32
+    }
+}
 
 impl Tap {
     /// Registers `file` for wake-ups, sends queued requests to the daemon and reports whether
@@ -205,25 +220,39 @@ impl Tap {
     /// load the submitter queues more before the daemon runs, and the daemon takes bigger
     /// batches (measured in `Documentation/benchmarks.rst`).
     pub(crate) fn queue(&self, rq: Request, is_last: bool) -> Result<(), Request> {
-        let mut guard = self.io.lock();
-        let io = &mut *guard;
-        let ring = match (io.disk_live && !io.aborted, io.ring.as_mut()) {
-            (true, Some(ring)) if !task::killed(&ring.owner) => ring,
-            _ => {
-                // No daemon (or a killed one, an aborted tap, a disk going away): fail at once,
-                // never wait.
-                io.stats.failed += 1;
-                drop(guard);
-                rq.end(Status::IoError);
-                return Ok(());
-            }
-        };
         let operation = match rq.op() {
             Op::Read => OP_READ,
             Op::Write => OP_WRITE,
             Op::Other(_) => {
-                drop(guard);
                 rq.end(Status::NotSupported);
+                return Ok(());
+            }
+        };
+        let mut guard = self.io.lock();
+        let io = &mut *guard;
+        let killed = Self::owner_killed(io);
+        let recovering = io.recovery_left().is_some();
+        let ready = io.ring_ready;
+        let ring = match (io.disk_live && !io.aborted, io.ring.as_mut()) {
+            (true, Some(ring)) if !killed && (ready || !recovering) => ring,
+            (true, _) if recovering => {
+                // No daemon, but a new one may come: hold the request for it.
+                let failed = Self::hold(io, Pending { rq, operation });
+                io.stats.failed += u64::from(failed.is_some());
+                drop(guard);
+                if let Some(rq) = failed {
+                    rq.end(Status::IoError);
+                }
+                return Ok(());
+            }
+            _ => {
+                // No daemon (or a killed one, an aborted tap, a disk going away): fail at once,
+                // never wait.
+                io.stats.failed += 1;
+                let ended = Self::end_recovery(io);
+                drop(guard);
+                rq.end(Status::IoError);
+                Self::fail_all(ended);
                 return Ok(());
             }
         };
@@ -324,8 +353,15 @@ impl Tap {
                         continue;
                     }
                     ring.slots.end_complete(id);
+                } else if encoded && !same_ring {
+                    // The ring went meanwhile (with the reservation): held if recovering.
+                    let Some(rq) = Self::hold(io, pending) else {
+                        continue;
+                    };
+                    io.stats.failed += 1;
+                    *slot = Some((rq, false));
+                    continue;
                 }
-                // Else the ring went, and the reservation with it.
                 io.stats.failed += 1;
                 *slot = Some((pending.rq, !encoded));
             }
@@ -399,12 +435,28 @@ impl Tap {
 
     /// blk-mq asks about request `id`, with the driver for another timer interval: fail it if
     /// the daemon was killed, the tap aborted, or the request is older than the timeout.
-    pub(crate) fn timed_out(&self, id: RequestId) -> TimeoutAction {
+    pub(crate) fn timed_out(this: ArcBorrow<'_, Self>, id: RequestId) -> TimeoutAction {
         let (failed, why, pid) = {
-            let mut guard = self.io.lock();
+            let mut guard = this.io.lock();
             let io = &mut *guard;
             let timeout = io.timeout_secs;
             let aborted = io.aborted;
+            if io.recovery.held.iter().flatten().any(|p| p.rq.id() == id) {
+                // Held for a new daemon: fail them all once the window is over.
+                if io.recovery_left().is_some() {
+                    return TimeoutAction::ResetTimer;
+                }
+                let ended = Self::end_recovery(io);
+                drop(guard);
+                pr_warn!(
+                    "{}: no new daemon within the recovery window: failing the held requests\n",
+                    DiskName::new(this.minor)
+                );
+                Self::fail_all(ended);
+                // The disk may go now, if nobody has it open.
+                module_wq::enqueue(Arc::from(this));
+                return TimeoutAction::Done;
+            }
             let Some(ring) = io.ring.as_mut() else {
                 return TimeoutAction::ResetTimer;
             };
@@ -415,6 +467,22 @@ impl Tap {
             let why = if aborted {
                 "the tap was aborted"
             } else if task::killed(&ring.owner) {
+                if io.recovery.window_secs > 0 && io.disk_live {
+                    // Recovery: the next daemon gets it. The timer stays armed, so that the
+                    // window's end still fails it if no daemon comes.
+                    Self::owner_killed(io);
+                    if let Some(ring) = io.ring.as_mut() {
+                        if let Some(pending) = ring.slots.abandon(slot) {
+                            if let Some(rq) = Self::hold(io, pending) {
+                                // Cannot happen (the window was just opened); never lose it.
+                                drop(guard);
+                                rq.end(Status::IoError);
+                                return TimeoutAction::Done;
+                            }
+                        }
+                    }
+                    return TimeoutAction::ResetTimer;
+                }
                 "its daemon was killed"
             } else if timeout > 0
                 && ring.started[slot].elapsed() >= Delta::from_secs(i64::from(timeout))
@@ -440,7 +508,7 @@ impl Tap {
         if let Some((why, sent)) = why {
             pr_warn!(
                 "{}: failing a request {} daemon {}: {}\n",
-                DiskName::new(self.minor),
+                DiskName::new(this.minor),
                 if sent { "sent to" } else { "not yet taken by" },
                 pid,
                 why
@@ -458,10 +526,21 @@ impl Tap {
         let (failed, n) = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
+            let mut failed = Self::end_recovery(io);
             let Some(ring) = io.ring.as_mut() else {
-                return Err(ENXIO);
+                let n = failed.iter().flatten().count();
+                drop(guard);
+                if n == 0 {
+                    return Err(ENXIO);
+                }
+                pr_warn!(
+                    "{}: aborted by the administrator: {} held request(s) failed\n",
+                    DiskName::new(self.minor),
+                    n
+                );
+                Self::fail_all(failed);
+                return Ok(());
             };
-            let mut failed: [Option<Request>; RING_SIZE] = [const { None }; RING_SIZE];
             let mut n = 0u64;
             for (id, slot) in failed.iter_mut().enumerate() {
                 *slot = ring.slots.abandon(id).map(|p| p.rq);
@@ -515,5 +594,85 @@ impl Tap {
             // Removal takes the open mutex, which our caller holds: do it from the workqueue.
             module_wq::enqueue(Arc::from(this));
         }
+    }
+
+    /// Whether the ring's daemon was killed. With recovery on, that opens the window: it will
+    /// never answer, and the next daemon should get its requests.
+    fn owner_killed(io: &mut Io) -> bool {
+        let killed = io.ring.as_ref().is_some_and(|r| task::killed(&r.owner));
+        if killed
+            && io.recovery.window_secs > 0
+            && io.recovery.until.is_none()
+            && io.disk_live
+            && !io.aborted
+        {
+            io.recovery.until = Some(Self::window_end(io.recovery.window_secs));
+        }
+        killed
+    }
+
+    /// When a recovery window of `secs` seconds opened now ends.
+    pub(super) fn window_end(secs: u32) -> Instant<Monotonic> {
+        Instant::now() + Delta::from_secs(i64::from(secs))
+    }
+
+    /// Holds `pending` for the next daemon if a recovery window is open; else hands its
+    /// request back, to be failed.
+    pub(super) fn hold(io: &mut Io, pending: Pending<Request>) -> Option<Request> {
+        if io.recovery_left().is_none() {
+            return Some(pending.rq);
+        }
+        match io.recovery.held.iter_mut().find(|h| h.is_none()) {
+            Some(slot) => {
+                *slot = Some(pending);
+                None
+            }
+            // Cannot happen (a request per tag at most), but never lose one.
+            None => Some(pending.rq),
+        }
+    }
+
+    /// Closes the recovery window and returns the held requests, to be failed.
+    fn end_recovery(io: &mut Io) -> [Option<Request>; RING_SIZE] {
+        io.recovery.until = None;
+        let held = core::mem::replace(&mut io.recovery.held, [const { None }; RING_SIZE]);
+        let ended = held.map(|h| h.map(|p| p.rq));
+        io.stats.failed += ended.iter().flatten().count() as u64;
+        ended
+    }
+
+    /// Fails `requests` (outside the spinlock: completion may run the queue).
+    fn fail_all(requests: [Option<Request>; RING_SIZE]) {
+        for rq in requests.into_iter().flatten() {
+            rq.end(Status::IoError);
+        }
+    }
+
+    /// Queues the held requests on the new ring, to be sent at its daemon's next poll; closes
+    /// the recovery window. Returns how many.
+    pub(super) fn reissue_held(io: &mut Io) -> u32 {
+        io.recovery.until = None;
+        let Some(ring) = io.ring.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        for held in io.recovery.held.iter_mut() {
+            let Some(pending) = held.take() else {
+                continue;
+            };
+            // The ring is new and has a slot per tag.
+            let Some(id) = ring.slots.free_id() else {
+                *held = Some(pending);
+                break;
+            };
+            ring.slots.queue(id, pending);
+            ring.started[id] = Instant::now();
+            n += 1;
+        }
+        io.stats.reissued += u64::from(n);
+        if n > 0 {
+            Self::notify(io);
+        }
+        n
     }
 }
