@@ -7,7 +7,9 @@
 #   2. host: `cargo test` of the userspace workspace (tools/); the docs render; udev rules,
 #      DESTDIR install/uninstall and a DKMS round trip (whose module then loads in a VM) work;
 #   3. VM (debug kernel: KASAN, lockdep, Rust debug assertions): KUnit suites at insmod and the
-#      selftests of tests/, failing on any kernel splat.
+#      selftests of tests/, failing on any kernel splat; the tapdisk interop tests with the
+#      real tapdisk 3.55.5 (built from ../shared/vendor; SKIP with the reason without it);
+#   4. a second, short VM with kmemleak on for the fault-injection test.
 #
 # BLKTAP_TESTS selects VM selftests (default: all).
 set -uo pipefail
@@ -101,6 +103,26 @@ if [ -n "$vm" ]; then
 	if [ "$vm_rc" -ne 0 ] && [ "$vf" -eq 0 ]; then record "VM kernel log / completion" 0 1; fi
 else
 	record "VM run" 0 1
+fi
+
+# The fault-injection test needs kmemleak, which costs too much to have on for the whole run:
+# a VM of its own (about a minute).
+fi_out="$results/vm-faultinject.out"
+if [ -z "${BLKTAP_TESTS:-}" ]; then
+	"$TOP/scripts/vm-run.sh" --kdir "$kdir" --module drivers/block/blktap/blktap.ko "${bins[@]}" \
+		--tests faultinject --append kmemleak=on --results "$results/vm-faultinject" \
+		--timeout 900 --quiet > "$fi_out" 2>&1
+	fi_rc=$?
+	cat "$fi_out"
+	fi=$(sed -nE 's/^vm: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped.*/\1 \2 \3/p' "$fi_out" | tail -n1)
+	if [ -n "$fi" ]; then
+		read -r fp ff fs <<<"$fi"
+		# Here a skip is a failure: this VM exists to run it.
+		record "fault injection + kmemleak" "$fp" "$((ff + fs))"
+		if [ "$fi_rc" -ne 0 ] && [ "$ff" -eq 0 ]; then record "fault-injection VM log" 0 1; fi
+	else
+		record "fault-injection VM run" 0 1
+	fi
 fi
 
 echo

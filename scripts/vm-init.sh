@@ -204,6 +204,9 @@ run_test() {
 	kill -KILL -- "-$pid" 2>/dev/null
 	wait "$reader"
 	kmsg "end $n $name rc=$rc"
+	# /tmp is a tmpfs in RAM: the images a test made must not starve the tests after it. The
+	# small files (logs, fio output) stay for a look at a failure.
+	find "$dir" -type f -size +1024k -exec rm -f {} + 2>/dev/null
 	if [ -e "$dir/.timeout" ]; then
 		ktap "not ok $n $name # TIMEOUT after ${to}s"
 		reset_after_failure
