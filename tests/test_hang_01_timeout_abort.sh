@@ -9,7 +9,8 @@
 #    with EIO, and later I/O fails at once too;
 #  - the disk of an aborted or timed-out tap can be removed and the tap freed once the stuck
 #    daemon is killed. No task stays in D state longer than the bound.
-# timeout: 180
+# `make stress` runs the whole sequence 10 times.
+# timeout: 1800
 . "$(dirname "$0")/lib/common.sh"
 
 require_cmd blktap-ctl blktap-test
@@ -58,20 +59,24 @@ finish() {
 	free_tap "$m" || fail "tap $m: cannot be freed after its daemon died"
 }
 
-for mode in never-poll never-respond; do
-	stuck_tap "$mode"
-	attr=$(tap_sysfs "$m")/timeout
-	[ "$(cat "$attr")" = 180 ] || fail "timeout of a new tap is '$(cat "$attr")', expected the module's 180"
-	for bad in x -1 4294967296; do
-		write_attr "$attr" "$bad" && fail "timeout accepted '$bad'"
-		[ "$WRITE_ERR" = "Invalid argument" ] || fail "timeout '$bad': '$WRITE_ERR', expected EINVAL"
-	done
-	write_attr "$attr" 3 || fail "cannot set the timeout: $WRITE_ERR"
-	[ "$(cat "$attr")" = 3 ] || fail "timeout reads '$(cat "$attr")' after writing 3"
-	read_start
-	read_wait 3 8 "$mode, timeout 3 s"
-	grep -q 'timeouts:[1-9]' "$(tap_sysfs "$m")/debug" || { cat "$(tap_sysfs "$m")/debug"; fail "$mode: the tap counted no timeout"; }
-	finish
+iters=$(scaled 1 10)
+it=0 reads=0
+while [ "$it" -lt "$iters" ]; do
+	it=$((it + 1))
+	for mode in never-poll never-respond; do
+		stuck_tap "$mode"
+		attr=$(tap_sysfs "$m")/timeout
+		[ "$(cat "$attr")" = 180 ] || fail "timeout of a new tap is '$(cat "$attr")', expected the module's 180"
+		for bad in x -1 4294967296; do
+			write_attr "$attr" "$bad" && fail "timeout accepted '$bad'"
+			[ "$WRITE_ERR" = "Invalid argument" ] || fail "timeout '$bad': '$WRITE_ERR', expected EINVAL"
+		done
+		write_attr "$attr" 3 || fail "cannot set the timeout: $WRITE_ERR"
+		[ "$(cat "$attr")" = 3 ] || fail "timeout reads '$(cat "$attr")' after writing 3"
+		read_start
+		read_wait 3 8 "$mode, timeout 3 s"
+		grep -q 'timeouts:[1-9]' "$(tap_sysfs "$m")/debug" || { cat "$(tap_sysfs "$m")/debug"; fail "$mode: the tap counted no timeout"; }
+		finish
 done
 
 # Timeout 0: nothing ends the wait but the administrator.
@@ -89,4 +94,8 @@ grep -q 'abort:true' "$(tap_sysfs "$m")/debug" || fail "the debug attribute does
 write_attr "$(tap_sysfs "$m")/abort" 1 || fail "a second abort failed: $WRITE_ERR"
 finish
 blktap-ctl abort -m "$m" 2>/dev/null && fail "abort of a freed tap succeeded"
+reads=$((reads + 4))
+done
 dstate_watch_check
+# Every read of each round failed with EIO, as expected.
+stat_report hang "$iters" "$reads" "$reads"
