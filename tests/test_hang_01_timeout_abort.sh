@@ -4,9 +4,10 @@
 #  - the request timeout: a tap's sysfs "timeout" is the module's request_timeout (180 s) for
 #    a new tap, takes whole seconds, refuses "x" and -1 (EINVAL); set to 3 s, an O_DIRECT read
 #    from a daemon that never polls and one that polls but never responds fails with EIO after
-#    3 to 8 s (the timer ticks once a second), and the tap counts the timeout;
-#  - timeout 0 (never): the read still waits after 6 s; then "blktap-ctl abort" fails it at once
-#    with EIO, and later I/O fails at once too;
+#    3 to 10 s (the timer ticks once a second; the rest is slack for a loaded TCG host), and
+#    the tap counts the timeout;
+#  - timeout 0 (never): the read still waits after 6 s; then "blktap-ctl abort" fails it with
+#    EIO (within 5 s: no timer involved, the slack is for the host), and later I/O too;
 #  - the disk of an aborted or timed-out tap can be removed and the tap freed once the stuck
 #    daemon is killed. No task stays in D state longer than the bound.
 # `make stress` runs the whole sequence 10 times.
@@ -74,27 +75,27 @@ while [ "$it" -lt "$iters" ]; do
 		write_attr "$attr" 3 || fail "cannot set the timeout: $WRITE_ERR"
 		[ "$(cat "$attr")" = 3 ] || fail "timeout reads '$(cat "$attr")' after writing 3"
 		read_start
-		read_wait 3 8 "$mode, timeout 3 s"
+		read_wait 3 10 "$mode, timeout 3 s"
 		grep -q 'timeouts:[1-9]' "$(tap_sysfs "$m")/debug" || { cat "$(tap_sysfs "$m")/debug"; fail "$mode: the tap counted no timeout"; }
 		finish
-done
+	done
 
-# Timeout 0: nothing ends the wait but the administrator.
-stuck_tap never-respond
-write_attr "$(tap_sysfs "$m")/timeout" 0 || fail "cannot set timeout 0: $WRITE_ERR"
-read_start
-sleep 6
-kill -0 "$rpid" 2>/dev/null || { cat "read.$m.out"; fail "timeout 0: the read ended within 6 s"; }
-t0=$(now)
-blktap-ctl abort -m "$m" || fail "blktap-ctl abort -m $m failed"
-read_wait 0 2 "timeout 0, then abort"
-read_start
-read_wait 0 1 "after the abort, a new read"
-grep -q 'abort:true' "$(tap_sysfs "$m")/debug" || fail "the debug attribute does not show the abort"
-write_attr "$(tap_sysfs "$m")/abort" 1 || fail "a second abort failed: $WRITE_ERR"
-finish
-blktap-ctl abort -m "$m" 2>/dev/null && fail "abort of a freed tap succeeded"
-reads=$((reads + 4))
+	# Timeout 0: nothing ends the wait but the administrator.
+	stuck_tap never-respond
+	write_attr "$(tap_sysfs "$m")/timeout" 0 || fail "cannot set timeout 0: $WRITE_ERR"
+	read_start
+	sleep 6
+	kill -0 "$rpid" 2>/dev/null || { cat "read.$m.out"; fail "timeout 0: the read ended within 6 s"; }
+	t0=$(now)
+	blktap-ctl abort -m "$m" || fail "blktap-ctl abort -m $m failed"
+	read_wait 0 5 "timeout 0, then abort"
+	read_start
+	read_wait 0 5 "after the abort, a new read"
+	grep -q 'abort:true' "$(tap_sysfs "$m")/debug" || fail "the debug attribute does not show the abort"
+	write_attr "$(tap_sysfs "$m")/abort" 1 || fail "a second abort failed: $WRITE_ERR"
+	finish
+	blktap-ctl abort -m "$m" 2>/dev/null && fail "abort of a freed tap succeeded"
+	reads=$((reads + 4))
 done
 dstate_watch_check
 # Every read of each round failed with EIO, as expected.
