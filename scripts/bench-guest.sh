@@ -7,6 +7,8 @@
 #
 # CONFIG is a shell fragment setting:
 #   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file loop ublk-loop
+#             tapdisk-blktap tapdisk-nbd (the real tapdisk serving the image through its tap,
+#             or through its NBD socket and the kernel's NBD client: one tapdisk process each)
 #   JOBS      space-separated job names (see job_args below)
 #   REPS      repetitions; the loops run rep -> job -> target, so that the targets compared
 #             with each other run seconds apart, and slow drifts of the host (other VMs,
@@ -114,6 +116,85 @@ ublk_dev() { # ublk_dev ID TARGET [ARGS...]: one queue, depth 32, default (kerne
 	wait_blk "$DEV" || fail "no $DEV"
 	SRV=$(new_pid rublk "$old")
 }
+# The real tapdisk (xapi-project/blktap 3.55.5; bench.sh puts it where tap-ctl looks for it).
+# What it needs at run time: /var/run for its control sockets, syslog on /dev/log.
+TD_MINORS=
+tapdisk_env() {
+	if [ ! -x /usr/libexec/tapdisk ] || [ ! -x /usr/sbin/tap-ctl ]; then
+		fail "no tapdisk in the VM: $(cat /etc/blktap-rs/tapdisk-skip 2>/dev/null || echo 'not passed by bench.sh')"
+	fi
+	mkdir -p /var/run /var/log /run
+	if [ ! -S /dev/log ]; then
+		syslogd -O /var/log/messages || fail "syslogd"
+		i=0
+		while [ ! -S /dev/log ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	fi
+	load blktap
+}
+td_pid() { # td_pid MINOR: the tapdisk serving the tap ("pid=P minor=M state=S args=A" lines)
+	tap-ctl list -m "$1" < /dev/null 2>/dev/null | awk -v m="minor=$1" '
+		{ for (i = 1; i <= NF; i++) if ($i == m) for (k = 1; k <= NF; k++)
+			if ($k ~ /^pid=/) { print substr($k, 5); exit } }'
+}
+tapdisk_dev() { # tapdisk_dev NAME: a new tapdisk serving the image; sets DEV (its tapdev), SRV, TD_MINOR
+	tapdisk_env
+	# tap-ctl spawns tapdisk, which inherits stdout and stderr: into files, never into a pipe
+	# (a command substitution would wait for the daemon). It inherits the CPU affinity too.
+	on_cpu0 tap-ctl create -a "aio:$IMG" < /dev/null > "/tmp/td-$1.out" 2> "/tmp/td-$1.err" ||
+		{ cat "/tmp/td-$1.err"; tail -n 20 /var/log/messages; fail "tap-ctl create -a aio:$IMG"; }
+	DEV=$(tail -n 1 "/tmp/td-$1.out")
+	TD_MINOR=${DEV##*tapdev}
+	case "$TD_MINOR" in ''|*[!0-9]*) fail "tap-ctl create printed '$DEV'" ;; esac
+	TD_MINORS="$TD_MINORS $TD_MINOR"
+	wait_blk "$DEV" || fail "no $DEV"
+	SRV=$(td_pid "$TD_MINOR")
+	[ -n "$SRV" ] || fail "tap-ctl list shows no tapdisk for tap $TD_MINOR"
+}
+# tapdisk opens an NBD server for every VBD: /var/run/blktap-control/nbd<pid>.<minor> speaks
+# the fixed newstyle handshake (NBD_OPT_GO, single export, no flush or trim); nbd-client hands
+# the connected socket to nbd.ko over netlink and exits. One connection: the server does not
+# offer multi-conn.
+#
+# nbd.ko receives every reply in one long-running work item of an unbound workqueue
+# (nbd0-recv), started at connect time in a kworker allowed on every CPU. Left there, it ran on
+# vCPU 1 while tapdisk sent from vCPU 0, and under TCG the two spun against each other on the
+# socket's wait-queue lock (two thirds of the samples in a profile): that measures TCG's
+# cross-vCPU locking, not NBD. So, like the servers, it is put on the server CPU: the unbound
+# workqueue cpumask is narrowed while nbd-client connects (the worker keeps the affinity of the
+# pool it started in) and restored at once, so that no other target is affected.
+NBD_DEV=/dev/nbd0
+WQ_MASK=/sys/devices/virtual/workqueue/cpumask
+nbd_recv_cpus() { # PID:CPUS of the kworker running nbd0's receive work ("kworker/uN:M+nbd0-recv")
+	for k in /proc/[0-9]*; do
+		case "$(cat "$k/comm" 2>/dev/null)" in
+		*+nbd0-recv*) echo "${k#/proc/}:$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$k/status")" ;;
+		esac
+	done
+}
+nbd_dev() { # nbd_dev NAME: /dev/nbd0 on the NBD socket of tapdisk $SRV, tap $TD_MINOR
+	load nbd nbds_max=1
+	sock=/var/run/blktap-control/nbd$SRV.$TD_MINOR
+	i=0
+	while [ ! -S "$sock" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	[ -S "$sock" ] || { ls -l /var/run/blktap-control; fail "tapdisk $SRV has no NBD socket $sock"; }
+	wq_mask=
+	if [ "$PIN" != none ] && [ -w "$WQ_MASK" ]; then
+		wq_mask=$(cat "$WQ_MASK")
+		echo 1 > "$WQ_MASK" || say "cannot narrow $WQ_MASK: nbd0-recv may run on any vCPU"
+	fi
+	# The same logical block size as the tapdev (512).
+	nbd_rc=0
+	on_cpu0 /usr/bin/nbd-client -unix "$sock" "$NBD_DEV" -b 512 < /dev/null > "/tmp/nbd-$1.out" 2>&1 ||
+		nbd_rc=$?
+	[ -z "$wq_mask" ] || echo "$wq_mask" > "$WQ_MASK" || say "cannot restore $WQ_MASK to $wq_mask"
+	[ "$nbd_rc" = 0 ] ||
+		{ cat "/tmp/nbd-$1.out"; tail -n 20 /var/log/messages; fail "nbd-client -unix $sock $NBD_DEV"; }
+	wait_blk "$NBD_DEV" || fail "no $NBD_DEV"
+	i=0
+	while [ "$(cat /sys/block/nbd0/size)" = 0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	[ "$(cat /sys/block/nbd0/size)" != 0 ] || fail "$NBD_DEV has no size after nbd-client"
+	DEV=$NBD_DEV
+}
 setup_target() {
 	SRV=
 	case "$1" in
@@ -121,6 +202,8 @@ setup_target() {
 	blktap-file) image; blktap_dev "file:$IMG" ;;
 	ublk-null) ublk_dev 0 null ;;
 	ublk-loop) image; ublk_dev 1 loop -f "$IMG" ;;
+	tapdisk-blktap) image; tapdisk_dev "$1" ;;
+	tapdisk-nbd) image; tapdisk_dev "$1"; nbd_dev "$1" ;;
 	nullb)
 		load null_blk queue_mode=2 irqmode=0 hw_queue_depth=32 submit_queues=1 \
 			memory_backed=0 gb=1 nr_devices=1
@@ -153,7 +236,8 @@ setup_target() {
 	eval "DEV_$(echo "$1" | tr - _)=\$DEV SRV_$(echo "$1" | tr - _)=\$SRV SYS_$(echo "$1" | tr - _)=\${q%/queue}"
 	# A tap's counters (batching): its disk has the tap's minor.
 	case "$1" in
-	blktap-*) eval "TAP_$(echo "$1" | tr - _)=/sys/class/blktap2/blktap!blktap$(printf '%d' "0x${mm#* }")/debug" ;;
+	blktap-*|tapdisk-blktap)
+		eval "TAP_$(echo "$1" | tr - _)=/sys/class/blktap2/blktap!blktap$(printf '%d' "0x${mm#* }")/debug" ;;
 	esac
 	info="$1: dev=$DEV server_pid=${SRV:-none}"
 	for a in scheduler nr_requests max_sectors_kb max_hw_sectors_kb max_segments \
@@ -161,6 +245,11 @@ setup_target() {
 		info="$info $a=$(tr ' ' _ < "$q/$a" 2>/dev/null)"
 	done
 	[ "$1" != loop ] || info="$info dio=$(cat "${q%/queue}/loop/dio" 2>/dev/null)"
+	case "$1" in tapdisk-*) info="$info tap=$TD_MINOR" ;; esac
+	if [ "$1" = tapdisk-nbd ]; then
+		info="$info nbd_socket=$sock"
+		info="$info nbd_recv=$(nbd_recv_cpus)"
+	fi
 	if [ -n "$SRV" ]; then
 		for t in /proc/"$SRV"/task/*; do
 			info="$info thread=${t##*/}:$(taskset -p "${t##*/}" 2>/dev/null | sed 's/.*: //')"
@@ -172,6 +261,16 @@ $info"
 }
 
 teardown() {
+	# The tapdisk targets first: "blktap-ctl list" below would see their taps too.
+	[ -z "${DEV_tapdisk_nbd:-}" ] || /usr/bin/nbd-client -d "$NBD_DEV" < /dev/null > /tmp/nbd-d.out 2>&1 ||
+		{ cat /tmp/nbd-d.out; say "nbd-client -d failed"; }
+	for m in $TD_MINORS; do
+		p=$(td_pid "$m")
+		tap-ctl destroy -p "$p" -m "$m" < /dev/null > /tmp/td-destroy.out 2>&1 ||
+			{ cat /tmp/td-destroy.out; say "tap-ctl destroy -m $m failed"; }
+		i=0
+		while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	done
 	[ -z "${DEV_blktap_null:-}${DEV_blktap_file:-}" ] || {
 		blktap-ctl list
 		for m in $(blktap-ctl list | awk '$1 ~ /^[0-9]+$/ { print $1 }'); do
@@ -181,7 +280,7 @@ teardown() {
 	[ -z "${DEV_ublk_null:-}" ] || rublk del -n 0 || say "rublk del 0 failed"
 	[ -z "${DEV_ublk_loop:-}" ] || rublk del -n 1 || say "rublk del 1 failed"
 	[ -z "${DEV_loop:-}" ] || losetup -d "$DEV_loop" || say "losetup -d failed"
-	for m in null_blk ublk_drv blktap; do
+	for m in null_blk ublk_drv nbd blktap; do
 		[ ! -d "/sys/module/$m" ] || rmmod "$m" || say "rmmod $m failed"
 	done
 }
@@ -285,6 +384,7 @@ mem: $(awk '/MemTotal/ { print $2 " kB" }' /proc/meminfo)
 clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)
 fio: $(fio --version)
 rublk: $(rublk --version 2>/dev/null || echo none)
+nbd-client: $(if [ -x /usr/bin/nbd-client ]; then /usr/bin/nbd-client -V 2>&1 | head -n 1; else echo none; fi)
 config: targets=[$TARGETS] jobs=[$JOBS] reps=$REPS runtime=$RUNTIME ramp=$RAMP size=$SIZE pin=$PIN img_mb=$IMG_MB"
 say "setting up: $TARGETS"
 for t in $TARGETS; do setup_target "$t"; done
@@ -300,6 +400,8 @@ done
 say "measured in $(awk -v a="$t_start" -v b="$(uptime_s)" 'BEGIN { printf "%.0f", b - a }') s"
 # Diagnostics for the whole run: the blktap driver's counters, where interrupts and CPU time went.
 diag="failed_runs=$FAILED"
+[ -z "${DEV_tapdisk_nbd:-}" ] || diag="$diag
+nbd_recv_worker_at_end=$(nbd_recv_cpus)"
 for f in /sys/class/blktap2/*/debug; do
 	[ -r "$f" ] && diag="$diag
 == $f
@@ -312,6 +414,10 @@ $(grep '^cpu' /proc/stat)
 $(cat /proc/interrupts)
 == /proc/softirqs
 $(cat /proc/softirqs)"
+# tapdisk logs through syslog: its NBD handshake, its errors.
+[ ! -f /var/log/messages ] || diag="$diag
+== /var/log/messages (tapdisk, last 60 lines)
+$(tail -n 60 /var/log/messages)"
 teardown
 emit_text meta/end "$diag"
 echo "BENCH-DONE failed=$FAILED" > "$DATA"

@@ -34,9 +34,14 @@ TARGET_LABEL = {
     "blktap-file": "blktap-rs file",
     "loop": "loop (dio)",
     "ublk-loop": "ublk loop (rublk)",
+    "tapdisk-blktap": "tapdisk via blktap-rs",
+    "tapdisk-nbd": "tapdisk via NBD",
 }
 NULL_GROUP = ["blktap-null", "ublk-null", "nullb"]
 FILE_GROUP = ["blktap-file", "loop", "ublk-loop"]
+# The real tapdisk serving the same image through its tap (blktap-rs) or through its NBD socket
+# and the kernel's NBD client.
+TAPDISK_GROUP = ["tapdisk-blktap", "tapdisk-nbd"]
 BEGIN_MARK = ".. bench-results-begin"
 END_MARK = ".. bench-results-end"
 
@@ -49,6 +54,7 @@ GOALS = [
     ("blktap-null / null_blk, 4k QD32", "blktap-null", "nullb",
      ["randread-4k-qd32", "randwrite-4k-qd32"], 0.5),
     ("blktap-file / loop, all jobs", "blktap-file", "loop", None, 0.9),
+    ("tapdisk-blktap / tapdisk-nbd, all jobs", "tapdisk-blktap", "tapdisk-nbd", None, 1.0),
 ]
 
 
@@ -211,7 +217,7 @@ def main():
             targets.append(t)
         if j not in jobs:
             jobs.append(j)
-    order_t = NULL_GROUP + FILE_GROUP
+    order_t = NULL_GROUP + FILE_GROUP + TAPDISK_GROUP
     targets.sort(key=lambda t: order_t.index(t) if t in order_t else 99)
     job_order = re.findall(r"jobs=\[([^\]]*)\]", cfg.get("config", ""))
     if job_order:
@@ -285,7 +291,9 @@ def main():
     for j in jobs:
         for num, den in (("blktap-null", "ublk-null"), ("blktap-null", "nullb"),
                          ("ublk-null", "nullb"), ("blktap-file", "loop"),
-                         ("blktap-file", "ublk-loop"), ("ublk-loop", "loop")):
+                         ("blktap-file", "ublk-loop"), ("ublk-loop", "loop"),
+                         ("tapdisk-blktap", "tapdisk-nbd"), ("tapdisk-blktap", "loop"),
+                         ("tapdisk-nbd", "loop")):
             r = ratio(num, den, j)
             if r:
                 ratios[f"{num}:{den}/{j}"] = r
@@ -319,6 +327,8 @@ def main():
          f"samples every 15 s: {host.get('load_samples', '?')}"),
         ("total time of `make bench`", f"{host.get('total_s', '?')} s (kernel and tools already built)"),
     ]
+    if host.get("skipped", "none") != "none":
+        info.append(("targets skipped", host["skipped"]))
     for k, v in info:
         out.append(f"- **{k}**: {v}")
     out.append("")
@@ -351,7 +361,8 @@ def main():
                           "ublk-loop / loop"], rows))
     out.append("")
 
-    for title, group in (("Null targets", NULL_GROUP), ("File targets (1 GiB image on tmpfs)", FILE_GROUP)):
+    for title, group in (("Null targets", NULL_GROUP), ("File targets (1 GiB image on tmpfs)", FILE_GROUP),
+                         ("tapdisk targets (the same image)", TAPDISK_GROUP)):
         grp = [t for t in group if t in targets]
         if not grp:
             continue
@@ -365,6 +376,9 @@ def main():
                 if group is NULL_GROUP:
                     extra = [rr(t, "ublk-null", j) if t == "blktap-null" else "",
                              rr(t, "nullb", j) if t != "nullb" else ""]
+                elif group is TAPDISK_GROUP:
+                    extra = [rr(t, "tapdisk-nbd", j) if t != "tapdisk-nbd" else "",
+                             rr(t, "loop", j)]
                 else:
                     extra = [rr(t, "loop", j) if t != "loop" else "",
                              rr(t, "ublk-loop", j) if t == "blktap-file" else ""]
@@ -377,8 +391,46 @@ def main():
                             + extra)
         hdr = ["job", "target", "IOPS (min-max)", "MB/s", "mean lat us", "p99 lat us",
                "disk reqs/IO", "CPU us/IO", "server CPU us/IO"]
-        hdr += ["vs ublk-null", "vs null_blk"] if group is NULL_GROUP else ["vs loop", "vs ublk-loop"]
+        if group is NULL_GROUP:
+            hdr += ["vs ublk-null", "vs null_blk"]
+        elif group is TAPDISK_GROUP:
+            hdr += ["vs tapdisk-nbd", "vs loop"]
+        else:
+            hdr += ["vs loop", "vs ublk-loop"]
         out.append(rst_table(hdr, rows))
+        out.append("")
+
+    # tapdisk through blktap-rs against the same tapdisk through NBD, per job: IOPS, latency
+    # and CPU, each as blktap / NBD (below 1 is better for latency and CPU).
+    if all(t in targets for t in TAPDISK_GROUP):
+        def med_ratio(j, key):
+            a, b = summary.get(f"tapdisk-blktap/{j}"), summary.get(f"tapdisk-nbd/{j}")
+            if not a or not b or not a.get(key) or not b.get(key) or not b[key]["median"]:
+                return "-"
+            return f"{a[key]['median'] / b[key]['median']:.2f}x"
+
+        def pair(j, key):
+            a, b = summary.get(f"tapdisk-blktap/{j}"), summary.get(f"tapdisk-nbd/{j}")
+            fa = fmt_num(a[key]["median"]) if a and a.get(key) else "-"
+            fb = fmt_num(b[key]["median"]) if b and b.get(key) else "-"
+            return f"{fa} / {fb}"
+
+        out.append("tapdisk: blktap-rs vs NBD\n-------------------------\n")
+        out.append("The same tapdisk 3.55.5 and image; each cell is tapdisk-blktap / tapdisk-nbd. "
+                   "IOPS ratio above 1, latency and CPU ratios below 1 favour blktap-rs. CPU is "
+                   "the busy time of both vCPUs per I/O; tapdisk CPU is the tapdisk process's "
+                   "own (the NBD path also spends time in nbd.ko's receive worker, which counts "
+                   "in the first only).\n")
+        rows = []
+        for j in jobs:
+            if f"tapdisk-blktap/{j}" not in summary or f"tapdisk-nbd/{j}" not in summary:
+                continue
+            rows.append([j, rr("tapdisk-blktap", "tapdisk-nbd", j),
+                         pair(j, "lat_us"), med_ratio(j, "lat_us"), pair(j, "p99_us"),
+                         pair(j, "cpu_us_per_io"), med_ratio(j, "cpu_us_per_io"),
+                         pair(j, "server_cpu_us_per_io")])
+        out.append(rst_table(["job", "IOPS ratio", "mean lat us", "lat ratio", "p99 lat us",
+                              "CPU us/IO", "CPU ratio", "tapdisk CPU us/IO"], rows))
         out.append("")
 
     # Where the time goes at QD1: latency above null_blk's (the block layer alone).
@@ -391,7 +443,8 @@ def main():
             if not base:
                 continue
             b = base["lat_us"]["median"]
-            for t in ("nullb", "ublk-null", "blktap-null", "loop", "ublk-loop", "blktap-file"):
+            for t in ("nullb", "ublk-null", "blktap-null", "loop", "ublk-loop", "blktap-file",
+                      "tapdisk-blktap", "tapdisk-nbd"):
                 s = summary.get(f"{t}/{j}")
                 if not s:
                     continue
@@ -414,7 +467,7 @@ def main():
         return agg(vals)
 
     brows = []
-    for t in ("blktap-null", "blktap-file"):
+    for t in ("blktap-null", "blktap-file", "tapdisk-blktap"):
         for j in jobs:
             b = [tap_batch(t, j, k) for k in ("tap_wakeups", "tap_dispatches", "tap_responds")]
             if any(b):
@@ -423,8 +476,8 @@ def main():
     if brows:
         out.append("Batching (blktap-rs)\n--------------------\n")
         out.append("Ring requests per wake-up of the daemon, per poll that sent requests (one "
-                   "``poll`` syscall each) and per ``RESPOND`` ioctl, over the same window as the "
-                   "CPU figures (medians of the repetitions).\n")
+                   "``poll`` syscall each, or ``select`` for tapdisk) and per ``RESPOND`` ioctl, "
+                   "over the same window as the CPU figures (medians of the repetitions).\n")
         out.append(rst_table(["target", "job", "requests / wake-up", "requests / poll",
                               "requests / RESPOND"], brows))
         out.append("")
@@ -448,7 +501,8 @@ def main():
             shutil.copyfile(a.png, a.doc_png)
             splice += ("\n.. figure:: " + os.path.basename(a.doc_png) +
                        "\n   :width: 100%\n\n   IOPS of the user-space servers relative to the "
-                       "in-kernel driver of their group (null_blk, loop), log scale; bars: ratio "
+                       "in-kernel driver of their group (null_blk, loop), and of tapdisk through "
+                       "blktap-rs relative to the same tapdisk through NBD, log scale; bars: ratio "
                        "of the medians, whiskers: range of the per-repetition ratios.\n")
         doc = open(a.doc).read() if os.path.exists(a.doc) else ""
         block = f"{BEGIN_MARK} (generated by scripts/bench-report.py; edits are lost)\n\n{splice}\n{END_MARK}\n"
@@ -480,16 +534,17 @@ def chart(path, runs, jobs, targets):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [(g, ref) for g, ref in ((NULL_GROUP, "nullb"), (FILE_GROUP, "loop"))
+    groups = [(g, ref) for g, ref in ((NULL_GROUP, "nullb"), (FILE_GROUP, "loop"),
+                                      (TAPDISK_GROUP, "tapdisk-nbd"))
               if ref in targets and any(t in targets for t in g if t != ref)]
     if not groups:
         return False
     fig, axes = plt.subplots(len(groups), 1, figsize=(12, 4.5 * len(groups)), squeeze=False)
     colors = {"blktap-null": "#d62728", "ublk-null": "#1f77b4",
-              "blktap-file": "#d62728", "ublk-loop": "#1f77b4"}
+              "blktap-file": "#d62728", "ublk-loop": "#1f77b4", "tapdisk-blktap": "#d62728"}
     for ax, (group, ref) in zip(axes[:, 0], groups):
         grp = [t for t in group if t in targets and t != ref]
-        width = 0.8 / len(grp)
+        width = min(0.8 / len(grp), 0.4)
         for i, t in enumerate(grp):
             med, lo, hi = [], [], []
             for j in jobs:
@@ -517,8 +572,9 @@ def chart(path, runs, jobs, targets):
         ax.set_ylabel(f"IOPS / IOPS of {TARGET_LABEL[ref]} (log)")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))
         ax.grid(axis="y", alpha=0.3, which="both")
-    fig.suptitle("blktap-rs and ublk IOPS relative to the in-kernel driver (QEMU TCG; ratio of "
-                 "medians, whiskers: range of the per-repetition ratios)", fontsize=10)
+    fig.suptitle("blktap-rs and ublk IOPS relative to the in-kernel driver; tapdisk via blktap-rs "
+                 "relative to tapdisk via NBD\n(QEMU TCG; ratio of medians, whiskers: range of the "
+                 "per-repetition ratios)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True

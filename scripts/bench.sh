@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# `make bench`: fio on blktap-rs vs ublk, null_blk and loop, in one boot of the perf kernel.
+# `make bench`: fio on blktap-rs vs ublk, null_blk and loop, and the real tapdisk through blktap-rs
+# vs through the kernel's NBD client, in one boot of the perf kernel.
 #
 #   scripts/bench.sh [--smoke] [--reps N] [--runtime S] [--ramp S] [--targets "T..."]
 #                    [--jobs "J..."] [--out DIR] [--no-doc] [--no-chart] [--kdir DIR]
@@ -13,6 +14,9 @@
 #                 the min-max spread of the repetitions
 #   --runtime S   measured seconds per fio job (default 3), after --ramp S (default 1)
 #   --targets     subset/order of: blktap-null ublk-null nullb blktap-file loop ublk-loop
+#                 tapdisk-blktap tapdisk-nbd (the tapdisk-* targets are skipped, with the reason,
+#                 when scripts/build-tapdisk.sh has no tapdisk to give, or, for tapdisk-nbd, when
+#                 the kernel has no nbd.ko or the host no nbd-client)
 #   --jobs        subset/order of: randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1
 #                 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8
 #                 write-1m-qd8
@@ -37,11 +41,13 @@
 #   --verbose     stream the VM console (default: only the per-run summary lines)
 #
 # What it does, on the host:
-#   1. the perf kernel (scripts/build-kernel.sh perf) and its null_blk.ko and ublk_drv.ko;
+#   1. the perf kernel (scripts/build-kernel.sh perf) and its null_blk.ko, ublk_drv.ko and nbd.ko;
 #   2. blktap.ko for that kernel, built in a scratch copy of the sources
 #      ($CACHE_DIR/bench-src/<kernel>/), so the tree's own blktap.ko (debug kernel) is untouched;
 #   3. the tools (cargo, release), and rublk, a ublk server from crates.io, installed once into
-#      $CACHE_DIR/rublk (static binary, pinned version and lock file);
+#      $CACHE_DIR/rublk (static binary, pinned version and lock file); for the tapdisk-* targets,
+#      tapdisk 3.55.5 (scripts/build-tapdisk.sh, cached) and Debian's nbd-client (installed if
+#      missing);
 #   4. one VM: QEMU TCG, 2 vCPUs (see --pin), 3 GiB, running scripts/bench-guest.sh; fio's
 #      JSON leaves the guest on a second serial port (a file on the host);
 #   5. scripts/bench-report.py: raw JSON, summary, rst table and PNG chart in the results
@@ -50,10 +56,10 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
-usage() { sed -n '4,48p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,54p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 RUBLK_VERSION=0.2.15
-ALL_TARGETS="blktap-null ublk-null nullb blktap-file loop ublk-loop"
+ALL_TARGETS="blktap-null ublk-null nullb blktap-file loop ublk-loop tapdisk-blktap tapdisk-nbd"
 ALL_JOBS="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8 write-1m-qd8"
 smoke=0 reps=3 runtime=3 ramp=1 targets=$ALL_TARGETS jobs=$ALL_JOBS out='' doc=1 chart=1
 kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off profile=0
@@ -88,6 +94,20 @@ fi
 for v in "$reps" "$runtime" "$ramp"; do
 	case "$v" in ''|*[!0-9]*) die "--reps, --runtime and --ramp take whole numbers" ;; esac
 done
+for t in $targets; do
+	case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target $t (known: $ALL_TARGETS)" ;; esac
+done
+wants() { case " $targets " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# A target whose prerequisites are missing is dropped from the run, and the reason is printed
+# and kept in host.txt (the report's Run section shows it). The full matrix still replaces the
+# published results then: the other targets' figures are as good as ever.
+skipped=
+skip_target() { # skip_target TARGET REASON
+	wants "$1" || return 0
+	targets=$(echo " $targets " | sed "s/ $1 / /; s/^ *//; s/ *\$//")
+	log "bench: skipping $1: $2"
+	skipped="${skipped:+$skipped; }$1: $2"
+}
 
 t_begin=$(date +%s)
 load_begin=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -111,6 +131,13 @@ ublk_ko=$kdir/drivers/block/ublk_drv.ko
 for f in "$null_ko" "$ublk_ko"; do
 	[ -f "$f" ] || die "$f missing: the bench kernel needs CONFIG_BLK_DEV_NULL_BLK=m and CONFIG_BLK_DEV_UBLK=m"
 done
+# tapdisk-nbd: the kernel's NBD client, talking to tapdisk over a unix socket.
+nbd_ko=$kdir/drivers/block/nbd.ko
+if [ ! -f "$nbd_ko" ]; then
+	skip_target tapdisk-nbd "$nbd_ko missing: the bench kernel needs CONFIG_BLK_DEV_NBD=m"
+elif ! grep -q '^CONFIG_UNIX=y' "$kdir/.config"; then
+	skip_target tapdisk-nbd "the bench kernel has no CONFIG_UNIX (tapdisk's NBD server is a unix socket)"
+fi
 
 # --- 2. blktap.ko for that kernel, in a scratch copy -------------------------------------------
 src=$CACHE_DIR/bench-src/$(basename "$kdir")
@@ -148,10 +175,44 @@ if [ "$need_rublk" = 1 ] && ! { [ -x "$rublk" ] && "$rublk" --version 2>/dev/nul
 		--locked --force --root "$rublk_root" --target x86_64-unknown-linux-gnu -q ||
 		die "cargo install rublk failed"
 fi
+# The real tapdisk (static binaries, built once into the cache). Exit status 3 means no source
+# or a failed build, with the reason in SKIP-REASON: the tapdisk targets are skipped then.
+tapdisk_opts=(--tapdisk no)
+tapdisk_dir=
+if wants tapdisk-blktap || wants tapdisk-nbd; then
+	td_rc=0
+	tapdisk_dir=$("$TOP/scripts/build-tapdisk.sh") || td_rc=$?
+	if [ "$td_rc" = 0 ]; then
+		tapdisk_opts=(--tapdisk "$tapdisk_dir")
+	elif [ "$td_rc" = 3 ]; then
+		reason=$(cat "$CACHE_DIR/tapdisk/SKIP-REASON" 2>/dev/null || echo "scripts/build-tapdisk.sh has no tapdisk")
+		skip_target tapdisk-blktap "$reason"
+		skip_target tapdisk-nbd "$reason"
+	else
+		die "scripts/build-tapdisk.sh failed (rc=$td_rc)"
+	fi
+fi
+[ -n "$targets" ] || die "no target left to run"
 # util-linux losetup (busybox's cannot set --direct-io); optional.
 losetup_bin=$(PATH=/usr/sbin:/sbin:$PATH command -v losetup || true)
 bins=(--bin "$rel/blktapd" --bin "$rel/blktap-ctl")
 [ "$need_rublk" = 0 ] || bins+=(--bin "$rublk")
+if wants tapdisk-nbd; then
+	# Debian's nbd-client (dynamic: mkinitramfs copies its libraries; Debian's busybox has no
+	# nbd-client applet): it connects over a unix socket (-unix) and hands the socket to nbd.ko
+	# through netlink, then exits.
+	if [ ! -x /usr/sbin/nbd-client ]; then
+		log "bench: installing nbd-client for tapdisk-nbd"
+		sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+			nbd-client >/dev/null || log "bench: apt-get install nbd-client failed"
+	fi
+	if [ -x /usr/sbin/nbd-client ]; then
+		bins+=(--bin /usr/sbin/nbd-client)
+	else
+		skip_target tapdisk-nbd "no /usr/sbin/nbd-client on the host (apt-get install nbd-client)"
+	fi
+fi
 case "$(readlink -f "${losetup_bin:-/nonexistent}")" in
 *busybox*|"") log "bench: no util-linux losetup: loop runs without --direct-io" ;;
 *) bins+=(--bin "$losetup_bin") ;;
@@ -249,7 +310,9 @@ log "bench: results in $out"
 ( while :; do cut -d' ' -f1 /proc/loadavg; sleep 15; done ) > "$work/load.txt" &
 sampler=$!
 
-vm=(--kdir "$kdir" --module "$blktap_ko" --module "$null_ko" --module "$ublk_ko" "${bins[@]}"
+mods=(--module "$blktap_ko" --module "$null_ko" --module "$ublk_ko")
+! wants tapdisk-nbd || mods+=(--module "$nbd_ko")
+vm=(--kdir "$kdir" "${mods[@]}" "${bins[@]}" "${tapdisk_opts[@]}"
 	--run "$work/bench.sh" --tests-dir "$stage" --fio yes --mem 3G --smp "$smp" --append "$append"
 	--timeout $((guest_timeout + 120)) --results "$work/vm"
 	# Without ACPI the guest learns its CPUs from SeaBIOS's MP table, which lists one CPU per
@@ -290,6 +353,8 @@ load_begin: $load_begin
 load_end: $load_end
 load_samples: $(tr '\n' ' ' < "$work/load.txt")
 total_s: $((t_end - t_begin))
+tapdisk: ${tapdisk_dir:-none}
+skipped: ${skipped:-none}
 EOF
 
 # --- 5. report ------------------------------------------------------------------------------
