@@ -15,10 +15,14 @@ KSRC_FMT ?= $(shell $(SCRIPTS)/fetch-kernel.sh 2>/dev/null)
 CARGO_TARGET := x86_64-unknown-linux-gnu
 TOOLS_BIN := $(TOP)/tools/target/$(CARGO_TARGET)/release
 export KDIR KSRC
+# A distribution kernel by release (make KVER=7.3.4+deb13-amd64): its headers (KHEADERS, default
+# /lib/modules/KVER/build) and, when they carry no Rust metadata, its linux-source (KSOURCE,
+# default /usr/src/linux-source-X.Y.tar.*); see scripts/prepare-rust-metadata.sh.
+export KVER KHEADERS KSOURCE
 
 .PHONY: all modules deps kernel kernel-perf kdir clippy fmt fmt-check rust-analyzer tools \
 	tools-test check run bench stress docs man install uninstall modules_install dkms-source \
-	dkms-install dkms-uninstall clean help
+	dkms-install dkms-uninstall clean help deb stock-deps stock-check xen-check
 
 all: modules
 
@@ -33,8 +37,9 @@ help:
 	@echo "make clippy      build the module with CLIPPY=1; fmt / fmt-check: rustfmt"
 	@echo "make rust-analyzer  write rust-project.json for the module"
 	@echo "make tools       build the Rust userspace (tools/)"
-	@echo "make bench       benchmarks against null_blk, ublk and loop on the perf kernel"
+	@echo "make bench       benchmarks against null_blk, ublk, loop and tapdisk over NBD (perf kernel)"
 	@echo "make stress      long fault, fuzz and teardown runs on the debug kernel"
+	@echo "make xen-check   Xen end-to-end suite: Xen 4.17 + dom0 in QEMU, PV/PVH guests on tapdevs"
 	@echo "make docs        check Documentation/ renders (rst2html, warnings are errors)"
 	@echo "make man         generate the man pages of blktapd and blktap-ctl"
 	@echo "make install     install the module (for the tree make built it against), tools, udev"
@@ -42,8 +47,17 @@ help:
 	@echo "                 honoured); make uninstall removes exactly that"
 	@echo "make modules_install  install only the module (then depmod)"
 	@echo "make dkms-install     register, build and install the module with DKMS (KDIR: the"
-	@echo "                      kernel's full build tree); make dkms-uninstall removes it"
-	@echo "Variables: KDIR=<kernel build tree>, KSRC=<kernel source tree>, BLKTAP_KVM=1 (use KVM)"
+	@echo "                      kernel's full build tree, or KVER: a distribution kernel, whose"
+	@echo "                      missing prerequisites it installs); make dkms-uninstall removes it"
+	@echo "make KVER=<release>   build blktap.ko for an installed distribution kernel (headers"
+	@echo "                      without Rust metadata: prepared once from its linux-source)"
+	@echo "make stock-deps KVER=<release>  install what that needs (root): headers, source,"
+	@echo "                      the kernel's rustc and bindgen"
+	@echo "make stock-check      build through DKMS for Debian's stock 7.3.4 kernel and run the"
+	@echo "                      selftests on its vmlinuz in QEMU (root)"
+	@echo "make deb              build the blktap-rs-dkms and blktap-rs-tools Debian packages"
+	@echo "Variables: KDIR=<kernel build tree>, KSRC=<kernel source tree>, BLKTAP_KVM=1 (use KVM),"
+	@echo "           KVER=<release>, KHEADERS=<its headers>, KSOURCE=<its linux-source tarball>"
 
 deps:
 	@$(SCRIPTS)/bootstrap.sh
@@ -59,8 +73,22 @@ kdir:
 
 # Against your own kernel (KDIR given) nothing is installed first: `make deps` sets up the test
 # kernel's toolchain (rustup, bindgen-cli, QEMU, ...), which an out-of-tree build does not use.
-modules: $(if $(KDIR),,deps)
+# With KVER, the DKMS build path (scripts/dkms-make.sh): preflight, Rust metadata, build.
+modules: $(if $(KDIR)$(KVER),,deps)
+ifneq ($(KVER),)
+	@$(SCRIPTS)/dkms-make.sh "$(or $(KHEADERS),$(KDIR),/lib/modules/$(KVER)/build)" modules "$(KVER)"
+else
 	@$(SCRIPTS)/kmake.sh modules
+endif
+
+stock-deps:
+	@$(SCRIPTS)/stock-kernel.sh deps "$(or $(KVER),$(shell uname -r))"
+
+stock-check:
+	@$(SCRIPTS)/test-stock-kernel.sh
+
+deb:
+	@$(SCRIPTS)/deb.sh
 
 clippy: deps
 	@$(SCRIPTS)/kmake.sh modules CLIPPY=1 2>&1 | tee /dev/stderr | { ! grep -qE '^(warning|error)'; }
@@ -93,6 +121,9 @@ bench: deps
 
 stress: deps
 	@$(SCRIPTS)/stress.sh
+
+xen-check: deps
+	@$(SCRIPTS)/xen-check.sh
 
 docs:
 	@$(SCRIPTS)/docs.sh

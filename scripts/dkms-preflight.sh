@@ -82,24 +82,48 @@ if [ -L "$kdir/source" ] && [ ! -f "$kdir/source/Makefile" ]; then
 		"The tree was built with O=; its source tree must stay where it was built from."
 fi
 
+# A prepared stock-kernel tree (scripts/prepare-rust-metadata.sh) records the compilers it was
+# built with; the module must use the same ones.
+prepared_env=$kdir/.blktap-rust-env
+if [ -f "$prepared_env" ]; then
+	# shellcheck disable=SC1090 # written by prepare-rust-metadata.sh
+	. "$prepared_env"
+	PATH="$BLKTAP_RUST_PATH:$BLKTAP_BINDGEN_PATH:$PATH"
+fi
+
 missing=()
 for f in rust/libkernel.rmeta rust/libcore.rmeta rust/libmacros.so scripts/target.json \
 	include/generated/rustc_cfg Module.symvers; do
 	[ -e "$kdir/$f" ] || missing+=("$f")
 done
+prepare=0
 if [ ${#missing[@]} -gt 0 ]; then
-	problem "$kdir lacks the kernel's Rust build products: ${missing[*]}" \
-		"Distribution kernel header packages (linux-headers-*) do not ship them. Use the full" \
-		"build tree of this kernel (the directory 'make' ran in, or its O= directory) and point" \
-		"DKMS at it: dkms build ... --kernelsourcedir DIR (or link /lib/modules/<release>/build" \
-		"to it). Ubuntu ships the files separately in linux-lib-rust-<release>."
+	# A distribution's headers: the metadata can be rebuilt from the kernel's source, with its
+	# rustc and bindgen. Check that all of that is there (the build itself comes later, in
+	# dkms-make.sh); what is not, prepare-rust-metadata.sh names with the command to install it.
+	note "$kdir lacks the kernel's Rust metadata (${missing[*]}): it will be rebuilt from the kernel's source"
+	if [ -z "$want_release" ]; then
+		problem "which kernel release? the tree has no Rust metadata, so the release is needed to prepare it" \
+			"Run: scripts/dkms-preflight.sh $kdir RELEASE"
+	elif prep=$("$TOP/scripts/prepare-rust-metadata.sh" --check --headers "$kdir" "$want_release" 2>&1); then
+		prepare=1
+		[ "$quiet" = 1 ] || printf '%s\n' "$prep"
+	else
+		printf '%s\n' "$prep" >&2
+		problem "the Rust metadata of $want_release cannot be prepared (see above)" \
+			"Install what is named above (scripts/stock-kernel.sh deps $want_release does it all), or" \
+			"give DKMS the full build tree of the kernel: dkms build ... --kernelsourcedir DIR."
+		prepare=1
+	fi
 fi
 
 # --- the Rust compiler --------------------------------------------------------------------------
 kernel_rustc=$(config RUSTC_VERSION_TEXT)
 rustc_ver=$(awk '{print $2}' <<<"$kernel_rustc")
 install_rustc="rustup toolchain install $rustc_ver && rustup default $rustc_ver (as the user DKMS runs as, usually root), or put that rustc first in PATH"
-if ! command -v rustc >/dev/null 2>&1; then
+if [ "$prepare" = 1 ]; then
+	: # prepare-rust-metadata.sh chose (and checked) the rustc and bindgen
+elif ! command -v rustc >/dev/null 2>&1; then
 	problem "rustc not found (PATH: $PATH)" \
 		"The kernel was built with '$kernel_rustc'; install exactly that compiler:" \
 		"$install_rustc."
@@ -141,12 +165,29 @@ if [ "$(config CC_IS_CLANG)" = y ]; then
 			"Install it: apt-get install lld-$clang_major."
 	fi
 else
+	# Compare versions, not texts: the text names the program ("x86_64-linux-gnu-gcc-14 (Debian
+	# 14.2.0-19) 14.2.0"), which differs between equal compilers called by another name.
 	gcc_text=$(config CC_VERSION_TEXT)
-	if ! command -v gcc >/dev/null 2>&1; then
+	gcc_num=$(config GCC_VERSION)
+	kernel_gcc_major=$(( ${gcc_num:-0} / 10000 ))
+	kernel_cc=$(awk '{print $1}' <<<"$gcc_text")
+	cc=
+	for c in "$kernel_cc" "gcc-$kernel_gcc_major" gcc; do
+		if command -v "$c" >/dev/null 2>&1; then cc=$c; break; fi
+	done
+	if [ -z "$cc" ]; then
 		problem "gcc not found: the kernel was built with $gcc_text" \
-			"Install it: apt-get install gcc (the version the kernel was built with)."
-	elif [ "$(gcc --version | head -n1)" != "$gcc_text" ]; then
-		note "warning: gcc is '$(gcc --version | head -n1)', the kernel was built with '$gcc_text'"
+			"Install it: apt-get install gcc-$kernel_gcc_major (or gcc)."
+	else
+		have_major=$("$cc" -dumpversion 2>/dev/null | cut -d. -f1)
+		if [ "$have_major" = "$kernel_gcc_major" ]; then
+			note "C compiler: $cc (gcc $have_major, as the kernel)"
+		elif [ "$prepare" = 1 ]; then
+			# The prepared tree is configured with this gcc, so tree and module agree.
+			note "C compiler: $cc (gcc $have_major; the kernel's gcc $kernel_gcc_major is not installed: the prepared tree is configured for gcc $have_major)"
+		else
+			note "warning: the kernel was built with gcc $kernel_gcc_major, $cc is gcc $have_major (apt-get install gcc-$kernel_gcc_major to match)"
+		fi
 	fi
 fi
 

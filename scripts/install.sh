@@ -268,7 +268,8 @@ uninstall_all() {
 dkms_files() {
 	(cd "$TOP" && {
 		printf '%s\n' dkms.conf Kbuild COPYING include/uapi/linux/blktap.h \
-			scripts/common.sh scripts/kmake.sh scripts/dkms-preflight.sh scripts/dkms-make.sh
+			scripts/common.sh scripts/kmake.sh scripts/dkms-preflight.sh scripts/dkms-make.sh \
+			scripts/prepare-rust-metadata.sh scripts/stock-kernel.sh
 		find drivers/block/blktap -name Kbuild -o -name '*.rs'
 	} | LC_ALL=C sort)
 }
@@ -290,10 +291,21 @@ dkms_install() {
 	[ "$(id -u)" = 0 ] || die "dkms-install needs root"
 	command -v dkms >/dev/null || die "dkms not found (apt-get install dkms)"
 	# Check first, so that a tree DKMS cannot use leaves nothing registered behind.
-	local kd=${KDIR:-/lib/modules/$(uname -r)/build} rel
-	if [ -n "${KDIR:-}" ]; then rel=$(make -s -C "$KDIR" kernelrelease); else rel=$(uname -r); fi
+	local rel kd
+	if [ -n "${KVER:-}" ]; then rel=$KVER
+	elif [ -n "${KDIR:-}" ]; then rel=$(make -s -C "$KDIR" kernelrelease)
+	else rel=$(uname -r); fi
+	kd=${KHEADERS:-${KDIR:-/lib/modules/$rel/build}}
+	# A distribution kernel's headers without Rust metadata: this install step fetches what
+	# DKMS needs to prepare it (source of the same version, the kernel's rustc and bindgen),
+	# since DKMS itself, also when it rebuilds on a kernel upgrade, downloads nothing.
+	if [ ! -e "$kd/rust/libkernel.rmeta" ] && [ -f "$kd/.config" ] &&
+		! "$TOP/scripts/prepare-rust-metadata.sh" --check --headers "$kd" "$rel" 2>/dev/null; then
+		log "installing what the Rust metadata of $rel needs (scripts/stock-kernel.sh deps $rel)"
+		"$TOP/scripts/stock-kernel.sh" deps "$rel"
+	fi
 	"$TOP/scripts/dkms-preflight.sh" --quiet "$kd" "$rel" ||
-		die "DKMS cannot build blktap.ko for $rel with $kd (see above); give the kernel's full build tree: make dkms-install KDIR=DIR"
+		die "DKMS cannot build blktap.ko for $rel with $kd (see above)"
 	[ -d "/lib/modules/$rel" ] ||
 		die "kernel $rel is not installed here (no /lib/modules/$rel): DKMS installs modules only for installed kernels"
 	# A fresh registration each time: the sources may have changed since the last one.
@@ -302,8 +314,8 @@ dkms_install() {
 	fi
 	DESTDIR='' dkms_source "/usr/src/blktap-$VERSION" >/dev/null
 	dkms add -m blktap -v "$VERSION"
-	local kopt=()
-	[ -z "${KDIR:-}" ] || kopt=(-k "$(make -s -C "$KDIR" kernelrelease)" --kernelsourcedir "$KDIR")
+	local kopt=(-k "$rel")
+	[ "$kd" = "/lib/modules/$rel/build" ] || kopt+=(--kernelsourcedir "$kd")
 	dkms build -m blktap -v "$VERSION" "${kopt[@]}"
 	dkms install -m blktap -v "$VERSION" "${kopt[@]}"
 }
