@@ -16,16 +16,7 @@ APT_PACKAGES=(clang-19 libclang-19-dev lld-19 llvm-19 bc flex bison libelf-dev l
 	build-essential autoconf automake libtool pkg-config libaio-dev libxen-dev uuid-dev
 	zlib1g-dev nbd-client)
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-	log "installing: ${missing[*]}"
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure "${APT_PACKAGES[@]}"
 
 command -v rustup >/dev/null || die "rustup not found: install Rust with rustup first"
 if [ ! -d "$(rustc --print sysroot)/lib/rustlib/src/rust/library" ]; then

@@ -9,9 +9,14 @@
 #   3. VM (debug kernel: KASAN, lockdep, Rust debug assertions): KUnit suites at insmod and the
 #      selftests of tests/, failing on any kernel splat; the tapdisk interop tests with the
 #      real tapdisk 3.55.5 (built from ../shared/vendor; SKIP with the reason without it);
-#   4. a second, short VM with kmemleak on for the fault-injection test.
+#   4. a second, short VM with kmemleak on for the fault-injection test;
+#   5. Debian's stock kernel: the module built through the DKMS path for 7.3.4+deb13-amd64
+#      (Rust metadata rebuilt from its linux-source) and selftests on the stock, signed vmlinuz
+#      (scripts/test-stock-kernel.sh); the Debian packages of `make deb` installed, used and
+#      purged on this machine (scripts/test-deb.sh).
 #
-# BLKTAP_TESTS selects VM selftests (default: all).
+# The Xen suite (`make xen-check`) is a CI step of its own (.ci/run), not part of this.
+# BLKTAP_TESTS selects VM selftests (default: all) and leaves out steps 4 and 5.
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 cd "$TOP"
@@ -123,6 +128,28 @@ if [ -z "${BLKTAP_TESTS:-}" ]; then
 	else
 		record "fault-injection VM run" 0 1
 	fi
+fi
+
+# suite NAME PREFIX COMMAND...: a KTAP script whose last line is "PREFIX: N passed, N failed";
+# its counts go into the summary; a missing summary line counts as one failure.
+suite() {
+	local name=$1 prefix=$2 out counts
+	shift 2
+	out="$results/$prefix.out"
+	"$@" > "$out" 2>&1
+	cat "$out"
+	counts=$(sed -nE "s/^$prefix: ([0-9]+) passed, ([0-9]+) failed\$/\1 \2/p" "$out" | tail -n1)
+	if [ -n "$counts" ]; then
+		local p f
+		read -r p f <<<"$counts"
+		record "$name" "$p" "$f"
+	else
+		record "$name (no summary line)" 0 1
+	fi
+}
+if [ -z "${BLKTAP_TESTS:-}" ]; then
+	suite "stock kernel 7.3.4 (DKMS, VM)" stock "$TOP/scripts/test-stock-kernel.sh"
+	suite "Debian packages (dpkg)" deb "$TOP/scripts/test-deb.sh"
 fi
 
 echo

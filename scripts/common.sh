@@ -11,3 +11,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '[blktap-rs] %s\n' "$*" >&2; }
 die() { printf '[blktap-rs] error: %s\n' "$*" >&2; exit 1; }
+
+# apt_ensure PACKAGE...: install the Debian packages that are missing (quietly; sudo if not root).
+apt_ensure() {
+	local p missing=() sudo=
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -gt 0 ] || return 0
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	log "installing: ${missing[*]}"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

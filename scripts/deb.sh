@@ -25,15 +25,7 @@ deb_version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$TOP/debian/changelog")
 	die "debian/changelog is at $deb_version, dkms.conf at $version: add a changelog entry (dch -v $version)"
 
 # The packaging tools (the install step of this target, as bootstrap.sh is for make deps).
-missing=()
-command -v dpkg-buildpackage >/dev/null || missing+=(dpkg-dev)
-command -v dh >/dev/null || missing+=(debhelper)
-command -v dh_dkms >/dev/null || missing+=(dh-dkms)
-if [ ${#missing[@]} -gt 0 ]; then
-	[ "$(id -u)" = 0 ] || die "missing ${missing[*]}: apt-get install ${missing[*]}"
-	log "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure dpkg-dev debhelper dh-dkms
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) to build blktap-rs-tools"
 
 (cd "$TOP/tools" && cargo fetch --locked -q) || die "cargo fetch failed (crates.io unreachable?)"

@@ -31,12 +31,8 @@ command -v rst2html >/dev/null || die "rst2html not found (apt-get install pytho
 doc=$TOP/Documentation
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n $1"; [ ! -s "${2:-}" ] || sed 's/^/# /' "$2"; }
-
-echo "TAP version 13"
+# shellcheck source=scripts/ktap.sh
+. "$TOP/scripts/ktap.sh"
 for f in "$doc"/*.rst; do
 	name=$(basename "$f" .rst)
 	if rst2html --halt=warning --report=2 --no-datestamp --exit-status=2 \
@@ -92,7 +88,7 @@ else ok "ABI files have the kernel's ABI format"; fi
 # The kernel's own ABI parser, from the cached kernel source (never downloaded from here).
 get_abi=$(find "$CACHE_DIR/src" -maxdepth 4 -path '*/tools/docs/get_abi.py' 2>/dev/null | head -n1)
 if [ -z "$get_abi" ]; then
-	n=$((n + 1)); echo "ok $n kernel ABI parser reads the ABI files # SKIP no kernel source in $CACHE_DIR/src"
+	skip "kernel ABI parser reads the ABI files" "no kernel source in $CACHE_DIR/src"
 else
 	mkdir -p "$tmp/abi/Documentation"
 	cp -r "$doc/ABI" "$tmp/abi/Documentation/"
@@ -113,6 +109,4 @@ if [ -n "$out" ]; then
 	cp -r "$doc/ABI/." "$out/ABI/"
 	echo "# HTML in $out"
 fi
-echo "1..$n"
-echo "# docs: $((n - failed)) passed, $failed failed"
-[ "$failed" = 0 ]
+ktap_finish "# docs"

@@ -31,23 +31,16 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n $1"; }
-skip() { n=$((n + 1)); echo "ok $n $1 # SKIP $2"; }
-not_ok() { # not_ok DESCRIPTION [DIAGNOSTIC FILE]
-	n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n $1"
-	[ -z "${2:-}" ] || [ ! -f "$2" ] || tail -n 25 "$2" | sed 's/^/# /'
-}
-finish() { echo "1..$n"; echo "deb: $((n - failed)) passed, $failed failed"; [ "$failed" = 0 ]; exit; }
-bail() { not_ok "$1" "${2:-}"; finish; }
+# shellcheck source=scripts/ktap.sh
+. "$TOP/scripts/ktap.sh"
+finish() { ktap_finish deb; }
+bail() { ktap_bail deb "$1" "${2:-}"; }
 check() { # check DESCRIPTION COMMAND...: ok if the command succeeds
 	local d=$1
 	shift
 	if "$@" > "$work/last" 2>&1; then ok "$d"; else not_ok "$d" "$work/last"; fi
 }
 
-echo "TAP version 13"
 work=$(mktemp -d "${TMPDIR:-/tmp}/blktap-deb.XXXXXX")
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {

@@ -35,18 +35,9 @@ for a in "$@"; do
 	esac
 done
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n $1"; }
-skip() { n=$((n + 1)); echo "ok $n $1 # SKIP $2"; }
-not_ok() { # not_ok DESCRIPTION [DIAGNOSTIC FILE]
-	n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n $1"
-	[ -z "${2:-}" ] || [ ! -f "$2" ] || tail -n 25 "$2" | sed 's/^/# /'
-}
-bail() { echo "Bail out! $*"; exit 1; }
-
-echo "TAP version 13"
-echo "1..10"
+# shellcheck source=scripts/ktap.sh
+. "$TOP/scripts/ktap.sh"
+bail() { ktap_bail "# dkms" "$@"; }
 command -v dkms >/dev/null || bail "dkms is not installed (apt-get install dkms)"
 [ "$(id -u)" = 0 ] || bail "dkms needs root"
 
@@ -112,27 +103,14 @@ fi
 
 # --- dkms add, build, install -----------------------------------------------------------------
 "$TOP/scripts/install.sh" dkms-source "$work/src/blktap-$version" > /dev/null
-step() { # step NAME COMMAND...: one dkms step; its output goes to the log
-	local name=$1; shift
-	local t0=$SECONDS
-	if "$@" > "$work/log/$name" 2>&1; then
-		ok "dkms $name ($((SECONDS - t0)) s)"
-		return 0
-	fi
-	not_ok "dkms $name" "$work/log/$name"
-	local mlog
-	mlog=$(find "$work/dkms" -name make.log 2>/dev/null | head -n1)
-	[ -z "$mlog" ] || { echo "# --- $mlog"; tail -n 25 "$mlog" | sed 's/^/# /'; }
-	return 1
-}
 installed=$work/lib/modules/$release/updates/dkms/blktap.ko
-if step add dkms add "${trees[@]}" "${mod[@]}"; then
-	step build dkms build "${trees[@]}" "${mod[@]}" "${kopt[@]}"
+if dkms_step add dkms add "${trees[@]}" "${mod[@]}"; then
+	dkms_step build dkms build "${trees[@]}" "${mod[@]}" "${kopt[@]}"
 else
 	not_ok "dkms build # not attempted: add failed"
 fi
 if [ -f "$(find "$work/dkms" -path '*/module/blktap.ko' 2>/dev/null | head -n1)" ]; then
-	step install dkms install "${trees[@]}" "${mod[@]}" "${kopt[@]}" --no-depmod
+	dkms_step install dkms install "${trees[@]}" "${mod[@]}" "${kopt[@]}" --no-depmod
 else
 	not_ok "dkms install # not attempted: nothing was built"
 fi
@@ -180,5 +158,4 @@ else
 	not_ok "dkms remove --all (module and registration gone)" "$work/log/remove"
 fi
 
-echo "# dkms: $((n - failed)) passed, $failed failed"
-[ "$failed" = 0 ]
+ktap_finish "# dkms"

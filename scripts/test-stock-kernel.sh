@@ -48,23 +48,10 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n $1"; }
-skip() { n=$((n + 1)); echo "ok $n $1 # SKIP $2"; }
-not_ok() { # not_ok DESCRIPTION [DIAGNOSTIC FILE]
-	n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n $1"
-	[ -z "${2:-}" ] || [ ! -f "$2" ] || tail -n 25 "$2" | sed 's/^/# /'
-}
-finish() {
-	echo "1..$n"
-	echo "stock: $((n - failed)) passed, $failed failed"
-	[ "$failed" = 0 ]
-	exit
-}
-bail() { not_ok "$*"; finish; }
-
-echo "TAP version 13"
+# shellcheck source=scripts/ktap.sh
+. "$TOP/scripts/ktap.sh"
+finish() { ktap_finish stock; }
+bail() { ktap_bail stock "$@"; }
 echo "# stock kernel $release"
 t_start=$SECONDS
 work=
@@ -143,26 +130,13 @@ kopt=(-k "$release" --kernelsourcedir "$headers")
 # No signing here: with a sign-file in reach dkms would make a MOK key pair in /var/lib/dkms
 # (the stock kernel loads unsigned modules, tainted, unless Secure Boot is on).
 export sign_file=/nonexistent/blktap-test-sign-file
-step() { # step NAME COMMAND...: one dkms step, its output in the log
-	local name=$1 t0=$SECONDS
-	shift
-	if "$@" > "$work/log/$name" 2>&1; then
-		ok "dkms $name ($((SECONDS - t0)) s)"
-		return 0
-	fi
-	not_ok "dkms $name" "$work/log/$name"
-	local mlog
-	mlog=$(find "$work/dkms" -name make.log 2>/dev/null | head -n1)
-	[ -z "$mlog" ] || { echo "# --- $mlog"; tail -n 25 "$mlog" | sed 's/^/# /'; cp "$mlog" "$work/log/make-$name.log"; }
-	return 1
-}
-step add dkms add "${trees[@]}" "${mod[@]}"
-step build dkms build "${trees[@]}" "${mod[@]}" "${kopt[@]}"
+dkms_step add dkms add "${trees[@]}" "${mod[@]}"
+dkms_step build dkms build "${trees[@]}" "${mod[@]}" "${kopt[@]}"
 mlog=$(find "$work/dkms" -name make.log 2>/dev/null | head -n1)
 if [ -n "$mlog" ]; then
 	grep -aE 'blktap prepare: (prepared|preparing)|building in the prepared tree' "$mlog" | sed 's/^/# /'
 fi
-step install dkms install "${trees[@]}" "${mod[@]}" "${kopt[@]}" --no-depmod
+dkms_step install dkms install "${trees[@]}" "${mod[@]}" "${kopt[@]}" --no-depmod
 installed=$(find "$work/lib/modules/$release" -name 'blktap.ko*' 2>/dev/null | head -n1)
 ko=$work/blktap.ko
 case "$installed" in
@@ -264,7 +238,7 @@ vm_rc=$?
 while IFS= read -r l; do
 	case "$l" in
 	"ok "*) ok "vm: ${l#ok [0-9]* }" ;;
-	"not ok "*) n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n vm: ${l#not ok [0-9]* }" ;;
+	"not ok "*) not_ok "vm: ${l#not ok [0-9]* }" ;;
 	"# "*) echo "$l" ;;
 	esac
 done < <(sed -n '/^TAP version/,$p' "$work/log/vm" | grep -E '^(ok|not ok) [0-9]+ |^# ')

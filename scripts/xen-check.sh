@@ -17,11 +17,12 @@
 #   --setup-only     build and fetch everything, boot nothing
 #   --shell          boot to a root shell in dom0 on the console (Ctrl-A X quits QEMU)
 #
-# Kernel: $BLKTAP_XEN_KDIR (a build tree with the Xen dom0 options), else the first test kernel
-# flavour whose config can boot under Xen. The debug flavour cannot: with KASAN, the 7.3 kernel's
-# Xen PV and PVH entry code (arch/x86/xen, instrumented) touches KASAN shadow memory before it
-# exists and the domain dies at once (#PF at a 0xfffffbff... address in xen_start_kernel /
-# xen_pvh_init). So the perf flavour is used unless the debug one loses KASAN.
+# Kernel: $BLKTAP_XEN_KDIR (a build tree with the Xen dom0 options), else the "xen" test kernel
+# flavour (scripts/kconfig/xen.config): the debug kernel's checkers (lockdep, atomic-sleep checks,
+# Rust debug assertions, KFENCE) minus KASAN. A KASAN kernel cannot boot under Xen: the 7.3
+# kernel's Xen PV and PVH entry code (arch/x86/xen, instrumented) touches KASAN shadow memory
+# before it exists and the domain dies at once (#PF at a 0xfffffbff... address in
+# xen_start_kernel / xen_pvh_init).
 #
 # Everything is cached in ~/.cache/blktap-rs/xen/: the hypervisor, the dom0 root file system
 # (debootstrap, trimmed, packed as a cpio archive), the module built for the chosen kernel.
@@ -74,16 +75,7 @@ exec 8> "$XCACHE/.lock"
 flock 8 # one setup at a time: debootstrap and the module build are not re-entrant
 
 # --- host packages --------------------------------------------------------------------------
-missing=()
-for p in "${HOST_PACKAGES[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-	log "xen: installing ${missing[*]}"
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure "${HOST_PACKAGES[@]}"
 [ "$(id -u)" -eq 0 ] || fatal "debootstrap and the dom0 archive need root"
 
 # --- the kernel -----------------------------------------------------------------------------
@@ -92,16 +84,8 @@ if [ -n "${BLKTAP_XEN_KDIR:-}" ]; then
 	kdir=$BLKTAP_XEN_KDIR
 	flavour=custom
 else
-	kdir=
-	for flavour in debug perf; do
-		if kasan_in "$TOP/scripts/kconfig/base.config" "$TOP/scripts/kconfig/$flavour.config"; then
-			log "xen: skipping the $flavour kernel: KASAN kernels cannot boot as Xen PV or PVH domains"
-			continue
-		fi
-		kdir=$("$TOP/scripts/build-kernel.sh" "$flavour") || fatal "cannot build the $flavour kernel"
-		break
-	done
-	[ -n "$kdir" ] || fatal "no test kernel flavour can boot under Xen"
+	flavour=xen
+	kdir=$("$TOP/scripts/build-kernel.sh" xen) || fatal "cannot build the xen kernel flavour"
 fi
 for opt in XEN_PV_DOM0=y XEN_PVH=y XEN_BLKDEV_BACKEND=m XEN_BLKDEV_FRONTEND=m XEN_GNTDEV=y \
 	XEN_DEV_EVTCHN=y XENFS=y XEN_PRIVCMD=y HVC_XEN=y BLK_DEV_LOOP=y; do

@@ -40,21 +40,24 @@ read_start() {
 	dd if="$disk" of=/dev/null bs=4k count=1 iflag=direct > "read.$m.out" 2>&1 &
 	rpid=$!
 }
-# read_wait LOW HIGH WHAT: the read ends with EIO between LOW and HIGH seconds after it began.
-read_wait() {
-	while kill -0 "$rpid" 2>/dev/null && [ "$(awk -v e="$(since "$t0")" -v h="$2" 'BEGIN { print (e > h + 5) }')" = 0 ]; do
+# eio_wait PID OUT LOW HIGH WHAT: the background job PID, started at $t0, ends with EIO (in its
+# output file OUT) between LOW and HIGH seconds after it began.
+eio_wait() {
+	while kill -0 "$1" 2>/dev/null && [ "$(awk -v e="$(since "$t0")" -v h="$4" 'BEGIN { print (e > h + 5) }')" = 0 ]; do
 		sleep 0.1
 	done
 	el=$(since "$t0")
-	kill -0 "$rpid" 2>/dev/null && { kill -KILL "$rpid"; fail "$3: the read still waits after ${el}s"; }
+	kill -0 "$1" 2>/dev/null && { kill -KILL "$1"; fail "$5: still waiting after ${el}s"; }
 	rc=0
-	wait "$rpid" || rc=$?
-	[ "$rc" != 0 ] || fail "$3: the read succeeded"
-	grep -q 'Input/output error' "read.$m.out" || { cat "read.$m.out"; fail "$3: the read failed without EIO"; }
-	awk -v e="$el" -v l="$1" -v h="$2" 'BEGIN { exit !(e >= l && e <= h) }' ||
-		fail "$3: EIO after ${el}s, expected between $1 and $2 s"
-	log "$3: EIO after ${el}s"
+	wait "$1" || rc=$?
+	[ "$rc" != 0 ] || fail "$5: it succeeded"
+	grep -q 'Input/output error' "$2" || { cat "$2"; fail "$5: it failed without EIO"; }
+	awk -v e="$el" -v l="$3" -v h="$4" 'BEGIN { exit !(e >= l && e <= h) }' ||
+		fail "$5: EIO after ${el}s, expected between $3 and $4 s"
+	log "$5: EIO after ${el}s"
 }
+# read_wait LOW HIGH WHAT: the read of read_start ends with EIO between LOW and HIGH seconds.
+read_wait() { eio_wait "$rpid" "read.$m.out" "$@"; }
 # finish: kill the stuck daemon, then the tap frees (its disk goes with the ring).
 finish() {
 	kill -KILL "$pid"
@@ -114,17 +117,7 @@ flowing() { [ "$(tap_counts "$m" | cut -d' ' -f1)" -gt 300 ]; }
 wait_for 60 flowing || fail "abort under fio: fio did not get going"
 t0=$(now)
 blktap-ctl abort -m "$m" || fail "blktap-ctl abort -m $m failed under fio"
-while kill -0 "$fio_pid" 2>/dev/null && [ "$(awk -v e="$(since "$t0")" 'BEGIN { print (e > 15) }')" = 0 ]; do
-	sleep 0.1
-done
-el=$(since "$t0")
-kill -0 "$fio_pid" 2>/dev/null && { kill -KILL "$fio_pid"; fail "abort under fio: fio still runs ${el}s after the abort"; }
-rc=0
-wait "$fio_pid" || rc=$?
-[ "$rc" != 0 ] || fail "abort under fio: fio succeeded"
-grep -q 'Input/output error' fio.out || { cat fio.out; fail "abort under fio: fio did not report EIO"; }
-awk -v e="$el" 'BEGIN { exit !(e <= 10) }' || fail "abort under fio: fio took ${el}s to fail, more than 10 s"
-log "abort under fio: fio failed with EIO ${el}s after the abort"
+eio_wait "$fio_pid" fio.out 0 10 "abort under fio: fio"
 read_start
 read_wait 0 5 "after the abort under fio, a new read"
 kill_daemon "$DAEMON_PID" TERM
