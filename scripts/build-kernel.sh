@@ -24,7 +24,7 @@ done
 fragments=("$frag_dir/base.config" "${fragments[@]}")
 
 ksrc=$("$TOP/scripts/fetch-kernel.sh")
-kver=$(make -s -C "$ksrc" kernelversion 2>/dev/null)
+kver=$(make -s --no-print-directory -C "$ksrc" kernelversion 2>/dev/null)
 toolchain=$(rustc --version; bindgen --version 2>&1 | head -n1; "clang$LLVM_SUFFIX" --version | head -n1)
 key=$( { echo "$kver"; cat "${fragments[@]}"; echo "$toolchain"; echo "LLVM=$LLVM_SUFFIX"; } \
 	| sha256sum | cut -c1-16)

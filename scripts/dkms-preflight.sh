@@ -70,7 +70,7 @@ fi
 	problem "the kernel in $kdir does not support loadable modules (CONFIG_MODULES is not set)"
 
 if [ -n "$want_release" ]; then
-	release=$(make -s -C "$kdir" kernelrelease 2>/dev/null || true)
+	release=$(make -s --no-print-directory -C "$kdir" kernelrelease 2>/dev/null || true)
 	[ -z "$release" ] || [ "$release" = "$want_release" ] ||
 		problem "$kdir is the build tree of kernel $release, not of $want_release" \
 			"Give DKMS the build tree of $want_release: dkms build -k $want_release --kernelsourcedir DIR"

@@ -140,7 +140,7 @@ depmod_for() {
 modules_install() {
 	local kd rel dir before created=() d f
 	kd=$(kdir)
-	rel=$(make -s -C "$kd" kernelrelease)
+	rel=$(make -s --no-print-directory -C "$kd" kernelrelease)
 	[ -f "$TOP/drivers/block/blktap/blktap.ko" ] || die "no blktap.ko: run make first"
 	dir=${INSTALL_MOD_PATH%/}/lib/modules/$rel/updates/drivers/block/blktap
 	# kbuild creates the directories itself: note which ones are new.
@@ -293,7 +293,7 @@ dkms_install() {
 	# Check first, so that a tree DKMS cannot use leaves nothing registered behind.
 	local rel kd
 	if [ -n "${KVER:-}" ]; then rel=$KVER
-	elif [ -n "${KDIR:-}" ]; then rel=$(make -s -C "$KDIR" kernelrelease)
+	elif [ -n "${KDIR:-}" ]; then rel=$(make -s --no-print-directory -C "$KDIR" kernelrelease)
 	else rel=$(uname -r); fi
 	kd=${KHEADERS:-${KDIR:-/lib/modules/$rel/build}}
 	# A distribution kernel's headers without Rust metadata: this install step fetches what

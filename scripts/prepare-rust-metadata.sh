@@ -252,6 +252,11 @@ if [ -f "$out/.blktap-prepared" ]; then
 	echo "$out"
 	exit 0
 fi
+# Rebuilding rust/ is a partial kernel build: it waits for any test kernel build of this
+# project (scripts/build-kernel.sh holds the same lock), as two at once starve each other.
+mkdir -p "$CACHE_DIR/build"
+exec 8>"$CACHE_DIR/build/.lock"
+flock 8
 t0=$SECONDS
 say "preparing the Rust metadata of $release in $out (once; about 2 minutes on 2 cores)"
 rm -rf "$out"
@@ -275,7 +280,7 @@ else
 	fi
 fi
 [ -f "$srctree/Makefile" ] || { say "error: $srctree has no Makefile: not a kernel source tree"; exit 1; }
-src_num=$(make -s -C "$srctree" kernelversion 2>/dev/null)
+src_num=$(make -s --no-print-directory -C "$srctree" kernelversion 2>/dev/null)
 if [ "$src_num" != "$kver_num" ]; then
 	problem "the source $src is Linux $src_num, kernel $release is $kver_num" \
 		"Install the source of the same version: $want_src."

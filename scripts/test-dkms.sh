@@ -48,7 +48,7 @@ if [ -z "$kdir" ]; then
 	[ -n "$stamp" ] || bail "no test kernel: set KDIR or run scripts/build-kernel.sh debug"
 	kdir=$(dirname "$stamp")
 fi
-release=$(make -s -C "$kdir" kernelrelease 2>/dev/null) || bail "cannot get the kernel release of $kdir"
+release=$(make -s --no-print-directory -C "$kdir" kernelrelease 2>/dev/null) || bail "cannot get the kernel release of $kdir"
 version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$TOP/dkms.conf")
 echo "# kernel $release in $kdir; blktap $version"
 

@@ -34,7 +34,7 @@ if [ -z "$kdir" ]; then
 	kdir=$(dirname "$stamp")
 fi
 export KDIR=$kdir
-release=$(make -s -C "$kdir" kernelrelease)
+release=$(make -s --no-print-directory -C "$kdir" kernelrelease)
 [ -f "$TOP/drivers/block/blktap/blktap.ko" ] || { echo "Bail out! no blktap.ko: run make"; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/blktap-install.XXXXXX")
