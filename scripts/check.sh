@@ -89,12 +89,18 @@ bins=()
 for b in blktapd blktap-ctl blktap-test; do
 	[ -x "tools/target/$target/release/$b" ] && bins+=(--bin "tools/target/$target/release/$b")
 done
+# The kernel's NBD client beside the driver (tapdisk_12_nbd; it skips without them).
+extra_modules=()
+if [ -f "$kdir/drivers/block/nbd.ko" ] && [ -x /usr/sbin/nbd-client ]; then
+	extra_modules+=(--module "$kdir/drivers/block/nbd.ko")
+	bins+=(--bin /usr/sbin/nbd-client)
+fi
 
 # The VM run: KUnit at insmod plus the selftests. It takes 8-10 minutes on an idle host; the
 # limit (vm-run's default is 10 minutes) leaves room for a loaded one.
 vm_out="$results/vm.out"
-"$TOP/scripts/vm-run.sh" --kdir "$kdir" --module drivers/block/blktap/blktap.ko "${bins[@]}" \
-	"${tapdisk_opt[@]}" --tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --timeout 2400 --quiet \
+"$TOP/scripts/vm-run.sh" --kdir "$kdir" --module drivers/block/blktap/blktap.ko "${extra_modules[@]}" \
+	"${bins[@]}" "${tapdisk_opt[@]}" --tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --timeout 2400 --quiet \
 	> "$vm_out" 2>&1
 vm_rc=$?
 cat "$vm_out"

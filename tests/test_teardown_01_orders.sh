@@ -9,8 +9,9 @@
 # (EBUSY); the disk opened again and again while REMOVE_DEVICE is retried and while the daemon
 # dies; a new daemon serving the disk the old one left; 40 reads against a full ring failed by
 # munmap; poll before mmap and after munmap; map/serve/unmap cycles racing RESPOND,
-# REMOVE_DEVICE and poll from other threads and reads of the disk. No task stays in D state for
-# more than 10 s.
+# REMOVE_DEVICE and poll from other threads and reads of the disk; FREE_TAP at once after the
+# last close of an orphaned disk, while the removal work deletes it (it waits, never EBUSY; 10
+# rounds). No task stays in D state for more than 10 s.
 . "$(dirname "$0")/lib/common.sh"
 
 require_cmd blktap-test

@@ -381,11 +381,18 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
 }
 
 /// Frees tap `minor`: `ENODEV` if there is none, `EBUSY` while its ring is open or mapped or
-/// its disk is open.
+/// its disk is open. Waits for a removal of its disk in flight.
 pub(crate) fn free_tap(minor: u32) -> Result {
+    let tap = lookup_entry(minor).ok_or(ENODEV)?;
+    // Without `TAPS`: this deletes an idle disk (`del_gendisk` must not run under `TAPS`) or
+    // waits for a removal in flight. Only one caller succeeds (the tap is then marked freed).
+    tap.prepare_free()?;
     let mut guard = TAPS.lock();
     let slot = guard.taps.get_mut(minor as usize).ok_or(ENODEV)?;
-    slot.entry().ok_or(ENODEV)?.tap.prepare_free()?;
+    // A freed tap keeps its slot until here: nothing else empties a used slot.
+    if !slot.entry().is_some_and(|e| Arc::ptr_eq(&e.tap, &tap)) {
+        return Err(ENODEV);
+    }
     let entry = core::mem::replace(slot, Slot::Freeing);
     drop(guard);
     // Without the lock: removing the sysfs device waits for its attribute callbacks, which may
@@ -401,13 +408,19 @@ pub(crate) fn free_tap(minor: u32) -> Result {
     Ok(())
 }
 
+/// The tap of `minor`, if it has one.
+fn lookup_entry(minor: u32) -> Option<Arc<Tap>> {
+    let guard = TAPS.lock();
+    guard
+        .taps
+        .get(minor as usize)
+        .and_then(Slot::entry)
+        .map(|entry| entry.tap.clone())
+}
+
 /// The tap of `minor`, for opening its ring (`ENXIO` if there is none).
 pub(crate) fn lookup(minor: u32) -> Result<Arc<Tap>> {
-    let guard = TAPS.lock();
-    match guard.taps.get(minor as usize).and_then(Slot::entry) {
-        Some(entry) => Ok(entry.tap.clone()),
-        None => Err(ENXIO),
-    }
+    lookup_entry(minor).ok_or(ENXIO)
 }
 
 /// Calls `f` for each tap, lowest minor first.

@@ -4,13 +4,19 @@
 //!
 //! See `Documentation/design.rst` for the object lifetimes and the lock order; in short:
 //!
-//! 1. the mmap lock (held by the mm core around `mmap` and VMA close),
-//! 2. [`TAPS`](crate::registry::TAPS), the table of taps,
-//! 3. [`Tap::ctl`], the control state (mapping, disk, name),
-//! 4. the disk's `open_mutex` (block layer: `del_gendisk`, and around our open/release),
-//! 5. [`Tap::io`], the data path state (ring, pending requests), a spinlock.
+//! 1. [`Tap::disk_change`], held across `add_disk` and `del_gendisk` (and so across the block
+//!    layer's locks: the disk's `open_mutex`, sysfs, the tag set's; and across whatever they
+//!    wait for, which may take an mmap lock),
+//! 2. the mmap lock (held by the mm core around `mmap` and VMA close),
+//! 3. [`TAPS`](crate::registry::TAPS), the table of taps,
+//! 4. [`Tap::ctl`], the control state (mapping, disk, name),
+//! 5. [`Tap::dispatch`], the sender of queued requests,
+//! 6. [`Tap::io`], the data path state (ring, pending requests), a spinlock.
 //!
-//! Nothing copies from or to userspace while holding `ctl` (a fault takes the mmap lock).
+//! Nothing copies from or to userspace while holding `ctl` (a fault takes the mmap lock), and
+//! no disk is added or deleted while holding `ctl` or `TAPS`: a removal takes the disk out of
+//! `ctl` and deletes it after releasing `ctl`, still holding `disk_change`, which whoever needs
+//! the disk gone (`FREE_TAP`) takes and so waits for a removal in flight.
 
 use kernel::{
     mm::virt::VmaNew,
@@ -22,6 +28,7 @@ use kernel::{
         Arc,
         ArcBorrow,
         Mutex,
+        MutexGuard,
         SpinLock,
         UniqueArc, //
     },
@@ -168,12 +175,22 @@ struct Ctl {
     creating: bool,
 }
 
+/// Proof that the caller holds [`Tap::disk_change`].
+type DiskChange<'a> = MutexGuard<'a, ()>;
+
 /// One tap.
 #[pin_data]
 pub(crate) struct Tap {
     minor: u32,
     bdev_major: u32,
     ring_major: u32,
+    /// Serialises adding and deleting the disk, which happen under it and never under `ctl`
+    /// or `TAPS` (`add_disk` and `del_gendisk` wait for block layer locks whose holders may
+    /// wait for an mmap lock, under which `mmap` takes `ctl`). Taken with no tap lock held.
+    /// While a removal holds it, the disk is already out of `ctl`: whoever needs the disk
+    /// gone takes it too, and so waits for that removal to finish.
+    #[pin]
+    disk_change: Mutex<()>,
     #[pin]
     ctl: Mutex<Ctl>,
     #[pin]
@@ -218,6 +235,7 @@ impl Tap {
                 minor,
                 bdev_major,
                 ring_major,
+                disk_change <- new_mutex!(()),
                 ctl <- new_mutex!(Ctl {
                     task: None,
                     mapping: None,
@@ -277,24 +295,32 @@ impl Tap {
 
     /// The last reference to the ring file is gone (close and unmap both happened).
     pub(crate) fn release_ring(&self) {
-        let mut ctl = self.ctl.lock();
-        ctl.task = None;
-        if let Some(secs) = self.io.lock().recovery_left() {
-            pr_info!(
-                "{}: daemon gone; holding its requests for a new one for {} s\n",
-                DiskName::new(self.minor),
-                secs
-            );
-            return;
-        }
-        // Without a daemon the disk only fails I/O: remove it now if nobody has it open,
-        // otherwise when its last opener closes it (see `disk_released`).
-        if self.try_remove_disk(&mut ctl).is_err() {
-            pr_info!(
-                "{}: daemon gone while the disk is open; failing I/O until it is closed\n",
-                DiskName::new(self.minor)
-            );
-        }
+        let change = self.disk_change.lock();
+        let disk = {
+            let mut ctl = self.ctl.lock();
+            ctl.task = None;
+            if let Some(secs) = self.io.lock().recovery_left() {
+                pr_info!(
+                    "{}: daemon gone; holding its requests for a new one for {} s\n",
+                    DiskName::new(self.minor),
+                    secs
+                );
+                return;
+            }
+            // Without a daemon the disk only fails I/O: remove it now if nobody has it open,
+            // otherwise when its last opener closes it (see `disk_released`).
+            match self.take_idle_disk(&change, &mut ctl) {
+                Ok(disk) => disk,
+                Err(_) => {
+                    pr_info!(
+                        "{}: daemon gone while the disk is open; failing I/O until it is closed\n",
+                        DiskName::new(self.minor)
+                    );
+                    return;
+                }
+            }
+        };
+        self.delete_disk(&change, disk);
     }
 
     /// Maps the ring into `vma` (the whole 353-page area, once).
@@ -400,13 +426,15 @@ impl Tap {
     ///
     /// The disk and the name are allocated without `ctl` held: `RESPOND` takes `ctl`, so an
     /// allocation under it that waits for reclaim, which waits for this disk's writeback, would
-    /// wait for itself. `ctl.creating` keeps a second caller out meanwhile (`EBUSY`), and the
-    /// result is kept only if the same mapping is still there when `ctl` is taken again.
+    /// wait for itself. `disk_change` is held throughout: a second caller, or a removal, waits
+    /// for this one (`ctl.creating` tells the `pool` attribute), and the result is kept only if
+    /// the same mapping is still there when `ctl` is taken again.
     pub(crate) fn create_device(
         this: ArcBorrow<'_, Self>,
         config: Result<DeviceConfig>,
         name: Option<&[u8]>,
     ) -> Result {
+        let _change = this.disk_change.lock();
         let mapping = {
             let mut ctl = this.ctl.lock();
             Self::check_owner(&ctl)?;
@@ -416,9 +444,6 @@ impl Tap {
                 this.ring_ready();
                 return Err(EEXIST);
             }
-            if ctl.creating {
-                return Err(EBUSY);
-            }
             ctl.creating = true;
             ctl.mapping
         };
@@ -427,7 +452,8 @@ impl Tap {
         ctl.creating = false;
         let (disk, config, name) = created?;
         if ctl.mapping != mapping || ctl.freed {
-            // The daemon unmapped the ring meanwhile: nothing may remain of the disk.
+            // The daemon unmapped the ring meanwhile: nothing may remain of the disk. It is
+            // deleted without `ctl` held, still under `disk_change`.
             drop(ctl);
             this.io.lock().disk_live = false;
             drop(disk);
@@ -498,16 +524,26 @@ impl Tap {
 
     /// `REMOVE_DEVICE`: removes the disk unless it is open (`EBUSY`).
     pub(crate) fn remove_device(&self) -> Result {
-        let mut ctl = self.ctl.lock();
-        Self::check_owner(&ctl)?;
-        self.try_remove_disk(&mut ctl)
+        let change = self.disk_change.lock();
+        let disk = {
+            let mut ctl = self.ctl.lock();
+            Self::check_owner(&ctl)?;
+            self.take_idle_disk(&change, &mut ctl)?
+        };
+        self.delete_disk(&change, disk);
+        Ok(())
     }
 
-    /// Removes the disk if nobody has it open and no request is with the daemon.
-    fn try_remove_disk(&self, ctl: &mut Ctl) -> Result {
-        let Some(disk) = ctl.disk.as_ref() else {
-            return Ok(());
-        };
+    /// Takes the disk out of the tap if nobody has it open and no request is with the daemon
+    /// (else `EBUSY`), for [`Tap::delete_disk`] to delete once `ctl` is released.
+    fn take_idle_disk(
+        &self,
+        _change: &DiskChange<'_>,
+        ctl: &mut Ctl,
+    ) -> Result<Option<GenDisk<TapQueue>>> {
+        if ctl.disk.is_none() {
+            return Ok(None);
+        }
         {
             let mut io = self.io.lock();
             // Abandoned ids hold no block request: they do not keep the disk.
@@ -519,25 +555,47 @@ impl Tap {
             // waits for requests in flight) cannot wait for the daemon.
             io.disk_live = false;
         }
-        disk.run_queue();
-        ctl.disk = None;
         ctl.config = None;
+        Ok(ctl.disk.take())
+    }
+
+    /// Deletes a disk taken out by [`Tap::take_idle_disk`], with `disk_change` still held and
+    /// no other tap lock: `del_gendisk` waits for block layer locks whose holders may wait for
+    /// an mmap lock, which `mmap` holds when it takes `ctl`.
+    fn delete_disk(&self, _change: &DiskChange<'_>, disk: Option<GenDisk<TapQueue>>) {
+        let Some(disk) = disk else {
+            return;
+        };
+        // Requests handed back as busy are dispatched again and now fail at once.
+        disk.run_queue();
+        drop(disk);
         pr_info!("{}: removed\n", DiskName::new(self.minor));
-        Ok(())
     }
 
     // ---------------------------------------------------------------------------------------
     // Control.
 
     /// `FREE_TAP` check: the tap may only go once its ring is closed and unmapped and its disk
-    /// gone (removed here if nobody has it open). Marks the tap freed on success.
+    /// gone (removed here if nobody has it open). Marks the tap freed on success; `ENODEV` if
+    /// it was already.
+    ///
+    /// Called without `TAPS` held. Waits for a removal in flight (ring release, the removal
+    /// work, `REMOVE_DEVICE`) to finish: the disk it took out of `ctl` still exists until then.
     pub(crate) fn prepare_free(&self) -> Result {
-        let mut ctl = self.ctl.lock();
-        if ctl.task.is_some() || ctl.mapping.is_some() {
-            return Err(EBUSY);
-        }
-        self.try_remove_disk(&mut ctl)?;
-        ctl.freed = true;
+        let change = self.disk_change.lock();
+        let disk = {
+            let mut ctl = self.ctl.lock();
+            if ctl.freed {
+                return Err(ENODEV);
+            }
+            if ctl.task.is_some() || ctl.mapping.is_some() {
+                return Err(EBUSY);
+            }
+            let disk = self.take_idle_disk(&change, &mut ctl)?;
+            ctl.freed = true;
+            disk
+        };
+        self.delete_disk(&change, disk);
         Ok(())
     }
 }
@@ -553,12 +611,20 @@ impl WorkItem for Tap {
 
     /// Removes a disk whose daemon is gone, once its last opener has closed it.
     fn run(this: Arc<Tap>) {
-        let mut ctl = this.ctl.lock();
-        if ctl.mapping.is_some() || ctl.task.is_some() || this.io.lock().recovery_left().is_some() {
-            // A new daemon serves the disk now, or the ring file is still open (its release
-            // removes the disk, as documented in `Documentation/design.rst`).
-            return;
-        }
-        let _ = this.try_remove_disk(&mut ctl);
+        let change = this.disk_change.lock();
+        let disk = {
+            let mut ctl = this.ctl.lock();
+            if ctl.mapping.is_some()
+                || ctl.task.is_some()
+                || this.io.lock().recovery_left().is_some()
+            {
+                // A new daemon serves the disk now, or the ring file is still open (its release
+                // removes the disk, as documented in `Documentation/design.rst`).
+                return;
+            }
+            // Still open (reopened since the work was queued): its last close queues us again.
+            this.take_idle_disk(&change, &mut ctl).unwrap_or(None)
+        };
+        this.delete_disk(&change, disk);
     }
 }

@@ -112,7 +112,8 @@ enum Cmd {
     Teardown {
         /// Scenarios to run (default: all): unmap-pending, unmap-remap, close-keep-mapping,
         /// remove-busy, free-busy, reopen-during-removal, orphan-reopen,
-        /// new-daemon-serves-survivor, ring-full-unmap, poll-unmapped, unmap-race.
+        /// new-daemon-serves-survivor, ring-full-unmap, poll-unmapped, unmap-race,
+        /// free-during-removal.
         scenarios: Vec<String>,
     },
 

@@ -24,7 +24,7 @@ pub const EIO_BOUND: Duration = Duration::from_secs(5);
 const DISK_BYTES: usize = 8 << 20;
 
 /// Scenario names, in the order `all` runs them.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "unmap-pending",
     "unmap-remap",
     "close-keep-mapping",
@@ -36,6 +36,7 @@ pub const SCENARIOS: [&str; 11] = [
     "ring-full-unmap",
     "poll-unmapped",
     "unmap-race",
+    "free-during-removal",
 ];
 
 /// A tap with a mapped ring, a disk and an in-process daemon's state.
@@ -183,6 +184,7 @@ fn run_one(env: &Env, t: &mut Ktap, name: &str) {
         "ring-full-unmap" => ring_full_unmap(env, t, &mut taps, s),
         "poll-unmapped" => poll_unmapped(env, t, &mut taps, s),
         "unmap-race" => unmap_race(env, t, &mut taps, s),
+        "free-during-removal" => free_during_removal(env, t, &mut taps, s),
         _ => t.fail(name, &"unknown scenario"),
     }
 }
@@ -440,6 +442,63 @@ fn free_busy(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, s: Setup) {
     t.expect_ok(
         "free-busy: FREE_TAP after close",
         taps.free(ring.0.ring_minor),
+    );
+}
+
+/// Rounds of [`free_during_removal`].
+const FREE_DURING_REMOVAL_ROUNDS: usize = 10;
+
+/// FREE_TAP right after the last close of an orphaned disk, while the removal work deletes it:
+/// FREE_TAP waits for that removal and succeeds (never EBUSY), and the disk is gone when it
+/// returns. Repeated with new taps; how many rounds caught the disk still there is reported.
+fn free_during_removal(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>, first: Setup) {
+    let mut next = Some(first);
+    let (mut freed, mut in_flight) = (0, 0);
+    let mut errors = Vec::new();
+    for round in 0..FREE_DURING_REMOVAL_ROUNDS {
+        let s = match next.take().map_or_else(|| setup(env, taps), Ok) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("round {round}: set up: {e}"));
+                break;
+            }
+        };
+        let minor = s.info.ring_minor;
+        let hold = match util::open_disk(&s.disk) {
+            Ok(fd) => fd,
+            Err(e) => {
+                errors.push(format!(
+                    "round {round}: open the disk: {}",
+                    util::errno_name(e)
+                ));
+                break;
+            }
+        };
+        // The daemon goes; the open disk survives, orphaned, until its last close.
+        drop(s.ring);
+        if !disk_exists(env, minor) {
+            errors.push(format!("round {round}: the open disk went with the ring"));
+            break;
+        }
+        // The last close queues the removal work; FREE_TAP comes at once, no retry.
+        drop(hold);
+        in_flight += usize::from(disk_exists(env, minor));
+        match taps.free(minor) {
+            Ok(()) => freed += 1,
+            Err(e) => errors.push(format!("round {round}: FREE_TAP: {e}")),
+        }
+        if disk_exists(env, minor) {
+            errors.push(format!("round {round}: the disk outlived FREE_TAP"));
+        }
+    }
+    t.diag(&format!(
+        "free-during-removal: {freed}/{FREE_DURING_REMOVAL_ROUNDS} freed, the disk still \
+         there at FREE_TAP in {in_flight}"
+    ));
+    t.check(
+        "free-during-removal: FREE_TAP after the last close waits for the removal",
+        errors.is_empty() && freed == FREE_DURING_REMOVAL_ROUNDS,
+        || errors.join("; "),
     );
 }
 
