@@ -267,8 +267,11 @@ fi
 # vm-run.sh boots KDIR/arch/x86/boot/bzImage: a tree holding only the stock vmlinuz.
 mkdir -p "$work/kdir/arch/x86/boot"
 ln -s "$vmlinuz" "$work/kdir/arch/x86/boot/bzImage"
+# The stock modules the selected tests need: ext4 for those that make a file system.
 need=()
-case " $tests " in *" fs_01 "*|*" fs "*) need+=(ext4) ;; esac
+for t in $tests; do
+	if grep -qs mkfs.ext4 "$TOP"/tests/test_"$t"_*.sh; then need+=(ext4); break; fi
+done
 mods=$(stock_modules "${need[@]}")
 vm_mods=(--module "$ko")
 for m in $mods; do vm_mods+=(--module "$work/mods/$m.ko"); done
