@@ -53,8 +53,9 @@ help:
 	@echo "                      without Rust metadata: prepared once from its linux-source)"
 	@echo "make stock-deps KVER=<release>  install what that needs (root): headers, source,"
 	@echo "                      the kernel's rustc and bindgen"
-	@echo "make stock-check      build through DKMS for Debian's stock 7.3.4 kernel and run the"
-	@echo "                      selftests on its vmlinuz in QEMU (root)"
+	@echo "make stock-check      build through DKMS for Debian's stock kernels (7.3.4, sid's 7.2.13;"
+	@echo "                      KVER=<release>: that one) and run the selftests on each"
+	@echo "                      stock vmlinuz in QEMU (root)"
 	@echo "make deb              build the blktap-rs-dkms and blktap-rs-tools Debian packages"
 	@echo "Variables: KDIR=<kernel build tree>, KSRC=<kernel source tree>, BLKTAP_KVM=1 (use KVM),"
 	@echo "           KVER=<release>, KHEADERS=<its headers>, KSOURCE=<its linux-source tarball>"
@@ -85,7 +86,7 @@ stock-deps:
 	@$(SCRIPTS)/stock-kernel.sh deps "$(or $(KVER),$(shell uname -r))"
 
 stock-check:
-	@$(SCRIPTS)/test-stock-kernel.sh
+	@$(SCRIPTS)/test-stock-kernel.sh --release "$(or $(KVER),all)"
 
 deb:
 	@$(SCRIPTS)/deb.sh

@@ -10,9 +10,9 @@
 #      selftests of tests/, failing on any kernel splat; the tapdisk interop tests with the
 #      real tapdisk 3.55.5 (built from ../shared/vendor; SKIP with the reason without it);
 #   4. a second, short VM with kmemleak on for the fault-injection test;
-#   5. Debian's stock kernel: the module built through the DKMS path for 7.3.4+deb13-amd64
-#      (Rust metadata rebuilt from its linux-source) and selftests on the stock, signed vmlinuz
-#      (scripts/test-stock-kernel.sh); the Debian packages of `make deb` installed, used and
+#   5. Debian's stock kernels: the module built through the DKMS path for 7.3.4+deb13-amd64
+#      and sid's 7.2.13+deb14-amd64 (Rust metadata rebuilt from their linux-source) and
+#      selftests on each stock, signed vmlinuz (scripts/test-stock-kernel.sh --release all); the Debian packages of `make deb` installed, used and
 #      purged on this machine (scripts/test-deb.sh).
 #
 # The Xen suite (`make xen-check`) is a CI step of its own (.ci/run), not part of this.
@@ -154,7 +154,7 @@ suite() {
 	fi
 }
 if [ -z "${BLKTAP_TESTS:-}" ]; then
-	suite "stock kernel 7.3.4 (DKMS, VM)" stock "$TOP/scripts/test-stock-kernel.sh"
+	suite "stock kernels 7.3.4, 7.2.13 (DKMS, VM)" stock "$TOP/scripts/test-stock-kernel.sh" --release all
 	suite "Debian packages (dpkg)" deb "$TOP/scripts/test-deb.sh"
 fi
 

@@ -5,13 +5,15 @@
 # stock kernel's headers (which carry no Rust metadata), then boot the stock, signed vmlinuz
 # in QEMU and run the selftests that need nothing the stock kernel lacks.
 #
-#   scripts/test-stock-kernel.sh [--release RELEASE] [--tests "LIST"] [--no-vm] [--keep]
+#   scripts/test-stock-kernel.sh [--release RELEASE|all] [--tests "LIST"] [--no-vm] [--keep]
 #
 #   --release R   the Debian kernel (default 7.3.4+deb13-amd64, from trixie-backports;
-#                 7.2.13+deb14-amd64 is sid's)
+#                 7.2.13+deb14-amd64 is sid's); "all": each of those two in turn (the
+#                 Debian rows of the supported-kernels table), as KTAP subtests
 #   --tests LIST  VM selftests (default: module_01 abi_01 data_01 data_02 ro_01 teardown_01
-#                 fault_01 fs_01: load/unload, ABI ioctls, fio verify on mem and file, read-only,
-#                 teardown, daemon death, ext4 from the stock ext4.ko)
+#                 fault_01 fs_01 module_03: load/unload, ABI ioctls, fio verify on mem and
+#                 file, read-only, teardown, daemon death, ext4 from the stock ext4.ko, an open
+#                 control device pins the module)
 #   --no-vm       stop after the build and the checks on the built module
 #   --keep        keep the work directory (printed)
 #
@@ -35,7 +37,7 @@ set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
 release=7.3.4+deb13-amd64
-tests="module_01 abi_01 data_01 data_02 ro_01 teardown_01 fault_01 fs_01"
+tests="module_01 abi_01 data_01 data_02 ro_01 teardown_01 fault_01 fs_01 module_03"
 vm=1
 keep=0
 while [ $# -gt 0 ]; do
@@ -44,9 +46,33 @@ while [ $# -gt 0 ]; do
 	--tests) tests=${2?}; shift 2 ;;
 	--no-vm) vm=0; shift ;;
 	--keep) keep=1; shift ;;
-	*) sed -n '8,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+	*) sed -n '8,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done
+
+if [ "$release" = all ]; then
+	# One subtest per release: its KTAP indented, its line "stock: N passed, N failed" summed.
+	args=(--tests "$tests")
+	[ "$vm" = 1 ] || args+=(--no-vm)
+	[ "$keep" = 0 ] || args+=(--keep)
+	echo "TAP version 13"
+	i=0 passed=0 failed=0 bad=0
+	for r in 7.3.4+deb13-amd64 7.2.13+deb14-amd64; do
+		i=$((i + 1))
+		out=$(mktemp)
+		"$0" --release "$r" "${args[@]}" | tee "$out" | sed -u 's/^/    /'
+		rc=${PIPESTATUS[0]}
+		read -r p f < <(sed -n 's/^stock: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n1)
+		rm -f "$out"
+		passed=$((passed + ${p:-0})) failed=$((failed + ${f:-1}))
+		if [ "$rc" = 0 ]; then echo "ok $i $r"; else bad=$((bad + 1)); echo "not ok $i $r"; fi
+	done
+	echo "1..$i"
+	echo "# all releases"
+	echo "stock: $passed passed, $failed failed"
+	[ "$bad" = 0 ]
+	exit
+fi
 
 # shellcheck source=scripts/ktap.sh
 . "$TOP/scripts/ktap.sh"
@@ -228,8 +254,11 @@ fi
 # vm-run.sh boots KDIR/arch/x86/boot/bzImage: a tree holding only the stock vmlinuz.
 mkdir -p "$work/kdir/arch/x86/boot"
 ln -s "$vmlinuz" "$work/kdir/arch/x86/boot/bzImage"
+# The stock modules the selected tests need: ext4 for those that make a file system.
 need=()
-case " $tests " in *" fs_01 "*|*" fs "*) need+=(ext4) ;; esac
+for t in $tests; do
+	if grep -qs mkfs.ext4 "$TOP"/tests/test_"$t"_*.sh; then need+=(ext4); break; fi
+done
 mods=$(stock_modules "${need[@]}")
 vm_mods=(--module "$ko")
 for m in $mods; do vm_mods+=(--module "$work/mods/$m.ko"); done

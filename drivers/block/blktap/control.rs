@@ -11,6 +11,7 @@ use kernel::{
         MiscDeviceRegistration, //
     },
     prelude::*,
+    types::ForeignOwnable,
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -18,7 +19,10 @@ use kernel::{
 };
 
 use crate::{
-    kernel_ext::task,
+    kernel_ext::{
+        compat,
+        task, //
+    },
     registry,
     uapi::{
         BlktapInfo,
@@ -28,18 +32,24 @@ use crate::{
     },
 };
 
-/// The control device. Opening it needs no state; each ioctl stands alone.
+/// The control device. Opening it needs no state (but, on 7.2, a reference on the module:
+/// [`compat::MiscOpenPin`]); each ioctl stands alone.
 pub(crate) struct Control;
 
 #[vtable]
 impl MiscDevice for Control {
-    type Ptr = ();
+    type Ptr = compat::MiscOpenPin;
 
-    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<()> {
-        Ok(())
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
+        compat::misc_open_pin()
     }
 
-    fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        cmd: u32,
+        arg: usize,
+    ) -> Result<isize> {
         match cmd {
             IOCTL_ALLOC_TAP => {
                 if !task::capable_sys_admin() {

@@ -34,6 +34,7 @@ use crate::{
             ClassDevice,
             SysfsWriter, //
         },
+        compat,
         globals::global_mutex,
         sysfs_dir::{
             DeviceFiles,
@@ -341,7 +342,7 @@ pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
     let made = (|| {
         let minor = minor as u32;
         let module = ModuleRef::get()?;
-        let timeout = crate::module_parameters::request_timeout.value();
+        let timeout = compat::param_value(&crate::module_parameters::request_timeout);
         let tap = Tap::new(
             minor,
             driver.region.major(),

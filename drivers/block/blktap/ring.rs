@@ -10,14 +10,17 @@ use kernel::{
     prelude::*, //
 };
 
-use crate::uapi::{
-    Blktap2Params,
-    DeviceInfo,
-    RingResponse,
-    DEVICE_RO,
-    NAME_MAX,
-    RING_SIZE,
-    RSP_OKAY, //
+use crate::{
+    kernel_ext::compat,
+    uapi::{
+        Blktap2Params,
+        DeviceInfo,
+        RingResponse,
+        DEVICE_RO,
+        NAME_MAX,
+        RING_SIZE,
+        RSP_OKAY, //
+    }, //
 };
 
 /// Sector size of the ring protocol: segments and sector numbers count 512-byte units.
@@ -139,6 +142,8 @@ impl<R> Slots<R> {
     }
 
     /// Number of reserved ids (pending requests, and abandoned ones the daemon still owes).
+    /// Only the KUnit tests ask.
+    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn count(&self) -> u32 {
         self.used.count_ones()
     }
@@ -328,7 +333,7 @@ pub(crate) fn params_name(params: &Blktap2Params) -> &[u8] {
 pub(crate) fn checked_name(name: &[u8]) -> Result<&[u8]> {
     let name = name.strip_suffix(b"\n").unwrap_or(name);
     if name.len() >= NAME_MAX {
-        return Err(ENAMETOOLONG);
+        return Err(compat::enametoolong());
     }
     if name.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(EINVAL);
@@ -448,7 +453,7 @@ mod tests {
             checked_name(&[b'a'; NAME_MAX - 1]).map(<[u8]>::len),
             Ok(NAME_MAX - 1)
         );
-        assert_eq!(checked_name(&[b'a'; NAME_MAX]), Err(ENAMETOOLONG));
+        assert_eq!(checked_name(&[b'a'; NAME_MAX]), Err(compat::enametoolong()));
     }
 
     #[test]

@@ -39,6 +39,8 @@ use kernel::{
     }, //
 };
 
+use super::compat;
+
 /// The status a request is ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -55,7 +57,7 @@ impl Status {
         let errno = match self {
             Status::Ok => return bindings::BLK_STS_OK as bindings::blk_status_t,
             Status::IoError => EIO,
-            Status::NotSupported => EOPNOTSUPP,
+            Status::NotSupported => compat::eopnotsupp(),
         };
         // SAFETY: `errno_to_blk_status` is a pure table lookup.
         unsafe { bindings::errno_to_blk_status(errno.to_errno()) }
@@ -208,7 +210,7 @@ impl<'a> Iterator for Segments<'a> {
             // SAFETY: while `bi_size` is non-zero, `bi_idx` indexes a valid entry of the bio's
             // vector (the invariant `bvec_iter` maintains).
             let bv = unsafe { *(*self.bio).bi_io_vec.add(idx) };
-            let done = self.iter.bi_offset;
+            let done = compat::bvec_done(&self.iter);
             let in_bvec = (bv.bv_offset + done) as usize;
             let page_offset = in_bvec % PAGE_SIZE;
             let len =
@@ -221,9 +223,9 @@ impl<'a> Iterator for Segments<'a> {
             let len_u32 = len as u32;
             if done + len_u32 == bv.bv_len {
                 self.iter.bi_idx += 1;
-                self.iter.bi_offset = 0;
+                compat::set_bvec_done(&mut self.iter, 0);
             } else {
-                self.iter.bi_offset = done + len_u32;
+                compat::set_bvec_done(&mut self.iter, done + len_u32);
             }
             self.iter.bi_size -= len_u32;
 
@@ -366,7 +368,7 @@ impl<T: Operations> VTable<T> {
     }
 
     const BLOCK_OPS: bindings::block_device_operations = bindings::block_device_operations {
-        owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+        owner: compat::this_module(),
         open: Some(Self::open),
         release: Some(Self::release),
         free_disk: Some(Self::free_disk),

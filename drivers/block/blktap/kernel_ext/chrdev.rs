@@ -25,6 +25,8 @@ use kernel::{
     }, //
 };
 
+use super::compat;
+
 /// Bits of a `dev_t` holding the minor number.
 const MINOR_BITS: u32 = 20;
 
@@ -143,7 +145,7 @@ impl<T: FileOps> VTable<T> {
     }
 
     const FOPS: bindings::file_operations = bindings::file_operations {
-        owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+        owner: compat::this_module(),
         open: Some(Self::open),
         release: Some(Self::release),
         mmap: Some(Self::mmap),
@@ -204,7 +206,7 @@ impl<T: FileOps> Region<T> {
                     // SAFETY: `slot` is valid, pinned memory for a cdev; `FOPS` is static.
                     unsafe {
                         bindings::cdev_init(slot, &VTable::<T>::FOPS);
-                        (*slot).owner = kernel::module::this_module::<crate::LocalModule>().as_ptr();
+                        (*slot).owner = compat::this_module();
                         to_result(bindings::cdev_add(slot, base, count))
                     }
                 }),

@@ -197,16 +197,17 @@ unsafe impl<T: Attributes> Sync for Class<T> {}
 
 /// A sysfs attribute named `name` with permissions `mode`.
 pub(super) fn attr(name: &'static CStr, mode: u16) -> bindings::attribute {
-    let mut attr = bindings::attribute {
+    let attr = bindings::attribute {
         name: name.as_char_ptr(),
         mode,
         ..pin_init::zeroed()
     };
     // As `sysfs_attr_init` does: lockdep needs a static key for attributes in dynamic memory.
     #[cfg(CONFIG_DEBUG_LOCK_ALLOC)]
-    {
-        attr.key = kernel::static_lock_class!().as_ptr();
-    }
+    let attr = bindings::attribute {
+        key: kernel::static_lock_class!().as_ptr(),
+        ..attr
+    };
     attr
 }
 

@@ -14,11 +14,13 @@
 //! - [`shm`]: the memory shared with the ring daemon and the VMA that maps it;
 //! - [`workqueue`]: a workqueue owned by the module, drained when it is dropped;
 //! - [`globals`]: mutex-protected globals (the driver's tap table) for C callbacks to reach;
-//! - [`task`]: facts about the calling task (pid, mm identity, capabilities) and module refs.
+//! - [`task`]: facts about the calling task (pid, mm identity, capabilities) and module refs;
+//! - [`compat`]: what differs between the kernel versions the driver builds for (7.3, 7.2).
 
 pub(crate) mod blk;
 pub(crate) mod chrdev;
 pub(crate) mod class;
+pub(crate) mod compat;
 pub(crate) mod globals;
 pub(crate) mod shm;
 pub(crate) mod sysfs_dir;

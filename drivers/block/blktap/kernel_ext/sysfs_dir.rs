@@ -31,11 +31,14 @@ fn misc_dev<M: MiscDevice>(misc: &MiscDeviceRegistration<M>) -> *mut bindings::d
     unsafe { (*misc.as_raw()).this_device }
 }
 
-use super::class::{
-    attr,
-    store_input,
-    store_result,
-    SysfsWriter, //
+use super::{
+    class::{
+        attr,
+        store_input,
+        store_result,
+        SysfsWriter, //
+    },
+    compat, //
 };
 
 /// Handlers of the files of a [`DeviceFiles`] and of the directories of a [`DirSet`].
@@ -226,15 +229,11 @@ impl<T: FileHandlers> DirSet<T> {
         let mut attrs = KVec::with_capacity(T::DIR_FILES.len(), GFP_KERNEL)?;
         for &(n, mode) in T::DIR_FILES {
             attrs.push(
-                bindings::kobj_attribute {
-                    attr: attr(n, mode),
-                    __bindgen_anon_1: bindings::kobj_attribute__bindgen_ty_1 {
-                        show: Some(Callbacks::<T>::show_dir),
-                    },
-                    __bindgen_anon_2: bindings::kobj_attribute__bindgen_ty_2 {
-                        store: (mode & 0o222 != 0).then_some(Callbacks::<T>::store_dir),
-                    },
-                },
+                compat::kobj_attribute(
+                    attr(n, mode),
+                    Some(Callbacks::<T>::show_dir),
+                    (mode & 0o222 != 0).then_some(Callbacks::<T>::store_dir),
+                ),
                 GFP_KERNEL,
             )?;
         }

@@ -9,6 +9,8 @@ use kernel::{
     task::Task, //
 };
 
+use super::compat;
+
 /// The thread id of the calling task, as the `task` sysfs attribute reports it.
 pub(crate) fn current_pid() -> i32 {
     kernel::current!().pid()
@@ -58,7 +60,7 @@ pub(crate) struct ModuleRef(());
 impl ModuleRef {
     /// Takes a reference on this module; fails with `ENODEV` while the module is being unloaded.
     pub(crate) fn get() -> Result<Self> {
-        let module = kernel::module::this_module::<crate::LocalModule>().as_ptr();
+        let module = compat::this_module();
         // SAFETY: `module` is this module's `THIS_MODULE` pointer, valid while we run.
         if unsafe { bindings::try_module_get(module) } {
             // INVARIANT: the reference was just taken.
@@ -71,7 +73,7 @@ impl ModuleRef {
 
 impl Drop for ModuleRef {
     fn drop(&mut self) {
-        let module = kernel::module::this_module::<crate::LocalModule>().as_ptr();
+        let module = compat::this_module();
         // SAFETY: by the type invariant we own one reference on this module.
         unsafe { bindings::module_put(module) };
     }
