@@ -193,8 +193,12 @@ job_ioloop() {
 		(
 			i=0
 			while :; do
+				# Only a write begun after the first failure shows recovery: one in flight
+				# at the kill may still complete after another writer saw the error.
+				after=0
+				[ ! -e /tmp/failed ] || after=1
 				if dd if=/tmp/blk of="$dev" bs=64k seek=$((w * 64 + i % 64)) count=1 oflag=direct conv=notrunc 2>/dev/null; then
-					[ ! -e /tmp/failed ] || [ -e /tmp/recovered ] || { : > /tmp/recovered; echo "XG: io recovered"; }
+					[ "$after" = 0 ] || [ -e /tmp/recovered ] || { : > /tmp/recovered; echo "XG: io recovered"; }
 				else
 					[ -e /tmp/failed ] || { : > /tmp/failed; echo "XG: io error"; }
 				fi
