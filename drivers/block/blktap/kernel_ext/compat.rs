@@ -40,6 +40,16 @@ pub(crate) type KobjStore = unsafe extern "C" fn(
     usize,
 ) -> isize;
 
+/// `ENAMETOOLONG`: file name too long (not in 7.2's `kernel::error::code`).
+pub(crate) fn enametoolong() -> Error {
+    Error::from_errno(-(bindings::ENAMETOOLONG as c_int))
+}
+
+/// `EOPNOTSUPP`: operation not supported (not in 7.2's `kernel::error::code`).
+pub(crate) fn eopnotsupp() -> Error {
+    Error::from_errno(-(bindings::EOPNOTSUPP as c_int))
+}
+
 /// The 7.3 spellings.
 #[cfg(not(blktap_kver_lt_7_3))]
 mod imp {
@@ -56,16 +66,6 @@ mod imp {
     /// This module's `THIS_MODULE` pointer (`owner` of the driver's operation tables).
     pub(crate) const fn this_module() -> *mut bindings::module {
         kernel::module::this_module::<crate::LocalModule>().as_ptr()
-    }
-
-    /// `ENAMETOOLONG`: file name too long.
-    pub(crate) fn enametoolong() -> Error {
-        ENAMETOOLONG
-    }
-
-    /// `EOPNOTSUPP`: operation not supported.
-    pub(crate) fn eopnotsupp() -> Error {
-        EOPNOTSUPP
     }
 
     /// The bytes of the current vector entry that `iter` has already consumed.
@@ -122,16 +122,6 @@ mod imp {
     /// This module's `THIS_MODULE` pointer (`owner` of the driver's operation tables).
     pub(crate) const fn this_module() -> *mut bindings::module {
         crate::THIS_MODULE.as_ptr()
-    }
-
-    /// `ENAMETOOLONG`: file name too long.
-    pub(crate) fn enametoolong() -> Error {
-        Error::from_errno(-(bindings::ENAMETOOLONG as c_int))
-    }
-
-    /// `EOPNOTSUPP`: operation not supported.
-    pub(crate) fn eopnotsupp() -> Error {
-        Error::from_errno(-(bindings::EOPNOTSUPP as c_int))
     }
 
     /// The bytes of the current vector entry that `iter` has already consumed.
