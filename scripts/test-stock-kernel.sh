@@ -147,6 +147,15 @@ mkdir -p "$work/empty-home" "$work/bin"
 expect_reject "a missing rustc" 'rustup toolchain install [0-9.]+ ' \
 	env HOME="$work/empty-home" RUSTUP_HOME="$work/empty-home" PATH="$work/bin:/usr/bin:/bin" \
 	"$TOP/scripts/dkms-preflight.sh" "$headers" "$release"
+# A bindgen of another version first in PATH (another HOME: the scripts put ~/.cargo/bin first),
+# and none in the toolchain cache.
+mkdir -p "$work/oldbindgen"
+printf '#!/bin/sh\necho "bindgen 0.1.0"\n' > "$work/oldbindgen/bindgen"
+chmod +x "$work/oldbindgen/bindgen"
+expect_reject "a mismatched bindgen" 'cargo install --locked bindgen-cli@[0-9.]+ ' \
+	env HOME="$work/empty-home" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" BLKTAP_CACHE="$CACHE_DIR" \
+	PATH="$work/oldbindgen:$PATH" BLKTAP_TOOLCHAINS="$work/no-toolchains" \
+	"$TOP/scripts/dkms-preflight.sh" "$headers" "$release"
 expect_reject "missing headers" "apt-get install linux-headers-" \
 	"$TOP/scripts/prepare-rust-metadata.sh" --headers "$work/nothing" "$release"
 
