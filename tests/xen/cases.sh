@@ -71,30 +71,30 @@ img_new() {
 # Each served tap is recorded as "MINOR KIND IMAGE" in $CASEDIR/taps (KIND blktapd or tapdisk),
 # so that the cleanup can destroy what a failed case left.
 
-# serve_blktapd IMAGE: blktap-ctl create (blktapd); sets DEV (/dev/xen/blktap-2/tapdevN), MINOR.
-serve_blktapd() {
-	local rc=0
-	# Never $(blktap-ctl create ...): the daemon it starts would inherit the pipe.
-	blktap-ctl create --backend "file:$1" --log "$CASEDIR/blktapd.log" \
-		< /dev/null > "$CASEDIR/create.out" 2> "$CASEDIR/create.err" || rc=$?
-	[ "$rc" = 0 ] || fail "blktap-ctl create file:$1 failed (rc=$rc): $(cat "$CASEDIR/create.err")"
+# create_tap KIND IMAGE COMMAND...: run a create COMMAND that prints the new tapdev on its last
+# line; sets DEV (/dev/xen/blktap-2/tapdevN) and MINOR, and records the tap.
+create_tap() {
+	local kind=$1 image=$2 rc=0
+	shift 2
+	# Never $(COMMAND): the daemon it starts would inherit the pipe.
+	"$@" < /dev/null > "$CASEDIR/create.out" 2> "$CASEDIR/create.err" || rc=$?
+	[ "$rc" = 0 ] || fail "$* failed (rc=$rc): $(cat "$CASEDIR/create.err")"
 	DEV=$(tail -n 1 "$CASEDIR/create.out")
 	MINOR=${DEV##*tapdev}
-	[ -b "$DEV" ] || fail "blktap-ctl create printed '$DEV', not a block device"
-	echo "$MINOR blktapd $1" >> "$CASEDIR/taps"
+	[ -b "$DEV" ] || fail "$1 $2 printed '$DEV', not a block device"
+	echo "$MINOR $kind $image" >> "$CASEDIR/taps"
+}
+
+# serve_blktapd IMAGE: blktap-ctl create (blktapd); sets DEV, MINOR.
+serve_blktapd() {
+	create_tap blktapd "$1" blktap-ctl create --backend "file:$1" --log "$CASEDIR/blktapd.log"
 	log "served $1 with blktapd on $DEV"
 }
 
 # serve_tapdisk IMAGE: tap-ctl create -a aio:IMAGE (the real tapdisk); sets DEV, MINOR.
 serve_tapdisk() {
-	local rc=0
 	[ -x /usr/libexec/tapdisk ] || fail "the real tapdisk is not in dom0: $(cat $X/tapdisk-skip 2>/dev/null)"
-	tap-ctl create -a "aio:$1" < /dev/null > "$CASEDIR/create.out" 2> "$CASEDIR/create.err" || rc=$?
-	[ "$rc" = 0 ] || fail "tap-ctl create aio:$1 failed (rc=$rc): $(cat "$CASEDIR/create.err")"
-	DEV=$(tail -n 1 "$CASEDIR/create.out")
-	MINOR=${DEV##*tapdev}
-	[ -b "$DEV" ] || fail "tap-ctl create printed '$DEV', not a block device"
-	echo "$MINOR tapdisk $1" >> "$CASEDIR/taps"
+	create_tap tapdisk "$1" tap-ctl create -a "aio:$1"
 	log "served $1 with tapdisk $(td_pid "$MINOR") on $DEV"
 }
 
