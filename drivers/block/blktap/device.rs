@@ -39,7 +39,7 @@ impl Operations for TapQueue {
     }
 
     fn open(tap: ArcBorrow<'_, Tap>) -> Result {
-        tap.disk_opened()
+        Tap::disk_opened(tap)
     }
 
     fn release(tap: ArcBorrow<'_, Tap>) {

@@ -7,7 +7,11 @@ use core::fmt;
 
 use kernel::{
     page::PAGE_SIZE,
-    prelude::*, //
+    prelude::*,
+    time::{
+        Instant,
+        Monotonic, //
+    }, //
 };
 
 use crate::{
@@ -26,12 +30,31 @@ use crate::{
 /// Sector size of the ring protocol: segments and sector numbers count 512-byte units.
 pub(crate) const SECTOR_SIZE: usize = 512;
 
-/// A request sent to the daemon and not answered yet.
+/// A request in the driver's hands: queued for the daemon, sent to it, or held for the next one.
 pub(crate) struct Pending<R> {
     /// The block request (or, in tests, a stand-in).
     pub(crate) rq: R,
     /// The operation sent (`OP_READ` or `OP_WRITE`).
     pub(crate) operation: u8,
+    /// When the request reached the driver: its age for the request timeout, which bounds
+    /// the whole wait (held and reissued included); held requests are reissued oldest first.
+    pub(crate) since: Instant<Monotonic>,
+    /// The address space of the task that queued it, if that was a user task (see
+    /// [`crate::kernel_ext::task::current_mm_id`]): a dying daemon's own I/O is never held for
+    /// its successor, since the daemon cannot finish exiting while it waits for it.
+    pub(crate) submitter: Option<usize>,
+}
+
+impl<R> Pending<R> {
+    /// A request arriving now, queued by no known user task.
+    pub(crate) fn new(rq: R, operation: u8) -> Self {
+        Self {
+            rq,
+            operation,
+            since: Instant::now(),
+            submitter: None,
+        }
+    }
 }
 
 /// The ring's request ids: id `i` owns data pages `1 + i * SEGMENT_MAX ..`.
@@ -161,6 +184,11 @@ impl<R> Slots<R> {
     /// The id of the request (sent or queued) for which `pred` holds, if any.
     pub(crate) fn find(&self, pred: impl Fn(&R) -> bool) -> Option<usize> {
         (0..RING_SIZE).find(|&i| self.slots[i].as_ref().is_some_and(|p| pred(&p.rq)))
+    }
+
+    /// The request (sent or queued) under `id`, if any.
+    pub(crate) fn get(&self, id: usize) -> Option<&Pending<R>> {
+        self.slots.get(id)?.as_ref()
     }
 
     /// Whether the request under `id` was sent to the daemon (not only queued).
@@ -404,17 +432,11 @@ mod tests {
         let mut slots: Slots<u32> = Slots::new();
         slots.insert(
             0,
-            Pending {
-                rq: 10,
-                operation: OP_READ,
-            },
+            Pending::new(10, OP_READ),
         );
         slots.queue(
             1,
-            Pending {
-                rq: 11,
-                operation: OP_READ,
-            },
+            Pending::new(11, OP_READ),
         );
         assert_eq!(slots.find(|&r| r == 11), Some(1));
         assert!(slots.is_sent(0) && !slots.is_sent(1));
@@ -463,10 +485,7 @@ mod tests {
             assert_eq!(s.free_id(), Some(i));
             s.insert(
                 i,
-                Pending {
-                    rq: i as u32,
-                    operation: OP_READ,
-                },
+                Pending::new(i as u32, OP_READ),
             );
         }
         assert_eq!(s.free_id(), None);
@@ -483,10 +502,7 @@ mod tests {
         let mut s = Slots::<u32>::new();
         s.insert(
             0,
-            Pending {
-                rq: 7,
-                operation: OP_READ,
-            },
+            Pending::new(7, OP_READ),
         );
         assert_eq!(s.begin_complete(0).map(|p| p.rq), Some(7));
         // A duplicate response finds nothing, and the id is not reused yet.
@@ -504,10 +520,7 @@ mod tests {
         let mut s = Slots::<u32>::new();
         s.queue(
             0,
-            Pending {
-                rq: 9,
-                operation: OP_WRITE,
-            },
+            Pending::new(9, OP_WRITE),
         );
         // Not sent yet: responses find nothing.
         assert_eq!(s.queued(), 1);
@@ -523,19 +536,13 @@ mod tests {
         assert_eq!(s.count(), 1);
         s.insert(
             0,
-            Pending {
-                rq: 9,
-                operation: OP_WRITE,
-            },
+            Pending::new(9, OP_WRITE),
         );
         assert_eq!(s.operation(0), Some(OP_WRITE));
         assert_eq!(s.take(0).map(|p| p.rq), Some(9));
         s.queue(
             0,
-            Pending {
-                rq: 10,
-                operation: OP_READ,
-            },
+            Pending::new(10, OP_READ),
         );
         assert!(s.take_queued(0).is_some());
         s.end_complete(0);
@@ -544,10 +551,7 @@ mod tests {
         // Teardown takes queued requests too.
         s.queue(
             3,
-            Pending {
-                rq: 11,
-                operation: OP_READ,
-            },
+            Pending::new(11, OP_READ),
         );
         assert_eq!(s.take(3).map(|p| p.rq), Some(11));
         assert_eq!((s.queued(), s.count()), (0, 0));
@@ -578,10 +582,7 @@ mod tests {
         let mut s = Slots::<()>::new();
         s.insert(
             3,
-            Pending {
-                rq: (),
-                operation: OP_WRITE,
-            },
+            Pending::new((), OP_WRITE),
         );
         let mut rsp = RingResponse {
             id: 3,

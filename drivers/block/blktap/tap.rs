@@ -33,10 +33,6 @@ use kernel::{
         UniqueArc, //
     },
     task::Task,
-    time::{
-        Instant,
-        Monotonic, //
-    },
     workqueue::{
         impl_has_work,
         new_work,
@@ -51,8 +47,7 @@ use crate::{
         blk::{
             DiskParams,
             GenDisk,
-            Request,
-            Status, //
+            Request, //
         },
         shm::{
             MappingId,
@@ -65,7 +60,6 @@ use crate::{
         checked_name,
         DeviceConfig,
         DiskName,
-        Pending,
         Slots, //
     },
     uapi::{
@@ -78,10 +72,13 @@ use crate::{
 struct Ring {
     /// Shared so that `respond` and `dispatch` can copy data without holding the spinlock.
     shm: Arc<SharedRing>,
-    /// The task that mapped the ring: once it is killed, nothing will answer.
+    /// The task that mapped the ring: once its process is exiting, nothing will answer.
     owner: ARef<Task>,
-    /// When each id's request was queued (for the request timeout).
-    started: [Instant<Monotonic>; RING_SIZE],
+    /// The address space that maps the ring (see [`task::current_mm_id`]).
+    owner_mm: Option<usize>,
+    /// The daemon keeps `req_event` (the Xen ring's consumer mark): `poll` reports a level,
+    /// not V-XS's edge. Set the first time `poll` reads a `req_event` other than its initial 1.
+    marks_taken: bool,
     slots: Slots<Request>,
     /// Next request index to fill.
     req_prod_pvt: u32,
@@ -104,7 +101,7 @@ pub(crate) struct Stats {
     pub(crate) busy: u64,
     /// Requests failed because they were older than the request timeout.
     pub(crate) timeouts: u64,
-    /// Requests failed because the daemon was killed or the tap aborted.
+    /// Requests failed because the daemon was killed, the tap aborted or the session poisoned.
     pub(crate) aborted: u64,
     /// Responses to requests failed already (abandoned ids freed).
     pub(crate) late: u64,
@@ -135,26 +132,16 @@ struct Io {
     queue_busy: bool,
     /// Seconds a request may wait for the daemon before it fails (`0`: forever).
     timeout_secs: u32,
-    /// The administrator aborted the tap: every request fails until the ring is unmapped.
-    aborted: bool,
+    /// The session (this mapping of the ring) is poisoned, and why: a sent request was ended
+    /// without the daemon's answer (timeout, abort), so nothing more may be sent to this daemon,
+    /// which could reorder it with that one. Every request fails until the ring is unmapped.
+    poisoned: Option<FailReason>,
     /// Requests held for the next daemon (opt-in).
     recovery: Recovery,
     /// The daemon of the current ring has made or found the disk (`CREATE_DEVICE`): it has its
     /// image open and can take requests. Until then, held requests stay held.
     ring_ready: bool,
     stats: Stats,
-}
-
-/// Restart without I/O errors (opt-in, per tap): while no daemon maps the ring, the disk keeps
-/// its requests, in flight or new, for up to `window_secs`; the next daemon to map the ring gets
-/// them all sent again. When the window ends first, they fail with `EIO`.
-struct Recovery {
-    /// Seconds to hold requests after the ring goes (`0`: off, V-XS behaviour: fail at once).
-    window_secs: u32,
-    /// While holding: when the window ends.
-    until: Option<Instant<Monotonic>>,
-    /// The held requests (at most one per tag, so the ring's size is enough).
-    held: [Option<Pending<Request>>; RING_SIZE],
 }
 
 /// Control state, taken in ioctls, open/release, mmap, VMA close and sysfs.
@@ -207,6 +194,13 @@ pub(crate) struct Tap {
 
 mod attrs;
 mod datapath;
+mod recovery;
+
+use recovery::{
+    Doomed,
+    FailReason,
+    Recovery, //
+};
 
 impl_has_work! {
     impl HasWork<Self> for Tap { self.remove_work }
@@ -255,12 +249,8 @@ impl Tap {
                     disk_closed: false,
                     queue_busy: false,
                     timeout_secs,
-                    aborted: false,
-                    recovery: Recovery {
-                        window_secs: 0,
-                        until: None,
-                        held: [const { None }; RING_SIZE],
-                    },
+                    poisoned: None,
+                    recovery: Recovery::new(),
                     ring_ready: false,
                     stats: Stats::default(),
                 }),
@@ -299,7 +289,7 @@ impl Tap {
         let disk = {
             let mut ctl = self.ctl.lock();
             ctl.task = None;
-            if let Some(secs) = self.io.lock().recovery_left() {
+            if let Some(secs) = self.io.lock().recovery.left() {
                 pr_info!(
                     "{}: daemon gone; holding its requests for a new one for {} s\n",
                     DiskName::new(self.minor),
@@ -325,13 +315,15 @@ impl Tap {
 
     /// Maps the ring into `vma` (the whole 353-page area, once).
     pub(crate) fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        // The ring's pages (about 1.4 MiB) are allocated before `ctl`, which `RESPOND` needs:
+        // reclaim must never wait on this disk's I/O under it.
+        let mut shm = UniqueArc::new(SharedRing::new()?, GFP_KERNEL)?;
         let mut ctl = this.ctl.lock();
         if ctl.mapping.is_some() {
             return Err(EBUSY);
         }
         // Everything that can fail comes before `map`, which installs the VMA callbacks (and
         // their tap reference) last: a failed mmap never calls `close`, and would leak it.
-        let mut shm = UniqueArc::new(SharedRing::new()?, GFP_KERNEL)?;
         let id = shm.map(vma, Arc::from(this))?;
         let shm: Arc<SharedRing> = shm.into();
         ctl.mapping = Some(id);
@@ -339,16 +331,21 @@ impl Tap {
         io.ring = Some(Ring {
             shm,
             owner: task::current_task(),
-            started: [Instant::now(); RING_SIZE],
+            owner_mm: task::current_mm_id(),
+            marks_taken: false,
             slots: Slots::new(),
             req_prod_pvt: 0,
             req_prod_published: 0,
             rsp_cons: 0,
         });
         io.queue_busy = false;
-        // An abort lasts as long as the ring it was made against.
-        io.aborted = false;
+        // A poisoned session, and an abort, last as long as the ring they were made against.
+        io.poisoned = None;
         io.ring_ready = false;
+        // A new daemon has not been told of anything yet: the next queued request wakes it,
+        // even if it waits (epoll, `IOCB_CMD_POLL`) before its first poll.
+        io.daemon_notified = false;
+        io.requests_published = false;
         Ok(())
     }
 
@@ -389,28 +386,26 @@ impl Tap {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             let mut ring = io.ring.take();
-            // With recovery on, the disk keeps its requests for the next daemon.
-            if io.recovery.window_secs > 0
-                && ctl.disk.is_some()
-                && !io.aborted
-                && io.recovery.until.is_none()
-            {
-                io.recovery.until = Some(Self::window_end(io.recovery.window_secs));
+            // With recovery on, the disk keeps its requests for the next daemon; not those of
+            // a poisoned session, which this daemon may still hold.
+            if ctl.disk.is_some() && io.poisoned.is_none() {
+                io.recovery.open();
             }
-            let mut failed: [Option<Request>; RING_SIZE] = [const { None }; RING_SIZE];
+            let mut failed = Doomed::new();
             if let Some(r) = ring.as_mut() {
-                for (id, slot) in failed.iter_mut().enumerate() {
-                    *slot = r.slots.take(id).and_then(|p| Self::hold(io, p));
+                for id in 0..RING_SIZE {
+                    if let Some(pending) = r.slots.take(id) {
+                        if let Err(pending) = io.recovery.hold(pending) {
+                            failed.push(pending.rq);
+                        }
+                    }
                 }
             }
-            let n = failed.iter().filter(|r| r.is_some()).count() as u64;
-            io.stats.failed += n;
+            io.stats.failed += failed.len() as u64;
             io.queue_busy = false;
             (ring, failed)
         };
-        for rq in failed.into_iter().flatten() {
-            rq.end(Status::IoError);
-        }
+        failed.end_all();
         // Requests handed back as busy are dispatched again and now fail at once.
         if let Some(disk) = &ctl.disk {
             disk.run_queue();
@@ -453,9 +448,19 @@ impl Tap {
         let (disk, config, name) = created?;
         if ctl.mapping != mapping || ctl.freed {
             // The daemon unmapped the ring meanwhile: nothing may remain of the disk. It is
-            // deleted without `ctl` held, still under `disk_change`.
+            // deleted without `ctl` held, still under `disk_change`. Requests it already
+            // queued (udev probes it at once) may sit on a ring mapped since: `del_gendisk`
+            // would wait for them, so they fail first.
             drop(ctl);
-            this.io.lock().disk_live = false;
+            let failed = {
+                let mut guard = this.io.lock();
+                let io = &mut *guard;
+                io.disk_live = false;
+                let mut failed = Doomed::new();
+                Self::fail_ring(io, &mut failed);
+                failed
+            };
+            failed.end_all();
             drop(disk);
             return Err(ENXIO);
         }
@@ -547,7 +552,8 @@ impl Tap {
         {
             let mut io = self.io.lock();
             // Abandoned ids hold no block request: they do not keep the disk.
-            let pending = io.ring.as_ref().map_or(0, |r| r.slots.live()) + io.held_count();
+            let pending =
+                io.ring.as_ref().map_or(0, |r| r.slots.live()) + io.recovery.held_count();
             if io.openers > 0 || pending > 0 {
                 return Err(EBUSY);
             }
@@ -614,9 +620,7 @@ impl WorkItem for Tap {
         let change = this.disk_change.lock();
         let disk = {
             let mut ctl = this.ctl.lock();
-            if ctl.mapping.is_some()
-                || ctl.task.is_some()
-                || this.io.lock().recovery_left().is_some()
+            if ctl.mapping.is_some() || ctl.task.is_some() || this.io.lock().recovery.is_open()
             {
                 // A new daemon serves the disk now, or the ring file is still open (its release
                 // removes the disk, as documented in `Documentation/design.rst`).

@@ -31,6 +31,7 @@ use kernel::{
             atomic_load,
             atomic_store,
             Acquire,
+            Relaxed,
             Release, //
         },
         Arc,
@@ -126,6 +127,13 @@ impl SharedRing {
     pub(crate) fn responses_produced(&self) -> u32 {
         // SAFETY: the offset is 4-aligned within the live ring page.
         unsafe { atomic_load(self.base().add(RSP_PROD_OFFSET).cast::<u32>(), Acquire) }
+    }
+
+    /// The daemon's `req_event` (the Xen ring's "notify me from this request index on"), read
+    /// once. Any value may be there: it only decides what `poll` reports.
+    pub(crate) fn request_event(&self) -> u32 {
+        // SAFETY: the offset is 4-aligned within the live ring page.
+        unsafe { atomic_load(self.base().add(REQ_EVENT_OFFSET).cast::<u32>(), Relaxed) }
     }
 
     fn entry(&self, index: u32) -> *mut u8 {

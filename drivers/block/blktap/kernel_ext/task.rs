@@ -31,17 +31,33 @@ pub(crate) fn current_task() -> ARef<Task> {
     ARef::from(&**kernel::current!())
 }
 
-/// Whether `task` was sent `SIGKILL` (what `fatal_signal_pending` tests): it can no longer
-/// answer anything, but a task asleep in uninterruptible I/O wait does not act on it until
-/// that I/O ends.
-pub(crate) fn killed(task: &Task) -> bool {
-    // SAFETY: `task` is a live, counted task; its private pending set is read the way
-    // `__fatal_signal_pending` reads it, without the signal lock (a volatile read: the bit
-    // may be set concurrently, and a stale answer is corrected by the next check).
-    let set = unsafe {
-        core::ptr::read_volatile(core::ptr::addr_of!((*task.as_ptr()).pending.signal.sig[0]))
+/// Whether the process (thread group) of `task` is exiting: a fatal signal was delivered to
+/// it (`SIGKILL` sets the group's exit flag when it is sent, before any thread acts on it), one
+/// of its threads called `exit_group` or is replacing it through `exec`, or none of its threads
+/// is live any more. A process in that state can no longer answer anything, although its exit
+/// may still wait for I/O (a thread asleep in uninterruptible I/O wait, Linux AIO drained by
+/// `exit_aio`). Once true, it stays true.
+///
+/// Unlike the pending `SIGKILL` of one thread, this does not depend on which thread is asked
+/// nor on whether that thread has already dequeued the signal.
+pub(crate) fn process_exiting(task: &Task) -> bool {
+    // SAFETY: `task` is a live, counted task; its `signal` pointer is set at fork and freed only
+    // with the task itself (`__put_task_struct`), so it is valid while we hold the reference.
+    let signal = unsafe { (*task.as_ptr()).signal };
+    if signal.is_null() {
+        return true;
+    }
+    // SAFETY: `signal` is valid (above). The fields are read without `siglock`, as
+    // `signal_group_exit` may be: each is a word written once on the way to exit, and a stale
+    // answer is corrected by the next check (a second later at most).
+    let (flags, exec_task, live) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!((*signal).flags)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*signal).group_exec_task)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*signal).live.counter)),
+        )
     };
-    set & (1 << (bindings::SIGKILL - 1)) != 0
+    flags & bindings::SIGNAL_GROUP_EXIT != 0 || !exec_task.is_null() || live <= 0
 }
 
 /// Whether the calling task has `CAP_SYS_ADMIN` (and so may create and destroy taps).

@@ -7,7 +7,10 @@ use core::fmt::Write;
 
 use kernel::prelude::*;
 
-use super::Tap;
+use super::{
+    FailReason,
+    Tap, //
+};
 use crate::{
     kernel_ext::class::SysfsWriter,
     ring::{
@@ -134,14 +137,19 @@ impl Tap {
         )?;
         writeln!(
             out,
-            "timeout:{} timeouts:{} aborted:{} late responses:{} abort:{}",
-            io.timeout_secs, s.timeouts, s.aborted, s.late, io.aborted
+            "timeout:{} timeouts:{} aborted:{} late responses:{} abort:{} poisoned:{}",
+            io.timeout_secs,
+            s.timeouts,
+            s.aborted,
+            s.late,
+            io.poisoned.is_some(),
+            io.poisoned.map_or("no", FailReason::as_str)
         )?;
         writeln!(
             out,
             "recovery:{} holding:{} reissued:{} ready:{}",
             io.recovery.window_secs,
-            io.held_count(),
+            io.recovery.held_count(),
             s.reissued,
             io.ring_ready
         )?;

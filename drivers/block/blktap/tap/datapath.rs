@@ -24,6 +24,8 @@ use kernel::{
 
 use super::{
     worth_logging,
+    Doomed,
+    FailReason,
     Io,
     Tap, //
 };
@@ -37,7 +39,8 @@ use crate::{
             TimeoutAction, //
         },
         shm::SharedRing,
-        task, workqueue as module_wq,
+        task,
+        workqueue as module_wq,
     },
     ring::{
         judge_response,
@@ -57,28 +60,30 @@ use crate::{
     },
 };
 
-impl Io {
-    /// Seconds left in an open recovery window, if one is open.
-    pub(super) fn recovery_left(&self) -> Option<i64> {
-        let until = self.recovery.until?;
-        let left = until - Instant::now();
-        (!left.is_negative()).then(|| left.as_millis() / 1000 + 1)
-    }
-
-    /// Number of held requests.
-    pub(super) fn held_count(&self) -> u32 {
-        self.recovery.held.iter().flatten().count() as u32
-    }
-}
-
 impl Tap {
     /// Registers `file` for wake-ups, sends queued requests to the daemon and reports whether
-    /// the daemon has something to do (each event is reported to one poll, as in V-XS).
+    /// the daemon has something to do.
+    ///
+    /// For a V-XS daemon (tapdisk, which never writes `req_event`) each publish is reported to
+    /// one poll, as V-XS does: right for select and poll. A daemon that keeps `req_event` the
+    /// Xen ring way (`req_cons + 1` once it has taken requests up to `req_cons`) gets a level:
+    /// readable while a published request lies past its mark. That is what epoll needs, which
+    /// calls `poll` more than once per event (at `EPOLL_CTL_ADD`/`MOD`, in a nested epoll's
+    /// readiness check, and again when it reports).
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
         table.register_wait(file, &self.poll);
         self.dispatch();
-        let mut io = self.io.lock();
-        let ready = io.requests_published || io.disk_closed;
+        let mut guard = self.io.lock();
+        let io = &mut *guard;
+        let level = io.ring.as_mut().and_then(|ring| {
+            let mark = ring.shm.request_event();
+            ring.marks_taken |= mark != 1;
+            // Requests up to `mark - 1` (excluded) are taken: anything published past them is
+            // news. A hostile mark only makes this daemon's own poll readable.
+            ring.marks_taken
+                .then(|| ring.req_prod_published != mark.wrapping_sub(1))
+        });
+        let ready = level.unwrap_or(io.requests_published) || io.disk_closed;
         io.requests_published = false;
         io.disk_closed = false;
         if ready {
@@ -228,41 +233,47 @@ impl Tap {
                 return Ok(());
             }
         };
+        let mut pending = Pending::new(rq, operation);
+        pending.submitter = task::current_mm_id();
         let mut guard = self.io.lock();
         let io = &mut *guard;
         let killed = Self::owner_killed(io);
-        let recovering = io.recovery_left().is_some();
-        let ready = io.ring_ready;
-        let ring = match (io.disk_live && !io.aborted, io.ring.as_mut()) {
-            (true, Some(ring)) if !killed && (ready || !recovering) => ring,
-            (true, _) if recovering => {
-                // No daemon, but a new one may come: hold the request for it.
-                let failed = Self::hold(io, Pending { rq, operation });
-                io.stats.failed += u64::from(failed.is_some());
-                drop(guard);
-                if let Some(rq) = failed {
-                    rq.end(Status::IoError);
-                }
-                return Ok(());
-            }
+        let serving = io.disk_live
+            && io.poisoned.is_none()
+            && !killed
+            && (io.ring_ready || !io.recovery.is_open());
+        let ring = match io.ring.as_mut() {
+            Some(ring) if serving => ring,
             _ => {
-                // No daemon (or a killed one, an aborted tap, a disk going away): fail at once,
-                // never wait.
-                io.stats.failed += 1;
-                let ended = Self::end_recovery(io);
+                // No daemon to send it to now. Held if a new one may come (not when it is the
+                // dying daemon's own I/O, which would keep it from exiting); else failed at
+                // once, never waiting: a killed daemon, a poisoned session, a disk going away.
+                let own = killed && io.ring.as_ref().is_some_and(|r| r.owner_mm == pending.submitter);
+                let mut failed = Doomed::new();
+                let pending = if io.disk_live && !own && io.poisoned.is_none() {
+                    io.recovery.hold(pending).err()
+                } else {
+                    Some(pending)
+                };
+                if let Some(pending) = pending {
+                    failed.push(pending.rq);
+                    if !io.recovery.is_open() {
+                        // A window that expired fails what it still holds with it.
+                        io.recovery.end(&mut failed);
+                    }
+                }
+                io.stats.failed += failed.len() as u64;
                 drop(guard);
-                rq.end(Status::IoError);
-                Self::fail_all(ended);
+                failed.end_all();
                 return Ok(());
             }
         };
         let Some(id) = ring.slots.free_id() else {
             io.queue_busy = true;
             io.stats.busy += 1;
-            return Err(rq);
+            return Err(pending.rq);
         };
-        ring.slots.queue(id, Pending { rq, operation });
-        ring.started[id] = Instant::now();
+        ring.slots.queue(id, pending);
         let wake = is_last && Self::notify(io);
         drop(guard);
         if wake {
@@ -341,7 +352,7 @@ impl Tap {
                 .ring
                 .as_ref()
                 .is_some_and(|ring| Arc::ptr_eq(&ring.shm, &shm));
-            let live = io.disk_live && !io.aborted;
+            let live = io.disk_live && io.poisoned.is_none();
             for (slot, entry) in failed.iter_mut().zip(taken.iter_mut()) {
                 let Some((id, pending, encoded)) = entry.take() else {
                     continue;
@@ -355,11 +366,11 @@ impl Tap {
                     ring.slots.end_complete(id);
                 } else if encoded && !same_ring {
                     // The ring went meanwhile (with the reservation): held if recovering.
-                    let Some(rq) = Self::hold(io, pending) else {
+                    let Err(pending) = io.recovery.hold(pending) else {
                         continue;
                     };
                     io.stats.failed += 1;
-                    *slot = Some((rq, false));
+                    *slot = Some((pending.rq, false));
                     continue;
                 }
                 io.stats.failed += 1;
@@ -433,133 +444,181 @@ impl Tap {
         io.requests_published = true;
     }
 
-    /// blk-mq asks about request `id`, with the driver for another timer interval: fail it if
-    /// the daemon was killed, the tap aborted, or the request is older than the timeout.
+    /// blk-mq asks about request `id`, with the driver for another timer interval.
+    ///
+    /// A held request fails once the recovery window is over (all of them then) or once it is
+    /// older than the timeout. A request on the ring fails if the daemon's process is exiting
+    /// (held instead, if recovery is on and it is not the daemon's own I/O), or if it is older
+    /// than the timeout: if it was sent, that poisons the session (see [`FailReason`]).
     pub(crate) fn timed_out(this: ArcBorrow<'_, Self>, id: RequestId) -> TimeoutAction {
-        let (failed, why, pid) = {
+        let mut failed = Doomed::new();
+        let mut window_over = false;
+        let mut log = None;
+        let action = {
             let mut guard = this.io.lock();
             let io = &mut *guard;
             let timeout = io.timeout_secs;
-            let aborted = io.aborted;
-            if io.recovery.held.iter().flatten().any(|p| p.rq.id() == id) {
-                // Held for a new daemon: fail them all once the window is over.
-                if io.recovery_left().is_some() {
+            let expired = |since: Instant<Monotonic>| {
+                timeout > 0 && since.elapsed() >= Delta::from_secs(i64::from(timeout))
+            };
+            if let Some(since) = io.recovery.held_since(id) {
+                if !io.recovery.is_open() {
+                    // Held for a new daemon that did not come in time: fail them all.
+                    io.recovery.end(&mut failed);
+                    window_over = true;
+                } else if expired(since) {
+                    if let Some(pending) = io.recovery.take(id) {
+                        failed.push(pending.rq);
+                        io.stats.timeouts += 1;
+                    }
+                } else {
                     return TimeoutAction::ResetTimer;
                 }
-                let ended = Self::end_recovery(io);
-                drop(guard);
-                pr_warn!(
-                    "{}: no new daemon within the recovery window: failing the held requests\n",
-                    DiskName::new(this.minor)
-                );
-                Self::fail_all(ended);
-                // The disk may go now, if nobody has it open.
-                module_wq::enqueue(Arc::from(this));
-                return TimeoutAction::Done;
-            }
-            let Some(ring) = io.ring.as_mut() else {
-                return TimeoutAction::ResetTimer;
-            };
-            // Not found: being sent or completed right now, by whoever holds it.
-            let Some(slot) = ring.slots.find(|rq| rq.id() == id) else {
-                return TimeoutAction::ResetTimer;
-            };
-            let why = if aborted {
-                "the tap was aborted"
-            } else if task::killed(&ring.owner) {
-                if io.recovery.window_secs > 0 && io.disk_live {
-                    // Recovery: the next daemon gets it. The timer stays armed, so that the
-                    // window's end still fails it if no daemon comes.
-                    Self::owner_killed(io);
-                    if let Some(ring) = io.ring.as_mut() {
-                        if let Some(pending) = ring.slots.abandon(slot) {
-                            if let Some(rq) = Self::hold(io, pending) {
-                                // Cannot happen (the window was just opened); never lose it.
-                                drop(guard);
-                                rq.end(Status::IoError);
-                                return TimeoutAction::Done;
-                            }
+                io.stats.failed += failed.len() as u64;
+                TimeoutAction::Done
+            } else {
+                let killed = Self::owner_killed(io);
+                let Some(ring) = io.ring.as_mut() else {
+                    return TimeoutAction::ResetTimer;
+                };
+                // Not found: being sent or completed right now, by whoever holds it.
+                let Some(slot) = ring.slots.find(|rq| rq.id() == id) else {
+                    return TimeoutAction::ResetTimer;
+                };
+                let Some(p) = ring.slots.get(slot) else {
+                    return TimeoutAction::ResetTimer;
+                };
+                let (since, own) = (p.since, p.submitter == ring.owner_mm);
+                let sent = ring.slots.is_sent(slot);
+                let pid = ring.owner.pid();
+                if killed {
+                    // The daemon will never answer. Recovery: the next daemon gets it, unless
+                    // the dying daemon waits for it itself. The timer stays armed, so that the
+                    // end of the window, or the timeout, still fails it.
+                    if let Some(pending) = ring.slots.abandon(slot) {
+                        let pending = if own { Err(pending) } else { io.recovery.hold(pending) };
+                        match pending {
+                            Ok(()) => return TimeoutAction::ResetTimer,
+                            Err(pending) => failed.push(pending.rq),
                         }
                     }
+                    io.stats.aborted += failed.len() as u64;
+                    log = Some((FailReason::DaemonKilled, sent, pid));
+                } else if expired(since) {
+                    if sent {
+                        // The daemon still holds it and may apply it late: nothing more may
+                        // go to this daemon.
+                        Self::poison(io, FailReason::TimedOut, &mut failed);
+                    } else if let Some(pending) = ring.slots.abandon(slot) {
+                        // Never sent: failing it alone reorders nothing.
+                        failed.push(pending.rq);
+                        io.stats.timeouts += 1;
+                    }
+                    log = Some((FailReason::TimedOut, sent, pid));
+                } else {
                     return TimeoutAction::ResetTimer;
                 }
-                "its daemon was killed"
-            } else if timeout > 0
-                && ring.started[slot].elapsed() >= Delta::from_secs(i64::from(timeout))
-            {
-                "it timed out"
-            } else {
-                return TimeoutAction::ResetTimer;
-            };
-            let sent = ring.slots.is_sent(slot);
-            let Some(pending) = ring.slots.abandon(slot) else {
-                return TimeoutAction::ResetTimer;
-            };
-            io.stats.failed += 1;
-            if why == "it timed out" {
-                io.stats.timeouts += 1;
-            } else {
-                io.stats.aborted += 1;
+                io.stats.failed += failed.len() as u64;
+                TimeoutAction::Done
             }
-            let count = io.stats.timeouts + io.stats.aborted;
-            let pid = ring.owner.pid();
-            (pending, worth_logging(count).then_some((why, sent)), pid)
         };
-        if let Some((why, sent)) = why {
+        if window_over {
             pr_warn!(
-                "{}: failing a request {} daemon {}: {}\n",
-                DiskName::new(this.minor),
-                if sent { "sent to" } else { "not yet taken by" },
-                pid,
-                why
+                "{}: no new daemon within the recovery window: failing the held requests\n",
+                DiskName::new(this.minor)
             );
+            // The disk may go now, if nobody has it open.
+            module_wq::enqueue(Arc::from(this));
         }
-        failed.rq.end(Status::IoError);
-        TimeoutAction::Done
+        if let Some((why, sent, pid)) = log {
+            let io = this.io.lock();
+            let count = io.stats.timeouts + io.stats.aborted;
+            drop(io);
+            let poisoned = sent && why == FailReason::TimedOut;
+            let to = if sent { "sent to" } else { "not yet taken by" };
+            let then = if poisoned {
+                "; nothing more is sent to this daemon until it unmaps the ring"
+            } else {
+                ""
+            };
+            if worth_logging(count) || poisoned {
+                pr_warn!(
+                    "{}: failing {} request(s) {} daemon {}: {}{}\n",
+                    DiskName::new(this.minor),
+                    failed.len(),
+                    to,
+                    pid,
+                    why.as_str(),
+                    then
+                );
+            }
+        }
+        failed.end_all();
+        action
     }
 
-    /// Fails every request now, and every later one until the ring is unmapped: what an
-    /// unmap does, for a daemon that is alive but stuck. Ids of sent requests stay reserved
-    /// until the daemon answers them. `ENXIO` if no daemon maps the ring.
+    /// Poisons the session of the current ring for `why`: moves every request of the ring
+    /// (sent or queued) and every held one to `failed`; from now on every request fails at once
+    /// and nothing more is sent to this ring, until it is unmapped. Ids of sent requests stay
+    /// reserved until the daemon answers them (late answers complete nothing).
+    fn poison(io: &mut Io, why: FailReason, failed: &mut Doomed) {
+        let before = failed.len();
+        Self::fail_ring(io, failed);
+        io.recovery.end(failed);
+        if io.poisoned.is_none() {
+            io.poisoned = Some(why);
+        }
+        io.queue_busy = false;
+        let n = (failed.len() - before) as u64;
+        match why {
+            FailReason::TimedOut => io.stats.timeouts += n,
+            _ => io.stats.aborted += n,
+        }
+    }
+
+    /// Moves every request of the current ring (sent or queued) to `failed`.
+    pub(super) fn fail_ring(io: &mut Io, failed: &mut Doomed) {
+        if let Some(ring) = io.ring.as_mut() {
+            for id in 0..RING_SIZE {
+                if let Some(pending) = ring.slots.abandon(id) {
+                    failed.push(pending.rq);
+                }
+            }
+        }
+    }
+
+    /// Fails every request now, and every later one until the ring is unmapped: the session
+    /// is poisoned, as by a timeout. Without a ring, fails the requests held for a new daemon.
+    /// `ENXIO` if there was nothing to abort.
     pub(crate) fn abort(&self) -> Result {
         let ctl = self.ctl.lock();
-        let (failed, n) = {
+        let mut failed = Doomed::new();
+        let mapped = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
-            let mut failed = Self::end_recovery(io);
-            let Some(ring) = io.ring.as_mut() else {
-                let n = failed.iter().flatten().count();
-                drop(guard);
-                if n == 0 {
-                    return Err(ENXIO);
-                }
-                pr_warn!(
-                    "{}: aborted by the administrator: {} held request(s) failed\n",
-                    DiskName::new(self.minor),
-                    n
-                );
-                Self::fail_all(failed);
-                return Ok(());
-            };
-            let mut n = 0u64;
-            for (id, slot) in failed.iter_mut().enumerate() {
-                *slot = ring.slots.abandon(id).map(|p| p.rq);
-                n += u64::from(slot.is_some());
+            let mapped = io.ring.is_some();
+            if mapped {
+                Self::poison(io, FailReason::Aborted, &mut failed);
+            } else {
+                io.recovery.end(&mut failed);
             }
-            io.aborted = true;
-            io.queue_busy = false;
-            io.stats.failed += n;
-            io.stats.aborted += n;
-            (failed, n)
+            io.stats.failed += failed.len() as u64;
+            mapped
         };
-        pr_warn!(
-            "{}: aborted by the administrator: {} request(s) failed, later ones fail at once\n",
-            DiskName::new(self.minor),
-            n
-        );
-        for rq in failed.into_iter().flatten() {
-            rq.end(Status::IoError);
+        if !mapped && failed.len() == 0 {
+            return Err(ENXIO);
         }
+        pr_warn!(
+            "{}: aborted by the administrator: {} request(s) failed{}\n",
+            DiskName::new(self.minor),
+            failed.len(),
+            if mapped {
+                ", later ones fail at once until the daemon unmaps the ring"
+            } else {
+                ""
+            }
+        );
+        failed.end_all();
         // Requests handed back as busy are dispatched again and now fail at once.
         if let Some(disk) = &ctl.disk {
             disk.run_queue();
@@ -568,9 +627,17 @@ impl Tap {
     }
 
     /// The disk is being opened.
-    pub(crate) fn disk_opened(&self) -> Result {
-        let mut io = self.io.lock();
+    ///
+    /// A disk whose recovery window expired without a new daemon and with nothing held is
+    /// only waiting to be removed: the open fails and the removal is queued.
+    pub(crate) fn disk_opened(this: ArcBorrow<'_, Self>) -> Result {
+        let mut io = this.io.lock();
         if !io.disk_live {
+            return Err(ENXIO);
+        }
+        if io.ring.is_none() && io.recovery.expired() && io.recovery.held_count() == 0 {
+            drop(io);
+            module_wq::enqueue(Arc::from(this));
             return Err(ENXIO);
         }
         io.openers += 1;
@@ -596,77 +663,33 @@ impl Tap {
         }
     }
 
-    /// Whether the ring's daemon was killed. With recovery on, that opens the window: it will
-    /// never answer, and the next daemon should get its requests.
+    /// Whether the process of the ring's daemon is exiting. With recovery on, that opens the
+    /// window: it will never answer, and the next daemon should get its requests.
     fn owner_killed(io: &mut Io) -> bool {
-        let killed = io.ring.as_ref().is_some_and(|r| task::killed(&r.owner));
-        if killed
-            && io.recovery.window_secs > 0
-            && io.recovery.until.is_none()
-            && io.disk_live
-            && !io.aborted
-        {
-            io.recovery.until = Some(Self::window_end(io.recovery.window_secs));
+        let killed = io
+            .ring
+            .as_ref()
+            .is_some_and(|r| task::process_exiting(&r.owner));
+        if killed && io.disk_live && io.poisoned.is_none() {
+            io.recovery.open();
         }
         killed
     }
 
-    /// When a recovery window of `secs` seconds opened now ends.
-    pub(super) fn window_end(secs: u32) -> Instant<Monotonic> {
-        Instant::now() + Delta::from_secs(i64::from(secs))
-    }
-
-    /// Holds `pending` for the next daemon if a recovery window is open; else hands its
-    /// request back, to be failed.
-    pub(super) fn hold(io: &mut Io, pending: Pending<Request>) -> Option<Request> {
-        if io.recovery_left().is_none() {
-            return Some(pending.rq);
-        }
-        match io.recovery.held.iter_mut().find(|h| h.is_none()) {
-            Some(slot) => {
-                *slot = Some(pending);
-                None
-            }
-            // Cannot happen (a request per tag at most), but never lose one.
-            None => Some(pending.rq),
-        }
-    }
-
-    /// Closes the recovery window and returns the held requests, to be failed.
-    fn end_recovery(io: &mut Io) -> [Option<Request>; RING_SIZE] {
-        io.recovery.until = None;
-        let held = core::mem::replace(&mut io.recovery.held, [const { None }; RING_SIZE]);
-        let ended = held.map(|h| h.map(|p| p.rq));
-        io.stats.failed += ended.iter().flatten().count() as u64;
-        ended
-    }
-
-    /// Fails `requests` (outside the spinlock: completion may run the queue).
-    fn fail_all(requests: [Option<Request>; RING_SIZE]) {
-        for rq in requests.into_iter().flatten() {
-            rq.end(Status::IoError);
-        }
-    }
-
-    /// Queues the held requests on the new ring, to be sent at its daemon's next poll; closes
-    /// the recovery window. Returns how many.
+    /// Queues the held requests on the new ring, oldest first, to be sent at its daemon's next
+    /// poll; closes the recovery window. Returns how many.
     pub(super) fn reissue_held(io: &mut Io) -> u32 {
-        io.recovery.until = None;
         let Some(ring) = io.ring.as_mut() else {
             return 0;
         };
+        io.recovery.close();
         let mut n = 0;
-        for held in io.recovery.held.iter_mut() {
-            let Some(pending) = held.take() else {
-                continue;
-            };
+        while let Some(id) = ring.slots.free_id() {
             // The ring is new and has a slot per tag.
-            let Some(id) = ring.slots.free_id() else {
-                *held = Some(pending);
+            let Some(pending) = io.recovery.take_oldest() else {
                 break;
             };
             ring.slots.queue(id, pending);
-            ring.started[id] = Instant::now();
             n += 1;
         }
         io.stats.reissued += u64::from(n);

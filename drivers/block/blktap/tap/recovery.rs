@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Restart without I/O errors (opt-in, per tap), and the requests the data path fails.
+//!
+//! While no daemon can serve the disk (its ring went, or its process is exiting), the disk
+//! holds its requests, in flight or new, for up to `window_secs`; the next daemon to map the
+//! ring and make or find the disk gets them all sent again, oldest first. The rules (see
+//! `Documentation/design.rst`, "Recovery"):
+//!
+//! - a held request is bounded by the window *and* by the request timeout;
+//! - a request that the dying daemon's own process queued is never held: that process cannot
+//!   finish exiting (and unmap the ring for a successor) while it waits for it;
+//! - a window that expired is not open: it never keeps the next one from opening;
+//! - a poisoned session (see [`FailReason`]) opens no window.
+
+use kernel::{
+    prelude::*,
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
+    },
+};
+
+use crate::{
+    kernel_ext::blk::{
+        Request,
+        RequestId,
+        Status, //
+    },
+    ring::Pending,
+    uapi::RING_SIZE,
+};
+
+/// Why the driver ended a request without the daemon's answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailReason {
+    /// It was older than the tap's request timeout.
+    TimedOut,
+    /// The administrator aborted the tap (sysfs `abort`).
+    Aborted,
+    /// The daemon's process is exiting and no recovery window holds the request.
+    DaemonKilled,
+}
+
+impl FailReason {
+    /// The reason, for the kernel log and the `debug` attribute.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::TimedOut => "timed out",
+            Self::Aborted => "aborted",
+            Self::DaemonKilled => "daemon killed",
+        }
+    }
+}
+
+/// Requests to end with `EIO` once the spinlock is released (completion may run the queue,
+/// which takes it again).
+///
+/// At most one request per tag exists and the tag set has [`RING_SIZE`] tags, so twice that is
+/// more room than any caller can fill; a request that still found no room would be ended by
+/// its `Drop` (with `EIO`), never lost.
+pub(crate) struct Doomed {
+    list: [Option<Request>; 2 * RING_SIZE],
+    len: usize,
+}
+
+impl Doomed {
+    /// An empty list.
+    pub(crate) const fn new() -> Self {
+        Self {
+            list: [const { None }; 2 * RING_SIZE],
+            len: 0,
+        }
+    }
+
+    /// Adds `rq` to the list.
+    pub(crate) fn push(&mut self, rq: Request) {
+        debug_assert!(self.len < self.list.len());
+        if let Some(slot) = self.list.get_mut(self.len) {
+            *slot = Some(rq);
+            self.len += 1;
+        }
+    }
+
+    /// Number of requests in the list.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Ends every request in the list with `EIO`. Call it without the spinlock.
+    pub(crate) fn end_all(self) {
+        for rq in self.list.into_iter().flatten() {
+            rq.end(Status::IoError);
+        }
+    }
+}
+
+/// The recovery window of a tap and the requests it holds.
+pub(super) struct Recovery {
+    /// Seconds to hold requests once no daemon can serve them (`0`: off, V-XS behaviour: they
+    /// fail at once).
+    pub(super) window_secs: u32,
+    /// While a window is (or was last) open: when it ends.
+    until: Option<Instant<Monotonic>>,
+    /// The held requests (at most one per tag, so the ring's size is enough).
+    held: [Option<Pending<Request>>; RING_SIZE],
+}
+
+impl Recovery {
+    /// Recovery off, nothing held.
+    pub(super) const fn new() -> Self {
+        Self {
+            window_secs: 0,
+            until: None,
+            held: [const { None }; RING_SIZE],
+        }
+    }
+
+    /// Seconds left in the open window, if one is open.
+    pub(super) fn left(&self) -> Option<i64> {
+        let left = self.until? - Instant::now();
+        (!left.is_negative()).then(|| left.as_millis() / 1000 + 1)
+    }
+
+    /// Whether a window is open (and not yet expired).
+    pub(super) fn is_open(&self) -> bool {
+        self.left().is_some()
+    }
+
+    /// Whether a window was opened and has expired without being closed.
+    pub(super) fn expired(&self) -> bool {
+        self.until.is_some() && !self.is_open()
+    }
+
+    /// Opens a window now, unless recovery is off or one is open already. Returns whether a
+    /// window is open.
+    pub(super) fn open(&mut self) -> bool {
+        if self.window_secs == 0 {
+            return false;
+        }
+        if !self.is_open() {
+            self.until = Some(Instant::now() + Delta::from_secs(i64::from(self.window_secs)));
+        }
+        true
+    }
+
+    /// Holds `pending` for the next daemon if a window is open; else hands it back.
+    pub(super) fn hold(&mut self, pending: Pending<Request>) -> Result<(), Pending<Request>> {
+        if !self.is_open() {
+            return Err(pending);
+        }
+        match self.held.iter_mut().find(|h| h.is_none()) {
+            Some(slot) => {
+                *slot = Some(pending);
+                Ok(())
+            }
+            None => Err(pending),
+        }
+    }
+
+    /// Number of held requests.
+    pub(super) fn held_count(&self) -> u32 {
+        self.held.iter().flatten().count() as u32
+    }
+
+    /// The held request with block request id `id`, if it is held: its age.
+    pub(super) fn held_since(&self, id: RequestId) -> Option<Instant<Monotonic>> {
+        self.held
+            .iter()
+            .flatten()
+            .find(|p| p.rq.id() == id)
+            .map(|p| p.since)
+    }
+
+    /// Takes the held request with block request id `id` out (to fail it alone).
+    pub(super) fn take(&mut self, id: RequestId) -> Option<Pending<Request>> {
+        self.held
+            .iter_mut()
+            .find(|h| h.as_ref().is_some_and(|p| p.rq.id() == id))?
+            .take()
+    }
+
+    /// Takes the oldest held request out (to send it again).
+    pub(super) fn take_oldest(&mut self) -> Option<Pending<Request>> {
+        let mut oldest: Option<(usize, Instant<Monotonic>)> = None;
+        for (i, p) in self.held.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if oldest.is_none_or(|(_, since)| (p.since - since).is_negative()) {
+                oldest = Some((i, p.since));
+            }
+        }
+        self.held.get_mut(oldest?.0)?.take()
+    }
+
+    /// Closes the window and moves every held request to `doomed`.
+    pub(super) fn end(&mut self, doomed: &mut Doomed) {
+        self.until = None;
+        for held in self.held.iter_mut() {
+            if let Some(pending) = held.take() {
+                doomed.push(pending.rq);
+            }
+        }
+    }
+
+    /// Closes the window (its requests were all sent again).
+    pub(super) fn close(&mut self) {
+        self.until = None;
+    }
+}
