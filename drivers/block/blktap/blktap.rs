@@ -21,7 +21,6 @@ use kernel::{
 };
 
 mod control;
-mod device;
 mod kernel_ext;
 mod registry;
 mod ring;

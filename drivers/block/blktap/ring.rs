@@ -430,14 +430,8 @@ mod tests {
     #[test]
     fn abandoned_ids_stay_reserved_until_answered() {
         let mut slots: Slots<u32> = Slots::new();
-        slots.insert(
-            0,
-            Pending::new(10, OP_READ),
-        );
-        slots.queue(
-            1,
-            Pending::new(11, OP_READ),
-        );
+        slots.insert(0, Pending::new(10, OP_READ));
+        slots.queue(1, Pending::new(11, OP_READ));
         assert_eq!(slots.find(|&r| r == 11), Some(1));
         assert!(slots.is_sent(0) && !slots.is_sent(1));
         // A queued request frees its id; a sent one keeps it, abandoned.
@@ -483,10 +477,7 @@ mod tests {
         let mut s = Slots::<u32>::new();
         for i in 0..RING_SIZE {
             assert_eq!(s.free_id(), Some(i));
-            s.insert(
-                i,
-                Pending::new(i as u32, OP_READ),
-            );
+            s.insert(i, Pending::new(i as u32, OP_READ));
         }
         assert_eq!(s.free_id(), None);
         assert_eq!(s.count(), 32);
@@ -500,10 +491,7 @@ mod tests {
     #[test]
     fn slots_reserved_while_completing() {
         let mut s = Slots::<u32>::new();
-        s.insert(
-            0,
-            Pending::new(7, OP_READ),
-        );
+        s.insert(0, Pending::new(7, OP_READ));
         assert_eq!(s.begin_complete(0).map(|p| p.rq), Some(7));
         // A duplicate response finds nothing, and the id is not reused yet.
         assert!(s.operation(0).is_none());
@@ -518,10 +506,7 @@ mod tests {
     #[test]
     fn slots_queued_then_sent() {
         let mut s = Slots::<u32>::new();
-        s.queue(
-            0,
-            Pending::new(9, OP_WRITE),
-        );
+        s.queue(0, Pending::new(9, OP_WRITE));
         // Not sent yet: responses find nothing.
         assert_eq!(s.queued(), 1);
         assert!(s.operation(0).is_none());
@@ -534,25 +519,16 @@ mod tests {
         // Reserved while its data is copied.
         assert_eq!(s.free_id(), Some(1));
         assert_eq!(s.count(), 1);
-        s.insert(
-            0,
-            Pending::new(9, OP_WRITE),
-        );
+        s.insert(0, Pending::new(9, OP_WRITE));
         assert_eq!(s.operation(0), Some(OP_WRITE));
         assert_eq!(s.take(0).map(|p| p.rq), Some(9));
-        s.queue(
-            0,
-            Pending::new(10, OP_READ),
-        );
+        s.queue(0, Pending::new(10, OP_READ));
         assert!(s.take_queued(0).is_some());
         s.end_complete(0);
         assert_eq!(s.free_id(), Some(0));
         assert_eq!(s.count(), 0);
         // Teardown takes queued requests too.
-        s.queue(
-            3,
-            Pending::new(11, OP_READ),
-        );
+        s.queue(3, Pending::new(11, OP_READ));
         assert_eq!(s.take(3).map(|p| p.rq), Some(11));
         assert_eq!((s.queued(), s.count()), (0, 0));
     }
@@ -580,10 +556,7 @@ mod tests {
     #[test]
     fn response_judgement() {
         let mut s = Slots::<()>::new();
-        s.insert(
-            3,
-            Pending::new((), OP_WRITE),
-        );
+        s.insert(3, Pending::new((), OP_WRITE));
         let mut rsp = RingResponse {
             id: 3,
             operation: OP_WRITE,

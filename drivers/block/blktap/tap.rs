@@ -42,7 +42,6 @@ use kernel::{
 };
 
 use crate::{
-    device::TapQueue,
     kernel_ext::{
         blk::{
             DiskParams,
@@ -194,7 +193,10 @@ pub(crate) struct Tap {
 
 mod attrs;
 mod datapath;
+mod queue;
 mod recovery;
+
+pub(crate) use queue::TapQueue;
 
 use recovery::{
     Doomed,
@@ -552,8 +554,7 @@ impl Tap {
         {
             let mut io = self.io.lock();
             // Abandoned ids hold no block request: they do not keep the disk.
-            let pending =
-                io.ring.as_ref().map_or(0, |r| r.slots.live()) + io.recovery.held_count();
+            let pending = io.ring.as_ref().map_or(0, |r| r.slots.live()) + io.recovery.held_count();
             if io.openers > 0 || pending > 0 {
                 return Err(EBUSY);
             }
@@ -620,8 +621,7 @@ impl WorkItem for Tap {
         let change = this.disk_change.lock();
         let disk = {
             let mut ctl = this.ctl.lock();
-            if ctl.mapping.is_some() || ctl.task.is_some() || this.io.lock().recovery.is_open()
-            {
+            if ctl.mapping.is_some() || ctl.task.is_some() || this.io.lock().recovery.is_open() {
                 // A new daemon serves the disk now, or the ring file is still open (its release
                 // removes the disk, as documented in `Documentation/design.rst`).
                 return;

@@ -39,8 +39,7 @@ use crate::{
             TimeoutAction, //
         },
         shm::SharedRing,
-        task,
-        workqueue as module_wq,
+        task, workqueue as module_wq,
     },
     ring::{
         judge_response,
@@ -218,7 +217,7 @@ impl Tap {
         Ok(())
     }
 
-    /// Queues `rq` for the daemon (see [`crate::device`]); hands it back if the ring is full.
+    /// Queues `rq` for the daemon (see [`super::TapQueue`]); hands it back if the ring is full.
     ///
     /// The request is only recorded here; the daemon's next `poll` sends it ([`Tap::dispatch`]),
     /// as in V-XS. So write data is copied in the daemon's context, not the submitter's: under
@@ -248,7 +247,11 @@ impl Tap {
                 // No daemon to send it to now. Held if a new one may come (not when it is the
                 // dying daemon's own I/O, which would keep it from exiting); else failed at
                 // once, never waiting: a killed daemon, a poisoned session, a disk going away.
-                let own = killed && io.ring.as_ref().is_some_and(|r| r.owner_mm == pending.submitter);
+                let own = killed
+                    && io
+                        .ring
+                        .as_ref()
+                        .is_some_and(|r| r.owner_mm == pending.submitter);
                 let mut failed = Doomed::new();
                 let pending = if io.disk_live && !own && io.poisoned.is_none() {
                     io.recovery.hold(pending).err()
@@ -496,7 +499,11 @@ impl Tap {
                     // the dying daemon waits for it itself. The timer stays armed, so that the
                     // end of the window, or the timeout, still fails it.
                     if let Some(pending) = ring.slots.abandon(slot) {
-                        let pending = if own { Err(pending) } else { io.recovery.hold(pending) };
+                        let pending = if own {
+                            Err(pending)
+                        } else {
+                            io.recovery.hold(pending)
+                        };
                         match pending {
                             Ok(()) => return TimeoutAction::ResetTimer,
                             Err(pending) => failed.push(pending.rq),
