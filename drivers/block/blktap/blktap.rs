@@ -37,10 +37,15 @@ module! {
     license: "GPL",
     params: {
         request_timeout: u32 {
-            default: 180,
-            description: "Seconds a request may wait for its daemon before it fails with EIO \
-                (0: forever); the default of new taps, each has its own in sysfs (timeout). \
-                Longer than tapdisk's own 120 s request timeout, so tapdisk answers first.",
+            // 0, as V-XS: tapdisk 3.x holds requests while paused (`tap-ctl pause`) and while
+            // its image I/O is stalled, and completes them later. Its own 120 s limit
+            // (`TD_VBD_REQUEST_TIMEOUT`, drivers/tapdisk-vbd.c) only stops retries of requests
+            // that already failed; any kernel timeout would fail I/O tapdisk still completes.
+            default: 0,
+            description: "Seconds a request may wait for its daemon before it fails with EIO; \
+                0 (the default): never, as in V-XS, since tapdisk holds requests while paused or \
+                stalled and completes them later. The value new taps start with; each tap has \
+                its own in sysfs (timeout), which blktapd sets (--timeout, 180 s by default).",
         },
     },
 }

@@ -55,14 +55,14 @@ impl MiscDevice for Control {
                 if !task::capable_sys_admin() {
                     return Err(EPERM);
                 }
-                let info = registry::alloc_tap()?;
-                let mut writer =
-                    UserSlice::new(UserPtr::from_addr(arg), size_of::<BlktapInfo>()).writer();
-                if writer.write(&info).is_err() {
-                    // The caller cannot learn the minor: do not leave the tap behind.
-                    let _ = registry::free_tap(info.ring_minor);
-                    return Err(EFAULT);
-                }
+                // The numbers are copied out before the tap is made, so that a failed copy
+                // leaves nothing behind (see `registry::alloc_tap`).
+                registry::alloc_tap(|info| {
+                    UserSlice::new(UserPtr::from_addr(arg), size_of::<BlktapInfo>())
+                        .writer()
+                        .write(info)
+                        .map_err(|_| EFAULT)
+                })?;
                 Ok(0)
             }
             IOCTL_FREE_TAP => {

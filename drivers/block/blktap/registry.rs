@@ -57,13 +57,20 @@ use crate::{
     },
 };
 
+// Rule of this file: no sysfs object of ours is created or removed while `TAPS` is held,
+// failures included. Removing a sysfs file (also when `device_add` or `sysfs_create_group`
+// undo their own half-done work) waits for the `show`/`store` callbacks running in it, and
+// the callbacks of the pool files and of a tap's `pool` attribute take `TAPS`.
+
 /// Debug level shown and set through the class `verbosity` attribute (V-XS default 1).
 pub(crate) static VERBOSITY: Atomic<i32> = Atomic::new(1);
 
 /// The registered driver-wide objects.
 struct Driver {
     region: Pin<KBox<Region<RingFile>>>,
-    class: Class<Tap>,
+    /// Shared so that `ALLOC_TAP` can create a tap's device without `TAPS` held. The module
+    /// outlives every user of a clone (the control file of the `ALLOC_TAP` caller pins it).
+    class: Arc<Class<Tap>>,
     bdev: BlockMajor,
 }
 
@@ -135,43 +142,92 @@ struct Pool {
     _dir: Dir,
 }
 
-/// The page pools under `/sys/class/misc/blktap!control/`. Field order is drop order: the
-/// pool directories go before their set.
+/// The page pools under `/sys/class/misc/blktap!control/`, in [`TAPS`]. The set of their
+/// directories is apart, in [`POOL_DIRS`].
 struct Pools {
     pools: KVec<Pool>,
     default: usize,
     _files: DeviceFiles<PoolFiles>,
-    set: DirSet<PoolFiles>,
 }
 
 impl Pools {
     fn find(&self, name: &[u8]) -> Option<usize> {
         self.pools.iter().position(|p| p.name.to_bytes() == name)
     }
+}
 
-    /// Finds or creates pool `name` (one trailing newline ignored; V-XS kept it).
-    fn get_or_create(&mut self, name: &[u8]) -> Result<usize> {
-        let name = name.strip_suffix(b"\n").unwrap_or(name);
-        if name.is_empty() || name.len() > 255 || name.iter().any(|&b| b == 0 || b == b'/') {
-            return Err(EINVAL);
+global_mutex! {
+    /// The directory `pools/` that holds one directory per pool. A pool's directory is made
+    /// under this lock and without `TAPS` (see the rule at the top): the lock keeps two
+    /// stores of one new name from both creating it (a duplicate sysfs name is a kernel
+    /// warning). Taken before `TAPS`, never under it. The files of a pool directory (`size`,
+    /// `free`) do not take it in their callbacks, so removing one under it cannot wait for
+    /// itself.
+    static POOL_DIRS: Option<DirSet<PoolFiles>> = None;
+    /// Initialises [`POOL_DIRS`]; called once, in module init ([`init`]).
+    fn init_pool_dirs;
+}
+
+/// Checks a pool name as written to sysfs: one trailing newline is ignored (V-XS kept it).
+fn pool_name(name: &[u8]) -> Result<&[u8]> {
+    let name = name.strip_suffix(b"\n").unwrap_or(name);
+    if name.is_empty() || name.len() > 255 || name.iter().any(|&b| b == 0 || b == b'/') {
+        return Err(EINVAL);
+    }
+    Ok(name)
+}
+
+/// A new pool `name` (already checked by [`pool_name`]) with its directory in `set`.
+fn new_pool(set: &DirSet<PoolFiles>, name: &[u8]) -> Result<Pool> {
+    let mut bytes = KVec::with_capacity(name.len() + 1, GFP_KERNEL)?;
+    bytes.extend_from_slice(name, GFP_KERNEL)?;
+    bytes.push(0, GFP_KERNEL)?;
+    let name = CString::try_from(CStr::from_bytes_with_nul(&bytes).map_err(|_| EINVAL)?)?;
+    let dir = set.add(&name)?;
+    Ok(Pool {
+        name,
+        pages: POOL_DEFAULT_PAGES,
+        _dir: dir,
+    })
+}
+
+/// Finds or creates pool `name`, then calls `f` with the pools and its index under `TAPS`.
+fn with_pool(name: &[u8], f: impl FnOnce(&mut Pools, usize)) -> Result {
+    let name = pool_name(name)?;
+    let dirs = POOL_DIRS.lock();
+    {
+        let mut t = TAPS.lock();
+        let pools = t.pools.as_mut().ok_or(ENODEV)?;
+        if let Some(i) = pools.find(name) {
+            f(pools, i);
+            return Ok(());
         }
-        if let Some(i) = self.find(name) {
-            return Ok(i);
+        // Room first: once the directory exists, nothing may fail until it is in the table.
+        pools.pools.reserve(1, GFP_KERNEL)?;
+    }
+    let pool = new_pool(dirs.as_ref().ok_or(ENODEV)?, name)?;
+    let mut t = TAPS.lock();
+    // Only holders of `POOL_DIRS` add pools, so the room reserved above is still there, unless
+    // the pools were shut down meanwhile.
+    let rejected = match t.pools.as_mut() {
+        Some(pools) => match pools.pools.push_within_capacity(pool) {
+            Ok(()) => {
+                let i = pools.pools.len() - 1;
+                f(pools, i);
+                None
+            }
+            Err(e) => Some((e.0, ENOMEM)),
+        },
+        None => Some((pool, ENODEV)),
+    };
+    drop(t);
+    match rejected {
+        // Its directory goes without `TAPS`.
+        Some((pool, e)) => {
+            drop(pool);
+            Err(e)
         }
-        let mut bytes = KVec::with_capacity(name.len() + 1, GFP_KERNEL)?;
-        bytes.extend_from_slice(name, GFP_KERNEL)?;
-        bytes.push(0, GFP_KERNEL)?;
-        let name = CString::try_from(CStr::from_bytes_with_nul(&bytes).map_err(|_| EINVAL)?)?;
-        let dir = self.set.add(&name)?;
-        self.pools.push(
-            Pool {
-                name,
-                pages: POOL_DEFAULT_PAGES,
-                _dir: dir,
-            },
-            GFP_KERNEL,
-        )?;
-        Ok(self.pools.len() - 1)
+        None => Ok(()),
     }
 }
 
@@ -214,10 +270,7 @@ impl FileHandlers for PoolFiles {
     }
 
     fn store_file(_name: &CStr, input: &[u8]) -> Result {
-        let mut t = TAPS.lock();
-        let pools = t.pools.as_mut().ok_or(ENODEV)?;
-        pools.default = pools.get_or_create(input)?;
-        Ok(())
+        with_pool(input, |pools, i| pools.default = i)
     }
 
     fn show_dir(dir: &CStr, name: &CStr, out: &mut SysfsWriter) -> Result {
@@ -248,15 +301,17 @@ impl FileHandlers for PoolFiles {
 /// Creates the page pool files under the control device `dev` and the `default` pool.
 pub(crate) fn init_pools<M: MiscDevice>(control: &MiscDeviceRegistration<M>) -> Result {
     let set = DirSet::new(control, c"pools")?;
+    let default = new_pool(&set, b"default")?;
+    let mut pools = KVec::with_capacity(1, GFP_KERNEL)?;
+    pools.push(default, GFP_KERNEL)?;
     let files = DeviceFiles::new(control)?;
-    let mut pools = Pools {
-        pools: KVec::new(),
+    // Nothing is published before here, so a failure above drops everything without a lock.
+    *POOL_DIRS.lock() = Some(set);
+    TAPS.lock().pools = Some(Pools {
+        pools,
         default: 0,
         _files: files,
-        set,
-    };
-    pools.default = pools.get_or_create(b"default")?;
-    TAPS.lock().pools = Some(pools);
+    });
     Ok(())
 }
 
@@ -264,17 +319,15 @@ pub(crate) fn init_pools<M: MiscDevice>(control: &MiscDeviceRegistration<M>) -> 
 pub(crate) fn shutdown_pools() {
     let pools = TAPS.lock().pools.take();
     // Dropped without the lock: removing the files waits for their callbacks, which take it.
+    // The pool directories go before their set.
     drop(pools);
+    let set = POOL_DIRS.lock().take();
+    drop(set);
 }
 
 /// Makes pool `name` exist (for a tap's `pool` attribute).
 pub(crate) fn get_or_create_pool(name: &[u8]) -> Result {
-    let mut t = TAPS.lock();
-    t.pools
-        .as_mut()
-        .ok_or(ENODEV)?
-        .get_or_create(name)
-        .map(|_| ())
+    with_pool(name, |_, _| ())
 }
 
 /// The name of the pool new taps get.
@@ -301,10 +354,11 @@ impl Drop for RegistryGuard {
 /// workqueue (in the V-XS init order).
 pub(crate) fn init() -> Result<RegistryGuard> {
     init_taps();
+    init_pool_dirs();
     let queue = install_module_queue(OwnedQueue::new(c"blktap")?);
     let bdev = BlockMajor::new(c"tapdev")?;
     let region = Region::<RingFile>::new(c"blktap2", MAX_DEVICES)?;
-    let class = Class::<Tap>::new(c"blktap2")?;
+    let class = Arc::new(Class::<Tap>::new(c"blktap2")?, GFP_KERNEL)?;
     TAPS.lock().driver = Some(Driver {
         region,
         class,
@@ -313,72 +367,85 @@ pub(crate) fn init() -> Result<RegistryGuard> {
     Ok(RegistryGuard { _queue: queue })
 }
 
-/// Allocates the lowest free minor and its tap.
-pub(crate) fn alloc_tap() -> Result<BlktapInfo> {
-    let mut guard = TAPS.lock();
-    let pool = {
-        let mut name = KVec::new();
-        name.extend_from_slice(default_pool_name(&guard), GFP_KERNEL)?;
-        name
+/// Allocates the lowest free minor and its tap. `report` tells the caller the new tap's
+/// numbers (the copy out of `ALLOC_TAP`) before the tap exists; if it fails, nothing is made.
+///
+/// Why before: a tap whose minor the caller never learned must not stay allocated, and once a
+/// tap exists, anyone may open its ring (its node appears with the device), after which it
+/// can no longer be freed (`EBUSY`) until that opener lets go. While the copy runs, the minor
+/// is only reserved: no tap, no device, nothing to open or free, so undoing it cannot fail.
+pub(crate) fn alloc_tap(report: impl FnOnce(&BlktapInfo) -> Result) -> Result {
+    let (minor, info, class, pool) = {
+        let mut guard = TAPS.lock();
+        let mut pool = KVec::new();
+        pool.extend_from_slice(default_pool_name(&guard), GFP_KERNEL)?;
+        let TapTable { driver, taps, .. } = &mut *guard;
+        let driver = driver.as_ref().ok_or(ENODEV)?;
+        let minor = taps
+            .iter()
+            .position(|s| matches!(s, Slot::Free))
+            .unwrap_or(taps.len());
+        if minor >= MAX_DEVICES as usize {
+            // V-XS reports every allocation failure, exhaustion included, as ENOMEM.
+            return Err(ENOMEM);
+        }
+        if minor == taps.len() {
+            taps.push(Slot::Reserved, GFP_KERNEL)?;
+        } else {
+            taps[minor] = Slot::Reserved;
+        }
+        let info = BlktapInfo {
+            ring_major: driver.region.major(),
+            bdev_major: driver.bdev.major(),
+            ring_minor: minor as u32,
+        };
+        (minor, info, driver.class.clone(), pool)
     };
-    let TapTable { driver, taps, .. } = &mut *guard;
-    let driver = driver.as_ref().ok_or(ENODEV)?;
-    let minor = taps
-        .iter()
-        .position(|s| matches!(s, Slot::Free))
-        .unwrap_or(taps.len());
-    if minor >= MAX_DEVICES as usize {
-        // V-XS reports every allocation failure, exhaustion included, as ENOMEM.
-        return Err(ENOMEM);
-    }
-    // The slot is reserved (the table grown) before the device exists: once it does, nothing
-    // may fail under `TAPS`, because dropping a device waits for its sysfs callbacks, and a
-    // `pool` store in one of them waits for `TAPS`.
-    if minor == taps.len() {
-        taps.push(Slot::Reserved, GFP_KERNEL)?;
-    } else {
-        taps[minor] = Slot::Reserved;
-    }
-    let made = (|| {
-        let minor = minor as u32;
+    // Without `TAPS`: the copy may fault (the mmap lock comes before `TAPS`), and the device
+    // is created, or removed again when a later step fails, without it (see the rule at the
+    // top). Whatever was made is dropped here, before `TAPS` is taken again.
+    let made = report(&info).and_then(|()| {
         let module = ModuleRef::get()?;
         let timeout = compat::param_value(&crate::module_parameters::request_timeout);
         let tap = Tap::new(
-            minor,
-            driver.region.major(),
-            driver.bdev.major(),
+            info.ring_minor,
+            info.ring_major,
+            info.bdev_major,
             pool,
             timeout,
         )?;
-        let name = CString::try_from_fmt(fmt!("blktap/blktap{}", minor))?;
+        let name = CString::try_from_fmt(fmt!("blktap/blktap{}", info.ring_minor))?;
         let device =
-            driver
-                .class
-                .create_device(mkdev(driver.region.major(), minor), &name, tap.clone())?;
+            class.create_device(mkdev(info.ring_major, info.ring_minor), &name, tap.clone())?;
         Ok(Entry {
             tap,
             _device: device,
             _module: module,
         })
-    })();
-    let ring_major = driver.region.major();
-    let bdev_major = driver.bdev.major();
-    match made {
-        Ok(entry) => taps[minor] = Slot::Used(entry),
-        Err(e) => {
-            taps[minor] = Slot::Free;
+    });
+    drop(class);
+    let mut guard = TAPS.lock();
+    let taps = &mut guard.taps;
+    // The reserved slot is still at `minor`: only trailing free slots are ever removed.
+    let (result, unused) = match (made, taps.get_mut(minor)) {
+        (Ok(entry), Some(slot)) => {
+            *slot = Slot::Used(entry);
+            (Ok(()), None)
+        }
+        (Ok(entry), None) => (Err(EINVAL), Some(entry)),
+        (Err(e), slot) => {
+            if let Some(slot) = slot {
+                *slot = Slot::Free;
+            }
             while matches!(taps.last(), Some(Slot::Free)) {
                 taps.pop();
             }
-            return Err(e);
+            (Err(e), None)
         }
-    }
-    let minor = minor as u32;
-    Ok(BlktapInfo {
-        ring_major,
-        bdev_major,
-        ring_minor: minor,
-    })
+    };
+    drop(guard);
+    drop(unused);
+    result
 }
 
 /// Frees tap `minor`: `ENODEV` if there is none, `EBUSY` while its ring is open or mapped or

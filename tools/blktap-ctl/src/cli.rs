@@ -3,8 +3,8 @@
 //! It lives in the library so that `blktap-man` renders the manual page from the very
 //! definition the tool parses.
 
-use blktap::node;
 use blktap::Control;
+use blktap::{node, sysfs};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -125,9 +125,15 @@ pub struct CreateArgs {
     #[arg(long, value_name = "BYTES")]
     pub sector_size: Option<u32>,
 
+    /// Request timeout of the tap, passed to blktapd (`--timeout`): a request that waits SECS
+    /// seconds for the daemon fails with EIO, and so does every later one until the daemon
+    /// is restarted; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = sysfs::DAEMON_TIMEOUT)]
+    pub timeout: u32,
+
     /// Seconds to wait for the daemon to report that the disk exists.
     #[arg(short, long, value_name = "SECS", default_value_t = 60)]
-    pub timeout: u64,
+    pub wait: u64,
 
     /// Daemon log file (default: inherit standard error).
     #[arg(long, value_name = "FILE")]

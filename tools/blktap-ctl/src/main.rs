@@ -67,9 +67,7 @@ fn cmd_free(cli: &Cli, minor: u32) -> AnyResult<()> {
 
 /// Writes `value` to the sysfs attribute `name` of tap `minor`.
 fn write_tap_attr(cli: &Cli, minor: u32, name: &str, value: &str) -> AnyResult<()> {
-    let path = sysfs::tap_dir(&cli.class_dir(), minor).join(name);
-    std::fs::write(&path, value).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
+    Ok(sysfs::write_tap_attr(&cli.class_dir(), minor, name, value)?)
 }
 
 fn daemon_path(explicit: Option<&Path>) -> PathBuf {
@@ -204,7 +202,7 @@ fn stop_daemon(class: &Path, minor: u32, pid: u32, deadline: Instant) -> AnyResu
 fn cmd_create(cli: &Cli, args: &CreateArgs) -> AnyResult<()> {
     let ctl = open_control(cli)?;
     let info = ctl.alloc()?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
     match start_daemon(cli, &info, args, deadline) {
         Ok(()) => {
             println!(
@@ -214,7 +212,7 @@ fn cmd_create(cli: &Cli, args: &CreateArgs) -> AnyResult<()> {
             Ok(())
         }
         Err(e) => {
-            let cleanup_deadline = Instant::now() + Duration::from_secs(args.timeout.max(1));
+            let cleanup_deadline = Instant::now() + Duration::from_secs(args.wait.max(1));
             if let Err(c) = teardown(cli, &ctl, info.ring_minor, cleanup_deadline) {
                 eprintln!("blktap-ctl: cleanup of tap {} failed: {c}", info.ring_minor);
             }
@@ -242,6 +240,8 @@ fn start_daemon(
         .arg(&args.backend)
         .arg("--ready-fd")
         .arg(w.as_raw_fd().to_string())
+        .arg("--timeout")
+        .arg(args.timeout.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if let Some(s) = &args.size {
@@ -383,7 +383,23 @@ mod tests {
                 assert!(a.read_only);
                 assert_eq!(a.backend, "mem");
                 assert_eq!(a.size.as_deref(), Some("1M"));
+                assert_eq!((a.timeout, a.wait), (180, 60));
             }
+            _ => panic!("not create"),
+        }
+        let c = Cli::try_parse_from([
+            "blktap-ctl",
+            "create",
+            "--backend",
+            "null:1M",
+            "--timeout",
+            "0",
+            "-w",
+            "150",
+        ])
+        .unwrap();
+        match c.command {
+            Cmd::Create(a) => assert_eq!((a.timeout, a.wait), (0, 150)),
             _ => panic!("not create"),
         }
         let c = Cli::try_parse_from(["blktap-ctl", "destroy", "-m", "4", "--dev-dir", "/tmp/x"])

@@ -81,6 +81,15 @@ const BLKTAPD_EXTRA: &[Section] = &[
                 "Process id of the daemon that has the \
                                                        ring of tap N open.",
             ),
+            (
+                "/sys/class/blktap2/blktap!blktapN/timeout",
+                "Request timeout of tap N in seconds, written from --timeout once the ring is \
+                 mapped.",
+            ),
+            (
+                "/sys/class/blktap2/blktap!blktapN/recovery",
+                "Recovery window of tap N in seconds, written from --recover if given.",
+            ),
         ],
     },
     Section {

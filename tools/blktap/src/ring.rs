@@ -175,6 +175,29 @@ impl<'a> RingMemory<'a> {
             .store(value, Ordering::Release);
     }
 
+    /// `req_event`: V-XS daemons leave it at its initial 1; a daemon that keeps it the Xen way
+    /// (see [`BackRing::final_check_for_requests`]) asks the kernel for a level-triggered
+    /// `poll`: ready while `req_prod != req_event - 1`.
+    pub fn req_event(&self) -> u32 {
+        self.index(offset_of!(SringHeader, req_event))
+            .load(Ordering::Acquire)
+    }
+
+    /// Stores `req_event` (release). `0`, stored right after `mmap`, asks for the level from
+    /// the start (the kernel switches a mapping to it the first time it reads a value other
+    /// than the initial 1, and never back).
+    pub fn set_req_event(&self, value: u32) {
+        self.index(offset_of!(SringHeader, req_event))
+            .store(value, Ordering::Release);
+    }
+
+    /// Whether a kernel that keeps the level (R5) reports the ring readable: some request is
+    /// published that the daemon has not marked taken (`req_prod != req_event - 1`). Kernel
+    /// side; for simulations.
+    pub fn level_ready(&self) -> bool {
+        self.req_prod() != self.req_event().wrapping_sub(1)
+    }
+
     /// `rsp_prod` (acquire). Kernel side; for simulations.
     pub fn rsp_prod(&self) -> u32 {
         self.index(offset_of!(SringHeader, rsp_prod))
@@ -594,6 +617,23 @@ impl BackRing {
         Ok(batch)
     }
 
+    /// Marks every request up to `req_cons` taken, as Xen's `RING_FINAL_CHECK_FOR_REQUESTS`
+    /// does: stores `req_event = req_cons + 1`, then (after a full barrier) reads `req_prod`
+    /// again. Returns true if requests were published meanwhile (they are not consumed).
+    ///
+    /// Call it after every pass over the ring. The kernel then reports the ring readable
+    /// while any request lies beyond `req_cons` (a level), not once per publish (the V-XS
+    /// edge): a daemon using epoll, `EPOLLONESHOT` re-arming or nested epoll sees requests
+    /// published before it (re-)armed.
+    pub fn final_check_for_requests(&self, mem: RingMemory<'_>) -> bool {
+        mem.set_req_event(self.req_cons.wrapping_add(1));
+        // Orders the store above before the load below, paired with the kernel's barrier
+        // between storing `req_prod` and reading `req_event`: either it sees the new
+        // `req_event`, or we see its new `req_prod`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        mem.req_prod() != self.req_cons
+    }
+
     /// Publishes all written responses (`rsp_prod = rsp_prod_pvt`, release).
     pub fn publish(&self, mem: RingMemory<'_>) {
         mem.set_rsp_prod(self.rsp_prod_pvt);
@@ -880,6 +920,66 @@ mod tests {
         // SAFETY: test-only raw read of the header's first word inside the mapping.
         let raw = unsafe { ptr::read_volatile(m.as_ptr().cast::<u32>()) };
         assert_eq!(raw, 5);
+    }
+
+    #[test]
+    fn req_event_gives_the_level() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        let mut back = BackRing::new();
+        // Initial 1 (V-XS): nothing published, not ready. The daemon asks for the level.
+        assert_eq!(mem.req_event(), 1);
+        assert!(!mem.level_ready());
+        mem.set_req_event(0);
+        assert_eq!(mem.header().req_event, 0);
+        // 0: ready at once (a spurious wake-up that finds nothing), until the first pass.
+        assert!(mem.level_ready());
+        assert_eq!(back.process(mem, |_| RSP_OKAY).unwrap().responses, 0);
+        assert!(!back.final_check_for_requests(mem));
+        assert_eq!(mem.req_event(), 1);
+        assert!(!mem.level_ready());
+        // Published: ready, and it stays so (however often polled) until taken and marked.
+        for i in 0..3u32 {
+            mem.write_request(i, &RingRequest::new(OP_READ, u64::from(i), 0, &[(0, 7)]));
+        }
+        mem.set_req_prod(3);
+        assert!(mem.level_ready() && mem.level_ready());
+        assert_eq!(back.process(mem, |_| RSP_OKAY).unwrap().responses, 3);
+        // Taken but not yet marked: still ready (the level is what the daemon marked).
+        assert!(mem.level_ready());
+        assert!(!back.final_check_for_requests(mem));
+        assert_eq!(mem.req_event(), 4);
+        assert!(!mem.level_ready());
+        // A publish between the pass and the mark: the final check reports it, and so does
+        // the level.
+        mem.write_request(3, &RingRequest::new(OP_READ, 3, 0, &[(0, 7)]));
+        mem.set_req_prod(4);
+        assert!(back.final_check_for_requests(mem));
+        assert!(mem.level_ready());
+        assert_eq!(back.process(mem, |_| RSP_OKAY).unwrap().responses, 1);
+        assert!(!back.final_check_for_requests(mem));
+        assert!(!mem.level_ready());
+    }
+
+    #[test]
+    fn req_event_wraps() {
+        let m = ring();
+        let mem = m.memory().unwrap();
+        let mut back = BackRing {
+            req_cons: u32::MAX,
+            rsp_prod_pvt: u32::MAX,
+        };
+        mem.set_req_prod(u32::MAX);
+        assert!(!back.final_check_for_requests(mem));
+        assert_eq!(mem.req_event(), 0);
+        assert!(!mem.level_ready());
+        mem.write_request(u32::MAX, &RingRequest::new(OP_READ, 0, 0, &[(0, 7)]));
+        mem.set_req_prod(0);
+        assert!(mem.level_ready());
+        assert_eq!(back.process(mem, |_| RSP_OKAY).unwrap().responses, 1);
+        assert!(!back.final_check_for_requests(mem));
+        assert_eq!((back.req_cons(), mem.req_event()), (0, 1));
+        assert!(!mem.level_ready());
     }
 
     #[test]

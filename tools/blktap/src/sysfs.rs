@@ -28,6 +28,13 @@ impl TapEntry {
     }
 }
 
+/// The request timeout, in seconds, that blktapd sets on its tap's `timeout` unless told
+/// otherwise (`blktapd --timeout`, `blktap-ctl create --timeout`): far longer than any I/O of a
+/// healthy backend takes, and a bound on how long a stuck daemon keeps a disk's users waiting.
+/// The driver's own default (module parameter `request_timeout`) is 0, never, as in V-XS,
+/// because tapdisk holds requests while paused and completes them later.
+pub const DAEMON_TIMEOUT: u32 = 180;
+
 /// `<class_dir>/blktap!blktap<minor>`.
 pub fn tap_dir(class_dir: &Path, minor: u32) -> PathBuf {
     class_dir.join(format!("{TAP_PREFIX}{minor}"))
@@ -41,6 +48,12 @@ pub fn read_attr(path: &Path) -> Result<String> {
         s.pop();
     }
     Ok(s)
+}
+
+/// Writes `value` to the sysfs attribute `name` of tap `minor` (under `class_dir`).
+pub fn write_tap_attr(class_dir: &Path, minor: u32, name: &str, value: &str) -> Result<()> {
+    let path = tap_dir(class_dir, minor).join(name);
+    fs::write(&path, value).map_err(|e| Error::from_io(format!("write {}", path.display()), &e))
 }
 
 /// Parses the `task` attribute: a pid, or empty when the ring is not open.

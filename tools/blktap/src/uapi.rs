@@ -280,7 +280,8 @@ pub union RingEntry {
 pub struct SringHeader {
     /// Request producer index (kernel).
     pub req_prod: u32,
-    /// Initialised to 1; unused.
+    /// Initialised to 1; unused by V-XS. A daemon that stores `req_cons + 1` here after
+    /// taking requests gets a level-triggered `poll` from blktap-rs (userspace-api.rst).
     pub req_event: u32,
     /// Response producer index (daemon).
     pub rsp_prod: u32,

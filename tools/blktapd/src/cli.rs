@@ -4,7 +4,7 @@
 //! definition the daemon parses.
 
 use crate::backend::{parse_size, BackendSpec};
-use blktap::node;
+use blktap::{node, sysfs};
 use clap::Parser;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -85,6 +85,14 @@ pub struct Args {
     /// Append log messages to FILE instead of standard error.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+
+    /// Fail a request with EIO once it has waited SECS seconds for this daemon's answer; 0:
+    /// never. Sets the tap's sysfs `timeout` once the ring is mapped (the driver's own default,
+    /// its `request_timeout` parameter, is 0, as V-XS, which tapdisk needs). After a timeout
+    /// the driver fails every request of this daemon and sends it no more until it unmaps
+    /// the ring: restart it.
+    #[arg(short, long, value_name = "SECS", default_value_t = sysfs::DAEMON_TIMEOUT)]
+    pub timeout: u32,
 
     /// Ask the kernel to hold the disk's requests for SECS seconds if this daemon dies, and to
     /// send them to the next daemon that serves the tap (a blktapd started again on the same

@@ -12,6 +12,7 @@ mod serve;
 
 use blktap::node::{self, disk_name};
 use blktap::ring::Ring;
+use blktap::sysfs;
 use blktap::uapi::{DeviceInfo, SECTOR_SIZE};
 use blktapd::backend::{self, BackendSpec};
 use blktapd::cli::Args;
@@ -198,13 +199,25 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         }
     }
     ring.map()?;
+    // Ask for the level-triggered poll from the start: the event loop keeps req_event the Xen
+    // way (`BackRing::final_check_for_requests`). V-XS drivers ignore req_event.
+    ring.memory().ok_or("ring is not mapped")?.set_req_event(0);
     let disk = disk_name(minor);
+    let class = Path::new(sysfs::CLASS_DIR);
+    match sysfs::write_tap_attr(class, minor, "timeout", &args.timeout.to_string()) {
+        Ok(()) if args.timeout == 0 => log!("{disk}: requests never time out"),
+        Ok(()) => log!(
+            "{disk}: requests fail after {} s without an answer",
+            args.timeout
+        ),
+        // The V-XS driver has no request timeout.
+        Err(e) if e.is_errno(libc::ENOENT) => {
+            log!("warning: this driver has no request timeout ({e})")
+        }
+        Err(e) => return Err(e.into()),
+    }
     if let Some(secs) = args.recover {
-        let attr = Path::new("/sys/class/blktap2")
-            .join(format!("blktap!blktap{minor}"))
-            .join("recovery");
-        std::fs::write(&attr, secs.to_string())
-            .map_err(|e| format!("cannot set {}: {e}", attr.display()))?;
+        sysfs::write_tap_attr(class, minor, "recovery", &secs.to_string())?;
         log!("{disk}: requests are held for {secs} s for a new daemon if this one dies");
     }
     let info = DeviceInfo::new(bytes / SECTOR_SIZE, args.sector_size, args.read_only);
