@@ -125,14 +125,20 @@ pub struct CreateArgs {
     #[arg(long, value_name = "BYTES")]
     pub sector_size: Option<u32>,
 
-    /// Request timeout of the tap, passed to blktapd (`--timeout`): a request that waits SECS
-    /// seconds for the daemon fails with EIO, and so does every later one until the daemon
-    /// is restarted; 0: never.
+    /// Request timeout of the tap, passed to blktapd (its `--timeout`): a request that waits
+    /// SECS seconds for the daemon fails with EIO, and so does every later one until the
+    /// daemon is restarted; 0: never.
     #[arg(long, value_name = "SECS", default_value_t = sysfs::DAEMON_TIMEOUT)]
-    pub timeout: u32,
+    pub request_timeout: u32,
 
-    /// Seconds to wait for the daemon to report that the disk exists.
-    #[arg(short, long, value_name = "SECS", default_value_t = 60)]
+    /// Seconds to wait for the daemon to report that the disk exists (as `destroy --timeout`
+    /// is the wait for the tap to become free).
+    #[arg(
+        short = 't',
+        long = "timeout",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
     pub wait: u64,
 
     /// Daemon log file (default: inherit standard error).

@@ -241,7 +241,7 @@ fn start_daemon(
         .arg("--ready-fd")
         .arg(w.as_raw_fd().to_string())
         .arg("--timeout")
-        .arg(args.timeout.to_string())
+        .arg(args.request_timeout.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if let Some(s) = &args.size {
@@ -383,7 +383,7 @@ mod tests {
                 assert!(a.read_only);
                 assert_eq!(a.backend, "mem");
                 assert_eq!(a.size.as_deref(), Some("1M"));
-                assert_eq!((a.timeout, a.wait), (180, 60));
+                assert_eq!((a.request_timeout, a.wait), (180, 60));
             }
             _ => panic!("not create"),
         }
@@ -392,14 +392,14 @@ mod tests {
             "create",
             "--backend",
             "null:1M",
-            "--timeout",
+            "--request-timeout",
             "0",
-            "-w",
+            "-t",
             "150",
         ])
         .unwrap();
         match c.command {
-            Cmd::Create(a) => assert_eq!((a.timeout, a.wait), (0, 150)),
+            Cmd::Create(a) => assert_eq!((a.request_timeout, a.wait), (0, 150)),
             _ => panic!("not create"),
         }
         let c = Cli::try_parse_from(["blktap-ctl", "destroy", "-m", "4", "--dev-dir", "/tmp/x"])

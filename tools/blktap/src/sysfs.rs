@@ -29,7 +29,7 @@ impl TapEntry {
 }
 
 /// The request timeout, in seconds, that blktapd sets on its tap's `timeout` unless told
-/// otherwise (`blktapd --timeout`, `blktap-ctl create --timeout`): far longer than any I/O of a
+/// otherwise (`blktapd --timeout`, `blktap-ctl create --request-timeout`): far longer than any I/O of a
 /// healthy backend takes, and a bound on how long a stuck daemon keeps a disk's users waiting.
 /// The driver's own default (module parameter `request_timeout`) is 0, never, as in V-XS,
 /// because tapdisk holds requests while paused and completes them later.
