@@ -11,10 +11,12 @@
 #   2. checks that the block of `const _: () = { assert!(...) }` lines in the driver's uapi.rs is
 #      the one generated from these facts (the module build then proves the driver's Rust
 #      definitions agree: a disagreement is a build error);
-#   3. checks the ring header offsets that kernel_ext/shm.rs spells out itself.
+#   3. checks the ring header offsets that kernel_ext/shm.rs spells out itself;
+#   4. checks that the table covers every macro, struct, union and member of the header.
 #
 # The userspace library is compared with the header by its own cargo test
-# (`uapi::tests::layout_matches_c_header`). `make check` runs both.
+# (`uapi::tests::layout_matches_c_header`, `every_header_item_is_compared`). `make check` runs
+# both.
 #
 #   scripts/check-uapi.sh            check (exit status 1 on any disagreement or a stale block)
 #   scripts/check-uapi.sh --update   rewrite the generated block of the driver's uapi.rs
@@ -90,6 +92,9 @@ offsetof(struct blktap_ring_response, __pad)  |     9 | offset_of!(RingResponse,
 offsetof(struct blktap_ring_response, status) |    10 | offset_of!(RingResponse, status)
 offsetof(struct blktap_ring_response, __pad2) |    12 | offset_of!(RingResponse, pad2)
 sizeof(union blktap_ring_entry)               |   112 | RING_ENTRY_SIZE
+offsetof(union blktap_ring_entry, req)        |     0 | -
+offsetof(union blktap_ring_entry, rsp)        |     0 | -
+sizeof(struct blktap_sring)                   |  3648 | RING_HEADER_SIZE + RING_SIZE * RING_ENTRY_SIZE
 offsetof(struct blktap_sring, req_prod)       |     0 | shm.rs:REQ_PROD_OFFSET
 offsetof(struct blktap_sring, req_event)      |     4 | shm.rs:REQ_EVENT_OFFSET
 offsetof(struct blktap_sring, rsp_prod)       |     8 | shm.rs:RSP_PROD_OFFSET
@@ -98,7 +103,6 @@ offsetof(struct blktap_sring, msg)            |    16 | -
 offsetof(struct blktap_sring, __pad)          |    17 | -
 offsetof(struct blktap_sring, ring)           |    64 | RING_HEADER_SIZE
 offsetof(struct blktap_sring, ring[1])        |   176 | RING_HEADER_SIZE + RING_ENTRY_SIZE
-sizeof(struct blktap_sring)                   |  3648 | RING_HEADER_SIZE + RING_SIZE * RING_ENTRY_SIZE
 EOF
 )
 
@@ -124,6 +128,24 @@ mapfile -t values < <("$tmp/facts")
 
 bad=0 group=
 fail() { echo "check-uapi: $*" >&2; bad=1; }
+
+# Every macro, struct, union and member of the header has its row: an addition to the ABI
+# fails here until it is pinned (and, where the driver has it, asserted).
+while read -r item; do
+	found=
+	for expr in "${exprs[@]}"; do
+		case "$expr" in "$item" | "$item("*) found=1; break ;; esac
+	done
+	[ -n "$found" ] || fail "include/uapi/linux/blktap.h: $item has no row in the table of $0"
+done < <(awk '
+	/^(struct|union) [a-z0-9_]+ \{/ { agg = $1 " " $2; print "sizeof(" agg ")"; next }
+	/^\};/ { agg = ""; next }
+	agg != "" && /;/ && !/^[ \t]*(\/\*|\*)/ {
+		l = $0; sub(/;.*/, "", l); sub(/\[.*\]/, "", l); n = split(l, w, /[ \t]+/)
+		print "offsetof(" agg ", " w[n] ")"
+	}
+	/^#define BLKTAP/ { m = $2; sub(/\(.*/, "", m); print m }' "$header")
+
 block=("$begin" 'const _: () = {')
 for i in "${!exprs[@]}"; do
 	expr=${exprs[i]} value=${values[i]} rust=${rusts[i]}

@@ -226,9 +226,9 @@ const _: () = {
     assert!(RING_ENTRY_SIZE == 112); // sizeof
 
     // struct blktap_sring
+    assert!(RING_HEADER_SIZE + RING_SIZE * RING_ENTRY_SIZE == 3648); // sizeof
     assert!(RING_HEADER_SIZE == 64); // ring
     assert!(RING_HEADER_SIZE + RING_ENTRY_SIZE == 176); // ring[1]
-    assert!(RING_HEADER_SIZE + RING_SIZE * RING_ENTRY_SIZE == 3648); // sizeof
 };
 // END GENERATED
 
