@@ -3,7 +3,9 @@
 #
 # `make check`: every test of the project, ending with one line "N passed, N failed".
 #
-#   1. host: the module builds without warnings, under CLIPPY=1 too, and is rustfmt-clean;
+#   1. host: the three copies of the ABI agree (scripts/check-uapi.sh: the C header against the
+#      V-XS contract and the driver's uapi.rs; the userspace library's by its cargo test); the
+#      module builds without warnings, under CLIPPY=1 too, and is rustfmt-clean;
 #   2. host: `cargo test` of the userspace workspace (tools/); the docs render; udev rules,
 #      DESTDIR install/uninstall and a DKMS round trip (whose module then loads in a VM) work;
 #   3. VM (debug kernel: KASAN, lockdep, Rust debug assertions): KUnit suites at insmod and the
@@ -52,6 +54,7 @@ rustfmt_clean() {
 	rustfmt --check --config-path "$ksrc/.rustfmt.toml" drivers/block/blktap/blktap.rs &&
 		(cd tools && cargo fmt --check)
 }
+check_cmd "ABI copies agree (check-uapi)" "$TOP/scripts/check-uapi.sh"
 check_cmd "module build (CLIPPY=1)" warn_free modules CLIPPY=1
 check_cmd "module build" warn_free modules
 check_cmd "rustfmt" rustfmt_clean

@@ -1,7 +1,9 @@
 //! `#[repr(C)]` mirrors of `include/uapi/linux/blktap.h` (the V-XS ABI, x86-64 layout).
 //!
 //! The header is authoritative; the `layout_matches_c_header` unit test compiles a C program
-//! against it and compares every size and offset with the Rust definitions below.
+//! against it and compares every size, offset and constant with the Rust definitions below
+//! (`every_header_item_is_compared` makes sure nothing the header declares is left out).
+//! `scripts/check-uapi.sh` does the same for the driver's copy.
 
 use std::fmt;
 
@@ -419,6 +421,8 @@ mod tests {
             ),
             off!("struct blktap_ring_response", RingResponse, "__pad2", pad2),
             size!("union blktap_ring_entry", RingEntry),
+            off!("union blktap_ring_entry", RingEntry, "req", req),
+            off!("union blktap_ring_entry", RingEntry, "rsp", rsp),
             size!("struct blktap_sring", Sring),
             off!("struct blktap_sring", Sring, "req_prod", hdr.req_prod),
             off!("struct blktap_sring", Sring, "req_event", hdr.req_event),
@@ -457,6 +461,64 @@ mod tests {
             konst!("BLKTAP_RSP_ERROR", RSP_ERROR),
             konst!("BLKTAP_RSP_EOPNOTSUPP", RSP_EOPNOTSUPP),
         ]
+    }
+
+    /// What the header declares, spelled as in [`expectations`]: each `BLKTAP*` macro's name,
+    /// `sizeof(struct x)` for each struct and union, `offsetof(struct x, member)` for each
+    /// member.
+    fn header_items(header: &str) -> Vec<String> {
+        let mut items = Vec::new();
+        let mut aggregate: Option<&str> = None;
+        for line in header.lines() {
+            let text = line.trim_start();
+            if let Some(rest) = line.strip_prefix("#define ") {
+                let name = rest.split(['(', ' ', '\t']).next().unwrap_or_default();
+                if name.starts_with("BLKTAP") {
+                    items.push(name.to_string());
+                }
+            } else if let Some(name) = line
+                .strip_suffix(" {")
+                .filter(|l| l.starts_with("struct ") || l.starts_with("union "))
+            {
+                items.push(format!("sizeof({name})"));
+                aggregate = Some(name);
+            } else if line.starts_with("};") {
+                aggregate = None;
+            } else if let (Some(name), Some((decl, _))) = (aggregate, text.split_once(';')) {
+                if text.starts_with("/*") || text.starts_with('*') {
+                    continue;
+                }
+                let decl = decl.split('[').next().unwrap_or_default();
+                let member = decl.split_whitespace().last().unwrap_or_default();
+                items.push(format!("offsetof({name}, {member})"));
+            }
+        }
+        items
+    }
+
+    /// Every macro, struct, union and member of the header is compared: an addition to the
+    /// ABI fails here until the library has it and `expectations` compares it.
+    #[test]
+    fn every_header_item_is_compared() {
+        let header =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../include/uapi/linux/blktap.h");
+        let header = std::fs::read_to_string(&header)
+            .unwrap_or_else(|e| panic!("{}: {e}", header.display()));
+        let items = header_items(&header);
+        assert!(items.len() > 50, "header parse found only {items:?}");
+        let checks = expectations();
+        let missing: Vec<&String> = items
+            .iter()
+            .filter(|item| {
+                !checks
+                    .iter()
+                    .any(|(expr, _)| expr == item || expr.starts_with(&format!("{item}(")))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not compared with the header: {missing:?}"
+        );
     }
 
     #[test]
