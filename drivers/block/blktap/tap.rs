@@ -33,6 +33,10 @@ use kernel::{
         UniqueArc, //
     },
     task::Task,
+    time::{
+        Instant,
+        Monotonic, //
+    },
     workqueue::{
         impl_has_work,
         new_work,
@@ -75,6 +79,8 @@ struct Ring {
     owner: ARef<Task>,
     /// The address space that maps the ring (see [`task::current_mm_id`]).
     owner_mm: Option<usize>,
+    /// When the driver first saw the owner's process exiting.
+    killed_at: Option<Instant<Monotonic>>,
     /// The daemon keeps `req_event` (the Xen ring's consumer mark): `poll` reports a level,
     /// not V-XS's edge. Set the first time `poll` reads a `req_event` other than its initial 1.
     marks_taken: bool,
@@ -334,6 +340,7 @@ impl Tap {
             shm,
             owner: task::current_task(),
             owner_mm: task::current_mm_id(),
+            killed_at: None,
             marks_taken: false,
             slots: Slots::new(),
             req_prod_pvt: 0,

@@ -59,6 +59,10 @@ use crate::{
     },
 };
 
+/// How long a daemon seen exiting may keep its ring mapped before the requests held from before
+/// are failed, in case it waits for one of them (a normal exit unmaps within milliseconds).
+const EXIT_GRACE_MS: i64 = 1000;
+
 impl Tap {
     /// Registers `file` for wake-ups, sends queued requests to the daemon and reports whether
     /// the daemon has something to do.
@@ -465,14 +469,25 @@ impl Tap {
                 timeout > 0 && since.elapsed() >= Delta::from_secs(i64::from(timeout))
             };
             if let Some(since) = io.recovery.held_since(id) {
+                // The dying daemon still maps the ring a while after it was seen exiting: it
+                // may be waiting for a request it queued itself (through a worker, so not
+                // known as its own) and cannot exit, nor free the ring for a successor, until
+                // that wait ends. So what was held before it was seen exiting fails then.
+                let exit_stuck = io.ring.as_ref().and_then(|r| r.killed_at).is_some_and(|t| {
+                    t.elapsed() >= Delta::from_millis(EXIT_GRACE_MS) && !(t - since).is_negative()
+                });
                 if !io.recovery.is_open() {
                     // Held for a new daemon that did not come in time: fail them all.
                     io.recovery.end(&mut failed);
                     window_over = true;
-                } else if expired(since) {
+                } else if expired(since) || exit_stuck {
                     if let Some(pending) = io.recovery.take(id) {
                         failed.push(pending.rq);
-                        io.stats.timeouts += 1;
+                        if exit_stuck {
+                            io.stats.aborted += 1;
+                        } else {
+                            io.stats.timeouts += 1;
+                        }
                     }
                 } else {
                     return TimeoutAction::ResetTimer;
@@ -673,10 +688,13 @@ impl Tap {
     /// Whether the process of the ring's daemon is exiting. With recovery on, that opens the
     /// window: it will never answer, and the next daemon should get its requests.
     fn owner_killed(io: &mut Io) -> bool {
-        let killed = io
-            .ring
-            .as_ref()
-            .is_some_and(|r| task::process_exiting(&r.owner));
+        let Some(ring) = io.ring.as_mut() else {
+            return false;
+        };
+        if ring.killed_at.is_none() && task::process_exiting(&ring.owner) {
+            ring.killed_at = Some(Instant::now());
+        }
+        let killed = ring.killed_at.is_some();
         if killed && io.disk_live && io.poisoned.is_none() {
             io.recovery.open();
         }
