@@ -66,7 +66,7 @@ done
 tap_alloc
 m=$TAP_MINOR disk=/dev/$(disk_name "$m")
 serve_tap "$m" mem:64M
-daemons="$daemons $DAEMON_PID"
+daemon_record "$DAEMON_PID"
 fio --name=abort --filename="$disk" --direct=1 --ioengine=libaio --iodepth=32 --rw=randrw \
 	--bs=4k --size=64M --time_based --runtime=300 > fio.out 2>&1 &
 fio_pid=$!

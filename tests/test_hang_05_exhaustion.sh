@@ -38,7 +38,7 @@ reap_reads() {
 		eval "_done=\${done_$_j:-} _p=\$rp_$_j _t=\$rt_$_j"
 		[ -z "$_done" ] || continue
 		_el=$((_now - _t))
-		if kill -0 "$_p" 2>/dev/null; then
+		if ! proc_gone "$_p"; then
 			[ "$_el" -le $((BOUND * 100)) ] || {
 				cat "$(tap_sysfs "$m")/debug"
 				fail "read $_j of $NREADS still waits $((_el / 100)).$((_el % 100 / 10)) s after it began (timeout ${TIMEOUT} s): the ring's ids are used up"

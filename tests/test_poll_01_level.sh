@@ -39,11 +39,15 @@ reads_start() {
 	t0=$(now)
 }
 reads_check() {
-	for _p in $rpids; do
-		wait_for "$BOUND" proc_gone "$_p" || {
+	while :; do
+		_left=0
+		for _p in $rpids; do proc_gone "$_p" || _left=$((_left + 1)); done
+		[ "$_left" -gt 0 ] || break
+		[ "$(awk -v e="$(since "$t0")" -v b="$BOUND" 'BEGIN { print (e > b) }')" = 0 ] || {
 			cat "$(tap_sysfs "$m")/debug"
-			fail "$1: a read still waits $(since "$t0") s after it began: $(cat "daemon.$m.log" | tail -n 5)"
+			fail "$1: $_left read(s) still wait $(since "$t0") s after they began: $(tail -n 3 "daemon.$m.log")"
 		}
+		sleep 0.2
 	done
 	_i=0
 	for _p in $rpids; do
@@ -54,61 +58,72 @@ reads_check() {
 	done
 	log "$1: $_rs_n parallel reads done in $(since "$t0") s"
 }
-# seq_check WHAT: 16 sequential O_DIRECT 4k reads (one dd) end within $BOUND s with the image's data.
+# seq_check WHAT: 16 sequential O_DIRECT 4k reads (one dd) end within $BOUND s with the image's
+# data.
 seq_check() {
 	t0=$(now)
 	rc=0
 	timeout "$BOUND" dd if="$disk" of=seq.bin bs=4k count=16 iflag=direct > seq.out 2>&1 || rc=$?
-	[ "$rc" = 0 ] || { cat "$(tap_sysfs "$m")/debug"; fail "$1: 16 sequential reads did not complete (rc=$rc) within $BOUND s: $(tail -n 5 "daemon.$m.log")"; }
-	dd if=image bs=4k count=16 status=none | cmp -s - seq.bin || fail "$1: the sequential reads returned other data than the image holds"
+	[ "$rc" = 0 ] || {
+		cat "$(tap_sysfs "$m")/debug"
+		fail "$1: 16 sequential reads did not complete (rc=$rc) within $BOUND s: $(tail -n 3 "daemon.$m.log")"
+	}
+	dd if=image bs=4k count=16 status=none | cmp -s - seq.bin ||
+		fail "$1: the sequential reads returned other data than the image holds"
 	log "$1: 16 sequential reads done in $(since "$t0") s"
 }
-finish() { stuck_finish; }
 
-for mode in late-queued late-published oneshot nested; do
+# epoll_case MODE: (a), (a'), (b) or (c).
+epoll_case() {
 	tap_alloc_m
 	rm -f "go.$m"
-	daemon_start blktap-test level --ring "$ring" --mode "$mode" --image "$PWD/image" --go "$PWD/go.$m"
-	case $mode in
+	daemon_start blktap-test level --ring "$ring" --mode "$1" --image "$PWD/image" --go "$PWD/go.$m"
+	reads_start 4
+	case $1 in
 	late-*)
-		reads_start 4
 		queued() { [ "$(tap_pending "$m")" -ge 4 ] 2>/dev/null; }
-		wait_for 20 queued || { cat "$(tap_sysfs "$m")/debug"; fail "$mode: the 4 reads were not queued"; }
+		wait_for 20 queued || { cat "$(tap_sysfs "$m")/debug"; fail "$1: the 4 reads were not queued"; }
 		touch "go.$m"
 		;;
-	*) reads_start 4 ;;
 	esac
-	reads_check "$mode"
-	seq_check "$mode"
-	finish
-done
+	reads_check "$1"
+	seq_check "$1"
+	stuck_finish
+}
 
-# (d) daemon_notified across a remap.
-tap_alloc_m
-daemon_start blktap-test stuck --ring "$ring" --mode never-poll --size-mib 4
-d1=$pid
-exec 7< "$disk" || fail "cannot open $disk"
-atexit "exec 7<&-"
+# remap_case: (d), daemon_notified across a remap.
+remap_case() {
+	tap_alloc_m
+	daemon_start blktap-test stuck --ring "$ring" --mode never-poll --size-mib 4
+	d1=$pid
+	exec 7< "$disk" || fail "remap: cannot open $disk"
+	w0=$(wakeups)
+	dd if="$disk" of=/dev/null bs=4k count=1 iflag=direct > r1.out 2>&1 &
+	r1=$!
+	woken() { [ "$(wakeups)" -gt "$w0" ]; }
+	wait_for 20 woken || { cat "$(tap_sysfs "$m")/debug"; fail "remap: daemon 1 was not woken for the first read"; }
+	kill -TERM "$d1"
+	wait "$d1" 2>/dev/null
+	unmapped() { ! tap_mapped "$m"; }
+	wait_for 10 unmapped || fail "remap: daemon 1 still maps the ring after it exited"
+	wait_gone 10 "$r1" || fail "remap: the first read still waits after daemon 1 unmapped"
+	wait "$r1" 2>/dev/null
+	disk_present "$m" || fail "remap: the disk went although the test holds it open"
+	daemon_start blktap-test level --ring "$ring" --mode before-mmap --image "$PWD/image"
+	# It logs "serving" once it has taken the disk over, just before it waits in epoll_wait.
+	serving() { grep -q 'serving' "daemon.$m.log"; }
+	wait_for 10 serving || fail "remap: daemon 2 did not start serving: $(cat "daemon.$m.log")"
+	sleep 1
+	reads_start 1
+	reads_check "remap, daemon 2 waiting in epoll since before its mmap"
+	seq_check "remap"
+	exec 7<&-
+	stuck_finish
+}
 wakeups() { sed -n 's/.*wakeups:\([0-9]*\).*/\1/p' "$(tap_sysfs "$m")/debug" | head -n 1; }
-w0=$(wakeups)
-dd if="$disk" of=/dev/null bs=4k count=1 iflag=direct > r1.out 2>&1 &
-r1=$!
-woken() { [ "$(wakeups)" -gt "$w0" ]; }
-wait_for 20 woken || { cat "$(tap_sysfs "$m")/debug"; fail "remap: daemon 1 was not woken for the first read"; }
-kill -TERM "$d1"
-wait "$d1" 2>/dev/null
-unmapped() { ! tap_mapped "$m"; }
-wait_for 10 unmapped || fail "remap: daemon 1 still maps the ring after it exited"
-wait_for 10 proc_gone "$r1" || fail "remap: the first read still waits after daemon 1 unmapped"
-wait "$r1" 2>/dev/null
-disk_present "$m" || fail "remap: the disk went although the test holds it open"
-daemon_start blktap-test level --ring "$ring" --mode before-mmap --image "$PWD/image"
-# The daemon logs once it has taken the disk over and waits in epoll_wait.
-waiting() { grep -q 'serving' "daemon.$m.log"; }
-wait_for 10 waiting || fail "remap: daemon 2 did not start serving: $(cat "daemon.$m.log")"
-sleep 1
-reads_start 1
-reads_check "remap, daemon 2 waiting in epoll since before its mmap"
-seq_check "remap"
-exec 7<&-
-finish
+
+for mode in late-queued late-published oneshot nested; do
+	run_case "$mode" epoll_case "$mode"
+done
+run_case remap remap_case
+cases_check

@@ -30,7 +30,7 @@ while [ "$it" -lt "$iters" ]; do
 	disk_present "$m" || fail "round $it: the disk went although a recovery window was open"
 	rm -f "blktapd.$m.log"
 	serve_tap "$m" mem:16M
-	daemons="$daemons $DAEMON_PID"
+	daemon_record "$DAEMON_PID"
 	t0=$(now)
 	rc=0
 	timeout 20 dd if="$disk" of=read.bin bs=4k count=1 iflag=direct > read.out 2>&1 || rc=$?
