@@ -82,7 +82,12 @@ epoll_case() {
 	case $1 in
 	late-*)
 		queued() { [ "$(tap_pending "$m")" -ge 4 ] 2>/dev/null; }
-		wait_for 20 queued || { cat "$(tap_sysfs "$m")/debug"; fail "$1: the 4 reads were not queued"; }
+		wait_for 20 queued || {
+			cat "$(tap_sysfs "$m")/debug"
+			for _p in $rpids; do log "read $_p: $(proc_where "$_p")"; done
+			cat r.*.out
+			fail "$1: the 4 reads were not queued"
+		}
 		touch "go.$m"
 		;;
 	esac

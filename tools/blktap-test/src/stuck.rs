@@ -6,7 +6,7 @@
 //! Each maps the ring of an allocated tap, creates its disk and then behaves as its mode says
 //! until it is killed. The tests (`tests/test_hang_*.sh`) judge what the kernel does about it.
 
-use crate::daemon::Backend;
+use crate::daemon::{set_req_event, Backend};
 use blktap::ring::Ring;
 use blktap::uapi::DeviceInfo;
 use clap::{Args, ValueEnum};
@@ -27,7 +27,10 @@ pub enum Mode {
     /// waits for the daemon, which waits for the read.
     SelfIo,
     /// Serves correctly, but waits for requests only with io_submit(IOCB_CMD_POLL) on the ring
-    /// fd (never poll(2)): the kernel re-polls the fd from a worker thread.
+    /// fd (never poll(2)): the kernel re-polls the fd from a worker thread. It keeps req_event
+    /// the Xen ring way (a poll level): AIO poll calls the driver's poll twice when a wake-up
+    /// races with the submit-time poll, and drops what the first call reported, so an edge
+    /// (each publish reported to one poll) can be lost.
     AioPoll,
     /// Two threads: the one that mapped the ring (its owner) then only sleeps and serves
     /// nothing; the other reads the disk with O_DIRECT and so waits for the owner forever. On
@@ -241,9 +244,11 @@ impl Aio {
     }
 }
 
-/// Serves `ring` with `backend`, learning of requests only from AIO poll completions.
+/// Serves `ring` with `backend`, learning of requests only from AIO poll completions, keeping
+/// req_event (0 at first, then req_cons + 1).
 fn aio_poll_serve(ring: &Ring, mut backend: Backend) -> Result<(), String> {
     let aio = Aio::new(1)?;
+    set_req_event(ring.memory().ok_or("ring not mapped")?, 0);
     loop {
         let mut cb = Iocb {
             aio_lio_opcode: IOCB_CMD_POLL,
@@ -258,6 +263,6 @@ fn aio_poll_serve(ring: &Ring, mut backend: Backend) -> Result<(), String> {
         if ev.res < 0 {
             return Err(format!("AIO poll failed: errno {}", -ev.res));
         }
-        backend.serve(ring)?;
+        backend.serve_final_check(ring)?;
     }
 }
