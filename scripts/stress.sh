@@ -2,15 +2,17 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # `make stress`: the long version of the fault, teardown, fuzz, security, load, stuck-daemon
-# (timeout, abort) and recovery tests. Boots
+# (timeout, abort, stale write, ring exhaustion, killed processes) and recovery tests, and
+# tapdisk_13 with a 200 s pause of the real tapdisk (longer than the old 180 s default timeout;
+# built by scripts/build-tapdisk.sh, or the test skips). Boots
 # the debug VM with BLKTAP_STRESS=1 on the kernel command line (init passes it to the tests as
 # environment; they scale their iteration counts with it, see `scaled` in tests/lib/common.sh),
 # runs the selected tests and prints one row per group: tests run, iterations, I/Os issued, I/Os
 # that failed as the test expected (daemon kills, hostile responses), and kernel reports (WARN,
 # BUG, KASAN, lockdep, hung task... found in the console log; must be 0).
 #
-#   scripts/stress.sh [--tests "fault teardown fuzz security stress hang recovery"] [--seed N]
-#                     [--timeout SECS] [--test-timeout SECS] [--results DIR] [--kvm]
+#   scripts/stress.sh [--tests "fault teardown fuzz security stress hang recovery tapdisk_13"]
+#                     [--seed N] [--timeout SECS] [--test-timeout SECS] [--results DIR] [--kvm]
 #   scripts/stress.sh --report RESULTS_DIR     # print the table of an earlier run again
 #
 # BLKTAP_STRESS_TESTS selects tests too. --seed makes the randomised tests reproducible (it is
@@ -20,7 +22,7 @@ set -uo pipefail
 . "$(dirname "$0")/common.sh"
 cd "$TOP" || exit 1
 
-tests=${BLKTAP_STRESS_TESTS:-fault teardown fuzz security stress hang recovery}
+tests=${BLKTAP_STRESS_TESTS:-fault teardown fuzz security stress hang recovery tapdisk_13}
 seed=
 timeout=36000
 test_timeout=7200
@@ -36,7 +38,7 @@ while [ $# -gt 0 ]; do
 	--results) results=${2:?}; shift 2 ;;
 	--kvm) extra+=(--kvm); shift ;;
 	--report) report_only=${2:?}; shift 2 ;;
-	-h|--help) sed -n '4,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '4,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done

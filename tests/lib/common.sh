@@ -283,6 +283,13 @@ disk_present() { [ -e "/sys/block/$(disk_name "$1")" ]; }
 # disk_gone MINOR
 disk_gone() { ! disk_present "$1"; }
 
+# proc_alive PID: PID runs (a zombie does not count: a daemonised tapdisk that exits is init's
+# child, and init reaps it only when it next waits; a killed test daemon until the test reaps it).
+proc_alive() {
+	[ -r "/proc/$1/stat" ] || return 1
+	! awk '{ sub(/.*\) /, ""); exit !($1 == "Z") }' "/proc/$1/stat" 2>/dev/null
+}
+
 # tap_alloc: allocate a tap (blktap-ctl alloc); sets TAP_MINOR. No cleanup is registered.
 tap_alloc() {
 	TAP_MINOR=$(blktap-ctl alloc) || fail "blktap-ctl alloc failed"

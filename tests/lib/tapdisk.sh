@@ -98,13 +98,6 @@ td_gone() {
 	[ -z "${2:-}" ] || ! proc_alive "$2"
 }
 
-# proc_alive PID: PID runs (a zombie does not count: tapdisk daemonises, so when it exits it is
-# init's child, and init reaps it only when it next waits).
-proc_alive() {
-	[ -r "/proc/$1/stat" ] || return 1
-	! awk '{ sub(/.*\) /, ""); exit !($1 == "Z") }' "/proc/$1/stat" 2>/dev/null
-}
-
 # td_cleanup: destroy what td_create made and the test did not; a tapdisk that does not answer is
 # killed and its tap freed.
 td_cleanup() {

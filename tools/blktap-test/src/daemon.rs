@@ -2,8 +2,20 @@
 //! open so that tests can break and repair them.
 
 use blktap::ring::{Request, Ring, RingMemory};
-use blktap::uapi::{RingResponse, RING_SIZE, RSP_ERROR, RSP_OKAY};
+use blktap::uapi::{RingResponse, SringHeader, RING_SIZE, RSP_ERROR, RSP_OKAY};
+use std::mem::offset_of;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::Duration;
+
+/// Stores `value` in the shared ring's `req_event` (offset 4; V-XS daemons never write it).
+/// A daemon that keeps it the Xen ring way asks the kernel for a poll level: ready while
+/// `req_prod != req_event - 1`. Storing 0 right after mmap asks for the level from the start.
+pub fn set_req_event(mem: RingMemory<'_>, value: u32) {
+    let off = offset_of!(SringHeader, req_event);
+    // SAFETY: `req_event` is a 4-byte aligned u32 of the header inside the valid ring page,
+    // which the kernel reads concurrently: written atomically, never through a reference.
+    unsafe { AtomicU32::from_ptr(mem.base().add(off).cast()) }.store(value, Ordering::Release);
+}
 
 /// The daemon's side of a ring: private indices and the RAM disk it serves.
 #[derive(Debug)]
@@ -96,6 +108,22 @@ impl Backend {
             kick()?;
         }
         Ok(n)
+    }
+
+    /// Serves the Xen ring way (`RING_FINAL_CHECK_FOR_REQUESTS`): takes and answers every
+    /// published request, marks them taken (`req_event = req_cons + 1`), and looks again in
+    /// case more were published meanwhile. Returns the number answered.
+    pub fn serve_final_check(&mut self, ring: &Ring) -> Result<u32, String> {
+        let mem = ring.memory().ok_or("ring not mapped")?;
+        let mut total = 0;
+        loop {
+            total += self.serve(ring)?;
+            set_req_event(mem, self.req_cons.wrapping_add(1));
+            fence(Ordering::SeqCst);
+            if mem.req_prod() == self.req_cons {
+                return Ok(total);
+            }
+        }
     }
 
     /// Polls for up to `timeout`, then serves.

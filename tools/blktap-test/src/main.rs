@@ -12,12 +12,14 @@ mod evil;
 mod fuzz;
 mod io;
 mod ktap;
+mod level;
 mod rng;
 mod security;
 mod storm;
 mod stuck;
 mod teardown;
 mod util;
+mod withhold;
 
 use blktap::node::{self, disk_name, NodeKind};
 use blktap::ring::{BackRing, Mapping, Ring};
@@ -134,8 +136,17 @@ enum Cmd {
     Dstate(dstate::DstateArgs),
 
     /// A daemon that is alive but stuck or odd (never polls, never responds, does I/O on its
-    /// own disk, polls only through Linux AIO), until it is killed.
+    /// own disk from one thread, another thread or Linux AIO, polls only through Linux AIO),
+    /// until it is killed.
     Stuck(stuck::StuckArgs),
+
+    /// A daemon that withholds the first write to sector 0, then applies a second one and the
+    /// withheld one in that order (or the withheld one alone on --go) and dumps sector 0.
+    Withhold(withhold::WithholdArgs),
+
+    /// A daemon that keeps req_event the Xen ring way (poll level) and waits for requests
+    /// through epoll: added late, EPOLLONESHOT re-armed by MOD, nested, or added before mmap.
+    Level(level::LevelArgs),
 }
 
 /// Paths used by the checks.
@@ -957,11 +968,18 @@ fn main() -> ExitCode {
     if let Cmd::Dstate(a) = &cli.command {
         return dstate::run(a);
     }
-    if let Cmd::Stuck(a) = &cli.command {
-        return match stuck::run(a) {
+    // The test daemons run until they are killed; they return only on an error.
+    let daemon = match &cli.command {
+        Cmd::Stuck(a) => Some(("stuck", stuck::run(a))),
+        Cmd::Withhold(a) => Some(("withhold", withhold::run(a))),
+        Cmd::Level(a) => Some(("level", level::run(a))),
+        _ => None,
+    };
+    if let Some((name, r)) = daemon {
+        return match r {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("stuck: {e}");
+                eprintln!("{name}: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -983,7 +1001,9 @@ fn main() -> ExitCode {
         Cmd::Security => security::run(&env, &mut t),
         Cmd::StalePages => security::stale_pages(&env, &mut t),
         Cmd::Io(a) => io::run(&a, &mut t),
-        Cmd::Dstate(_) | Cmd::Stuck(_) => unreachable!("handled above"),
+        Cmd::Dstate(_) | Cmd::Stuck(_) | Cmd::Withhold(_) | Cmd::Level(_) => {
+            unreachable!("handled above")
+        }
     }
     if own_tmp {
         let _ = fs::remove_dir_all(&env.tmp);
