@@ -6,8 +6,8 @@
 # writes B ('B' x 4 KiB) at sector 0 (O_DIRECT, within 30 s); the daemon, if it ever gets it,
 # applies B and then A and answers both, as a daemon holding both may; if it does not get it,
 # it applies A alone once told to. It then dumps what its sector 0 holds. Pass: the sector holds
-# B, or the write of B failed with EIO (a poisoned session: nothing more is sent to a daemon
-# that holds a failed request). Fail: B succeeded and the sector holds the stale A.
+# B, or the write of B failed with EIO and debug shows poisoned:timeout (a poisoned session:
+# nothing more is sent to a daemon that holds a failed request). Fail: B succeeded and the sector holds the stale A.
 # The tap frees once the daemon is killed. `make stress` runs it 10 times.
 # timeout: 600
 . "$(dirname "$0")/lib/common.sh"
@@ -47,6 +47,8 @@ while [ "$it" -lt "$iters" ]; do
 		log "round $it: B written in ${el}s and sector 0 holds B"
 	else
 		grep -q 'Input/output error' wb.out || { cat wb.out; fail "round $it: the write of B failed (rc=$brc) without EIO"; }
+		grep -q 'poisoned:timeout' "$(tap_sysfs "$m")/debug" ||
+			fail "round $it: the write of B failed, but the tap's debug does not show a session poisoned by the timeout: $(grep abort: "$(tap_sysfs "$m")/debug")"
 		log "round $it: the write of B failed with EIO after ${el}s (the session is poisoned); sector 0 holds '$holds...'"
 		b_failed=$((b_failed + 1))
 		failed=$((failed + 1))

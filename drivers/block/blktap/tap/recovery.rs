@@ -44,12 +44,13 @@ pub(crate) enum FailReason {
 }
 
 impl FailReason {
-    /// The reason, for the kernel log and the `debug` attribute.
+    /// The reason as one word, for the kernel log and the `debug` attribute
+    /// (`poisoned:<reason>`).
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Self::TimedOut => "timed out",
-            Self::Aborted => "aborted",
-            Self::DaemonKilled => "daemon killed",
+            Self::TimedOut => "timeout",
+            Self::Aborted => "abort",
+            Self::DaemonKilled => "daemon-exit",
         }
     }
 }
