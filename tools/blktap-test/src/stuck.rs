@@ -3,8 +3,8 @@
 //! for themselves: from their only thread, from a second thread, or through Linux AIO), and one
 //! that learns of requests only through Linux AIO `IOCB_CMD_POLL`.
 //!
-//! Each maps the ring of an allocated tap, creates its disk and then behaves as its mode says
-//! until it is killed. The tests (`tests/test_hang_*.sh`) judge what the kernel does about it.
+//! Each maps the ring of an allocated tap, creates its disk (all but `map-only`) and then
+//! behaves as its mode says until it is killed. The tests (`tests/test_hang_*.sh`) judge what the kernel does about it.
 
 use crate::daemon::{set_req_event, Backend};
 use blktap::ring::Ring;
@@ -42,6 +42,10 @@ pub enum Mode {
     /// acts on SIGKILL at once, and its exit then waits for the AIO read (exit_aio) with the
     /// ring still mapped.
     AioSelfIo,
+    /// Maps the ring and then only sleeps: never calls CREATE_DEVICE (so a disk left by an
+    /// earlier daemon is never taken over and the ring never becomes ready) and never polls.
+    /// The state of a tapdisk between `attach` and `open`.
+    MapOnly,
 }
 
 /// Options of `stuck`.
@@ -70,15 +74,17 @@ pub fn run(args: &StuckArgs) -> Result<(), String> {
     let mut ring = Ring::open(&args.ring).map_err(|e| e.to_string())?;
     ring.map().map_err(|e| e.to_string())?;
     let bytes = args.size_mib << 20;
-    ring.create_device(&DeviceInfo::new(bytes / 512, 512, false))
-        .map_err(|e| e.to_string())?;
+    if args.mode != Mode::MapOnly {
+        ring.create_device(&DeviceInfo::new(bytes / 512, 512, false))
+            .map_err(|e| e.to_string())?;
+    }
     eprintln!(
         "stuck: serving {} in mode {:?}",
         args.ring.display(),
         args.mode
     );
     match args.mode {
-        Mode::NeverPoll => loop {
+        Mode::NeverPoll | Mode::MapOnly => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
         Mode::NeverRespond => loop {
