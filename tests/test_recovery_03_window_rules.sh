@@ -8,8 +8,8 @@
 #      CREATE_DEVICE (stuck --mode map-only: ready:false, the read stays held); "blktap-ctl
 #      abort": the held read fails with EIO within 10 s, debug shows holding:0 and counts the
 #      failure (failed and aborted each grow by at least one), a new read fails at once, and
-#      the tap frees once that daemon is killed. (Before the fix the held requests were dropped
-#      inside the io spinlock and not counted.)
+#      the tap frees once that daemon is killed. (Before the fix the held requests were ended
+#      inside the io spinlock and left out of the abort's count.)
 #  (b1) an expired, unused window never suppresses the next one: window 2 s; daemon 1 (blktapd,
 #      file backend with a pattern) serving; the test keeps the disk open (fd 5), nothing in
 #      flight; kill -9 daemon 1; 4 s later (window expired unused) daemon 2 maps the ring but
@@ -22,11 +22,16 @@
 #      1 with nothing in flight, 4 s later daemon 2 (blktapd) finds the disk (CREATE_DEVICE
 #      EEXIST) and serves a read; window 30 s; daemon 2 is stopped (SIGSTOP: it never polls)
 #      while a read is queued on its ring, then killed: the read is held, and daemon 3
-#      (blktapd) completes it with the pattern.
+#      (blktapd) completes it with the pattern. This passed before the fix too (the takeover
+#      closed the expired window); it is kept because it is the path tapdisk takes.
 #  (c) the lingering disk: window 2 s, blktapd killed with no opener and nothing held; once the
 #      window has expired, an attempt to open the disk fails with ENXIO ("No such device or
 #      address"), the disk then goes, the tap frees, and (after all cases) the module unloads.
 # No task stays in D state longer than 60 s (liveness: a held read waits for seconds).
+# Seen failing on the module before issue 19 (329720c): (a) "the failure was not counted: failed
+# 0 -> 1, aborted 0 -> 0" (the kernel said "0 request(s) failed"); (b1) "the tap does not hold
+# the read" (it had failed with EIO at once); (c) "the open failed without ENXIO" (it opened,
+# and the read got EIO).
 # timeout: 900
 . "$(dirname "$0")/lib/common.sh"
 . "$(dirname "$0")/lib/stuck.sh"
