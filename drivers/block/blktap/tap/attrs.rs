@@ -147,6 +147,16 @@ impl Tap {
         )?;
         writeln!(
             out,
+            "features:{:#x} allowed:{:#x} flushes:{} fua writes:{} discards:{} write-zeroes:{}",
+            ctl.config.map_or(0, |c| c.agreement.features),
+            io.ops_allowed,
+            s.flushes,
+            s.fua_writes,
+            s.discards,
+            s.write_zeroes
+        )?;
+        writeln!(
+            out,
             "recovery:{} holding:{} reissued:{} ready:{}",
             io.recovery.window_secs,
             io.recovery.held_count(),
