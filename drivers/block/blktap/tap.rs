@@ -180,8 +180,11 @@ struct Ctl {
     creating: bool,
     /// What the daemon of the current mapping negotiated (`IOCTL_NEGOTIATE`), if it did.
     session: Option<Agreement>,
-    /// The mapping whose daemon made the disk.
-    disk_mapping: Option<MappingId>,
+    /// Mappings of the ring so far: the current one's number identifies its session (a new
+    /// mapping at the same address is another session).
+    sessions: u64,
+    /// The session whose daemon made the disk.
+    disk_session: u64,
     /// `FEAT_*` the administrator switched off for this tap (sysfs `discard`,
     /// `write_zeroes`): never offered, and taken off a live disk.
     switched_off: u64,
@@ -268,7 +271,8 @@ impl Tap {
                     freed: false,
                     creating: false,
                     session: None,
-                    disk_mapping: None,
+                    sessions: 0,
+                    disk_session: 0,
                     switched_off: 0,
                 }),
                 io <- new_spinlock!(Io {
@@ -361,6 +365,7 @@ impl Tap {
         ctl.mapping = Some(id);
         // A new daemon has agreed on nothing yet: V-XS until it negotiates.
         ctl.session = None;
+        ctl.sessions += 1;
         let mut io = this.io.lock();
         io.ops_allowed = 0;
         io.ring = Some(Ring {
@@ -488,15 +493,15 @@ impl Tap {
                 return Err(EEXIST);
             }
             ctl.creating = true;
-            (ctl.mapping, ctl.session.unwrap_or_default())
+            (ctl.mapping, ctl.sessions, ctl.session.unwrap_or_default())
         };
-        let (mapping, agreement) = mapping;
+        let (mapping, session, agreement) = mapping;
         let config = config.map(|c| DeviceConfig { agreement, ..c });
         let created = Self::new_disk(this, config, name);
         let mut ctl = this.ctl.lock();
         ctl.creating = false;
         let (disk, config, name) = created?;
-        if ctl.mapping != mapping || ctl.freed {
+        if ctl.mapping != mapping || ctl.sessions != session || ctl.freed {
             // The daemon unmapped the ring meanwhile: nothing may remain of the disk. It is
             // deleted without `ctl` held, still under `disk_change`. Requests it already
             // queued (udev probes it at once) may sit on a ring mapped since: `del_gendisk`
@@ -516,7 +521,7 @@ impl Tap {
         }
         ctl.disk = Some(disk);
         ctl.config = Some(config);
-        ctl.disk_mapping = mapping;
+        ctl.disk_session = session;
         this.io.lock().ops_allowed = config.agreement.features;
         this.ring_ready();
         if let Some(name) = name {
@@ -603,7 +608,7 @@ impl Tap {
                 );
                 Err((EINVAL, answer))
             };
-        if ctl.disk.is_some() && ctl.disk_mapping == ctl.mapping {
+        if ctl.disk.is_some() && ctl.disk_session == ctl.sessions {
             return refuse("the disk exists already", None);
         }
         let agreed = match Agreement::negotiate(req, supported) {
