@@ -79,7 +79,9 @@ fn negotiate(tap: &Tap, arg: usize) -> Result {
     }
     let mut writer = UserSlice::new(UserPtr::from_addr(arg), size_of_val(&req)).writer();
     match tap.negotiate(&req) {
-        Ok(answer) => writer.write(&answer),
+        Ok((answer, undo)) => writer
+            .write(&answer)
+            .inspect_err(|_| tap.undo_negotiation(undo)),
         Err((e, Some(answer))) => {
             writer.write(&answer)?;
             Err(e)

@@ -190,6 +190,14 @@ struct Ctl {
     switched_off: u64,
 }
 
+/// What [`Tap::undo_negotiation`] restores.
+pub(crate) struct Undo {
+    /// The session that negotiated.
+    sessions: u64,
+    /// Its agreement before.
+    previous: Option<Agreement>,
+}
+
 /// Proof that the caller holds [`Tap::disk_change`].
 type DiskChange<'a> = MutexGuard<'a, ()>;
 
@@ -594,20 +602,24 @@ impl Tap {
     /// `NEGOTIATE`: agrees with the ring's daemon on the features beyond V-XS that its disk
     /// will have (see `include/uapi/linux/blktap.h`). On refusal, `EINVAL`, with a log line;
     /// for unknown feature bits only, the answer to write back too (the supported set).
-    pub(crate) fn negotiate(&self, req: &Features) -> Result<Features, (Error, Option<Features>)> {
+    pub(crate) fn negotiate(
+        &self,
+        req: &Features,
+    ) -> Result<(Features, Undo), (Error, Option<Features>)> {
         let mut ctl = self.ctl.lock();
         Self::check_owner(&ctl).map_err(|e| (e, None))?;
         let supported = FEATURES_KNOWN & !ctl.switched_off;
-        let refuse =
-            |why: &str, answer: Option<Features>| -> Result<Features, (Error, Option<Features>)> {
-                pr_warn!(
-                    "{}: NEGOTIATE refused: {} (pid {})\n",
-                    DiskName::new(self.minor),
-                    why,
-                    task::current_pid()
-                );
-                Err((EINVAL, answer))
-            };
+        let refuse = |why: &str,
+                      answer: Option<Features>|
+         -> Result<(Features, Undo), (Error, Option<Features>)> {
+            pr_warn!(
+                "{}: NEGOTIATE refused: {} (pid {})\n",
+                DiskName::new(self.minor),
+                why,
+                task::current_pid()
+            );
+            Err((EINVAL, answer))
+        };
         if ctl.disk.is_some() && ctl.disk_session == ctl.sessions {
             return refuse("the disk exists already", None);
         }
@@ -632,7 +644,10 @@ impl Tap {
                 return refuse("the existing disk has other features or limits", None);
             }
         }
-        ctl.session = Some(agreed);
+        let undo = Undo {
+            sessions: ctl.sessions,
+            previous: ctl.session.replace(agreed),
+        };
         pr_info!(
             "{}: negotiated features {:#x} (asked {:#x}, supported {:#x})\n",
             DiskName::new(self.minor),
@@ -640,7 +655,17 @@ impl Tap {
             req.features,
             supported
         );
-        Ok(agreed.to_features(supported))
+        Ok((agreed.to_features(supported), undo))
+    }
+
+    /// Takes back a negotiation whose answer could not be written to the daemon (`EFAULT`):
+    /// the daemon must not get a disk with features it does not know it agreed on.
+    pub(crate) fn undo_negotiation(&self, undo: Undo) {
+        let mut ctl = self.ctl.lock();
+        let made_disk = ctl.disk.is_some() && ctl.disk_session == ctl.sessions;
+        if ctl.sessions == undo.sessions && !made_disk {
+            ctl.session = undo.previous;
+        }
     }
 
     /// The `FEAT_*` bits the administrator has not switched off.

@@ -373,6 +373,7 @@ fn unknown_cmd(rng: &mut Rng) -> u32 {
             uapi::IOCTL_CREATE_DEVICE_COMPAT,
             uapi::IOCTL_REMOVE_DEVICE,
             uapi::IOCTL_CREATE_DEVICE,
+            uapi::IOCTL_NEGOTIATE,
             2, // FIGETBSZ
         ];
         if !known.contains(&cmd) && ![0x54, 0x58, 0x66, 0x94, 0x15].contains(&ty) {
@@ -638,6 +639,7 @@ fn probes_ring(
         e,
         libc::EBUSY,
     );
+    probes_negotiate(t, raw, arena, rng);
     let intact = |t: &mut Ktap, after: &str| {
         let hdr = map.memory().header();
         let maps = maps_lookup(map.addr as usize, map.addr as usize + MMAP_SIZE);
@@ -979,6 +981,160 @@ fn probe_map_race(t: &mut Ktap, path: &Path) {
         "fuzz: processes racing to map one ring: exactly one wins, the others get EBUSY",
         problems.is_empty(),
         || problems.join("; "),
+    );
+}
+
+/// The bytes of a `struct blktap_features` followed by `extra` zero bytes (the last one `1`
+/// if `dirty`), cut to at most a page.
+fn features_bytes(f: &uapi::Features, extra: usize, dirty: bool) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 + extra);
+    b.extend_from_slice(&f.size.to_ne_bytes());
+    b.extend_from_slice(&f.version.to_ne_bytes());
+    b.extend_from_slice(&f.features.to_ne_bytes());
+    b.extend_from_slice(&f.supported.to_ne_bytes());
+    for v in [
+        f.discard_granularity,
+        f.discard_alignment,
+        f.max_discard_sectors,
+        f.max_write_zeroes_sectors,
+    ] {
+        b.extend_from_slice(&v.to_ne_bytes());
+    }
+    for r in f.rsvd {
+        b.extend_from_slice(&r.to_ne_bytes());
+    }
+    b.resize((64 + extra).min(PAGE_SIZE), 0);
+    if dirty && extra > 0 {
+        *b.last_mut().unwrap() = 1;
+    }
+    b
+}
+
+/// What NEGOTIATE returns for `f` on a mapped ring without a disk, by the documented rules
+/// (`dirty`: a non-zero byte past the first 64).
+fn negotiate_want(f: &uapi::Features, dirty: bool) -> i32 {
+    use uapi::{FEATURES_ALL, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_WRITE_ZEROES};
+    let max = uapi::MAX_RANGE_SECTORS;
+    let ok = (64..=4096).contains(&f.size)
+        && !(dirty && f.size > 64)
+        && f.version == 1
+        && f.features & !FEATURES_ALL == 0
+        && (f.features & FEAT_FUA == 0 || f.features & FEAT_FLUSH != 0)
+        && f.rsvd == [0; 3]
+        && if f.features & FEAT_DISCARD != 0 {
+            let g = f.discard_granularity;
+            g.is_power_of_two()
+                && (512..=uapi::MAX_DISCARD_GRANULARITY).contains(&g)
+                && f.discard_alignment % 512 == 0
+                && f.discard_alignment < g
+                && (1..=max).contains(&f.max_discard_sectors)
+                && u64::from(f.max_discard_sectors) * 512 >= u64::from(g)
+        } else {
+            f.discard_granularity == 0 && f.discard_alignment == 0 && f.max_discard_sectors == 0
+        }
+        && if f.features & FEAT_WRITE_ZEROES != 0 {
+            (1..=max).contains(&f.max_write_zeroes_sectors)
+        } else {
+            f.max_write_zeroes_sectors == 0
+        };
+    if ok {
+        0
+    } else {
+        libc::EINVAL
+    }
+}
+
+/// NEGOTIATE on the mapped ring `raw` (no disk): every unreadable pointer is EFAULT, so is an
+/// answer that cannot be written back; then 400 requests with fields at and beyond their limits
+/// give what the documented rules predict; a last one agrees on nothing (V-XS again).
+fn probes_negotiate(t: &mut Ktap, raw: RawFd, arena: &Arena, rng: &mut Rng) {
+    use uapi::{Features, FEATURES_ALL};
+    let good = Features {
+        discard_granularity: 4096,
+        max_discard_sectors: 8192,
+        max_write_zeroes_sectors: 8192,
+        ..Features::request(FEATURES_ALL)
+    };
+    for p in PTRS.iter().filter(|&&p| !readable(p) || p == Ptr::ReadOnly) {
+        let arg = arena.ptr(*p, &features_bytes(&good, 0, false));
+        errno_check(
+            t,
+            &format!("fuzz: NEGOTIATE with a {p:?} pointer is EFAULT"),
+            ioctl(raw, uapi::IOCTL_NEGOTIATE, arg),
+            libc::EFAULT,
+        );
+    }
+    let mut bad = Vec::new();
+    let n = 400;
+    for _ in 0..n {
+        let pick32 = |rng: &mut Rng, v: &[u32]| *rng.pick(v);
+        let mut f = good;
+        f.size = pick32(
+            rng,
+            &[64, 64, 64, 64, 0, 8, 63, 65, 72, 128, 4096, 4097, u32::MAX],
+        );
+        f.version = pick32(rng, &[1, 1, 1, 1, 1, 0, 2, u32::MAX]);
+        f.features = match rng.below(6) {
+            0 => rng.next_u64(),
+            1 => rng.next_u64() & FEATURES_ALL,
+            2 => FEATURES_ALL,
+            3 => 0,
+            4 => 1u64 << rng.below(64),
+            _ => FEATURES_ALL & !uapi::FEAT_FLUSH,
+        };
+        let limit = |rng: &mut Rng| -> u32 {
+            *rng.pick(&[
+                0,
+                1,
+                8,
+                8192,
+                uapi::MAX_RANGE_SECTORS,
+                uapi::MAX_RANGE_SECTORS + 1,
+                u32::MAX,
+            ])
+        };
+        if rng.chance(50) {
+            f.discard_granularity =
+                pick32(rng, &[0, 256, 512, 3000, 4096, 1 << 20, 1 << 30, 1 << 31]);
+            f.discard_alignment = pick32(rng, &[0, 0, 100, 512, 4096, 1 << 20]);
+            f.max_discard_sectors = limit(rng);
+            f.max_write_zeroes_sectors = limit(rng);
+        }
+        if rng.chance(10) {
+            f.rsvd[rng.below(3) as usize] = rng.next_u64() | 1;
+        }
+        if f.features & uapi::FEAT_DISCARD == 0 && rng.chance(70) {
+            f.discard_granularity = 0;
+            f.discard_alignment = 0;
+            f.max_discard_sectors = 0;
+        }
+        if f.features & uapi::FEAT_WRITE_ZEROES == 0 && rng.chance(70) {
+            f.max_write_zeroes_sectors = 0;
+        }
+        let dirty = rng.chance(30);
+        let extra = (f.size as usize).saturating_sub(64).min(PAGE_SIZE - 64);
+        let arg = arena.ptr(Ptr::Valid, &features_bytes(&f, extra, dirty));
+        let got = ioctl(raw, uapi::IOCTL_NEGOTIATE, arg);
+        let want = negotiate_want(&f, dirty && extra > 0);
+        if got != want {
+            bad.push(format!(
+                "{f:?} dirty {dirty}: {}, expected {}",
+                util::errno_name(got),
+                util::errno_name(want)
+            ));
+        }
+    }
+    t.check(
+        &format!("fuzz: {n} NEGOTIATE requests give 0 or EINVAL as documented"),
+        bad.is_empty(),
+        || bad.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+    );
+    let arg = arena.ptr(Ptr::Valid, &features_bytes(&Features::request(0), 0, false));
+    errno_check(
+        t,
+        "fuzz: NEGOTIATE of nothing (back to V-XS)",
+        ioctl(raw, uapi::IOCTL_NEGOTIATE, arg),
+        0,
     );
 }
 
