@@ -584,8 +584,13 @@ impl Tap {
             max_write_zeroes_sectors: config.agreement.max_write_zeroes_sectors,
             timer_interval_ms: TIMER_INTERVAL_MS,
         };
-        // Live before the disk is added: udev may read it at once.
-        this.io.lock().disk_live = true;
+        // Live before the disk is added: udev may read it at once. Its operations may go to
+        // this ring from the start too (an opener may flush at once).
+        {
+            let mut io = this.io.lock();
+            io.disk_live = true;
+            io.ops_allowed = config.agreement.features;
+        }
         match GenDisk::new(
             fmt!("{}", DiskName::new(this.minor)),
             &params,
@@ -593,7 +598,9 @@ impl Tap {
         ) {
             Ok(disk) => Ok((disk, config, name)),
             Err(e) => {
-                this.io.lock().disk_live = false;
+                let mut io = this.io.lock();
+                io.disk_live = false;
+                io.ops_allowed = 0;
                 Err(e)
             }
         }

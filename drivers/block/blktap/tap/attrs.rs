@@ -17,7 +17,12 @@ use crate::{
         checked_name,
         DiskName, //
     },
-    uapi::OP_WRITE,
+    uapi::{
+        OP_DISCARD,
+        OP_FLUSH,
+        OP_WRITE,
+        OP_WRITE_ZEROES, //
+    },
 };
 
 impl Tap {
@@ -175,8 +180,14 @@ impl Tap {
                     r.slots.live()
                 )?;
                 for id in r.slots.ids() {
-                    let op = r.slots.operation(id).unwrap_or(0);
-                    writeln!(out, "{}: op:{}", id, if op == OP_WRITE { 'W' } else { 'R' })?;
+                    let op = match r.slots.operation(id).unwrap_or(0) {
+                        OP_WRITE => 'W',
+                        OP_FLUSH => 'F',
+                        OP_DISCARD => 'D',
+                        OP_WRITE_ZEROES => 'Z',
+                        _ => 'R',
+                    };
+                    writeln!(out, "{}: op:{}", id, op)?;
                 }
                 writeln!(out, "end pending")
             }
