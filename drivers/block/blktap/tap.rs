@@ -683,8 +683,12 @@ impl Tap {
     /// Switches `feature` (`FEAT_DISCARD` or `FEAT_WRITE_ZEROES`) on or off for this tap. Off
     /// also takes it off a live disk: its queue stops advertising it and no such request is
     /// sent any more. On applies from the next negotiation.
+    ///
+    /// The queue update freezes the queue, which waits for the requests in flight: it runs with
+    /// no tap lock held (their `RESPOND` takes `ctl`; `disk_change` would hold up removals and
+    /// `FREE_TAP` behind a stuck daemon), on a counted reference to the disk, which keeps its
+    /// queue alive should the disk be removed meanwhile.
     pub(crate) fn switch_feature(&self, feature: u64, on: bool) -> Result {
-        let _change = self.disk_change.lock();
         let live = {
             let mut ctl = self.ctl.lock();
             if on {
@@ -703,8 +707,6 @@ impl Tap {
             }
             config.agreement = config.agreement.without(feature);
             self.io.lock().ops_allowed &= !feature;
-            // The disk cannot go while `disk_change` is held; its queue is updated without
-            // `ctl`, which `RESPOND` needs to finish the requests a queue freeze waits for.
             ctl.disk.as_ref().map(|d| d.handle())
         };
         if let Some(disk) = live {

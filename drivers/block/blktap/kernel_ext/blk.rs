@@ -651,7 +651,8 @@ unsafe impl Send for DiskRef {}
 
 impl DiskRef {
     /// Stops advertising discard and/or write-zeroes on the disk's queue. Freezes the queue,
-    /// so waits for the requests in flight: call with no lock their completion needs.
+    /// so waits for the requests in flight: call with no lock their completion needs. Harmless
+    /// on a disk deleted meanwhile (the reference keeps its queue).
     pub(crate) fn clear_limits(&self, discard: bool, write_zeroes: bool) -> Result {
         // SAFETY: by the type invariant the disk and its queue are live. As
         // `queue_limits_start_update` does: the limits are copied under `limits_lock`, which
