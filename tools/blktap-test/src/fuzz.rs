@@ -3,13 +3,15 @@
 //! Part one probes every argument class once and asserts the documented errno: bad, kernel,
 //! non-canonical, read-only and truncated pointers (a struct ending in an unmapped page),
 //! out-of-range and truncated minors, unknown commands, every `blktap_device_info` field at
-//! and beyond its limits, mmap with wrong lengths, offsets, `MAP_PRIVATE` and `PROT_EXEC`,
+//! and beyond its limits, `NEGOTIATE` with every pointer class and 400 `blktap_features` with
+//! fields at and beyond their limits, mmap with wrong lengths, offsets, `MAP_PRIVATE` and `PROT_EXEC`,
 //! partial munmap, mprotect, mremap and madvise on the ring, `fork` of the mapping process,
 //! and processes racing to open and to map one ring.
 //!
 //! Part two is a seeded random walk over a model of a few taps: allocate, free, open, close,
 //! map (with good and bad arguments), unmap (whole or partial), the ring ioctls with random
-//! arguments, opening, reading and closing the disk, and ioctls from a forked child. The model
+//! arguments (`NEGOTIATE` included: the session's agreement, the disk's, and who made it are in
+//! the model), opening, reading and closing the disk, and ioctls from a forked child. The model
 //! predicts the result of every step from the design; any difference stops the walk and is
 //! reported with the seed and the steps that led to it.
 
@@ -1152,6 +1154,30 @@ struct TapM {
     disk: Option<Info>,
     disk_fd: Option<OwnedFd>,
     back: Backend,
+    /// What the current mapping's daemon negotiated (an index of [`AGREEMENTS`]), if it did.
+    session: Option<usize>,
+    /// The agreement the disk was made with (an index of [`AGREEMENTS`]; 0: V-XS).
+    disk_agreement: usize,
+    /// The disk was made by the current mapping (a second NEGOTIATE is refused).
+    disk_by_session: bool,
+}
+
+/// The agreements the walk negotiates: V-XS, flush, everything (with fixed limits).
+const AGREEMENTS: [(u64, u32, u32); 3] = [
+    (0, 0, 0),
+    (uapi::FEAT_FLUSH, 0, 0),
+    (uapi::FEATURES_ALL, 4096, 8192),
+];
+
+/// The `Features` request for agreement `k` of [`AGREEMENTS`].
+fn agreement_request(k: usize) -> uapi::Features {
+    let (features, gran, max) = AGREEMENTS[k];
+    uapi::Features {
+        discard_granularity: gran,
+        max_discard_sectors: max,
+        max_write_zeroes_sectors: max,
+        ..uapi::Features::request(features)
+    }
 }
 
 impl TapM {
@@ -1288,6 +1314,9 @@ impl Walk<'_> {
             disk: None,
             disk_fd: None,
             back: Backend::new(1 << 20),
+            session: None,
+            disk_agreement: 0,
+            disk_by_session: false,
         });
     }
 
@@ -1404,6 +1433,9 @@ impl Walk<'_> {
                 let t = &mut self.taps[i];
                 t.map = Some(m);
                 t.back.reset();
+                // A new session: nothing negotiated, and not the disk's maker.
+                t.session = None;
+                t.disk_by_session = false;
             }
         }
     }
@@ -1447,7 +1479,8 @@ impl Walk<'_> {
         };
         let minor = self.taps[i].info.ring_minor;
         let mapped = self.taps[i].map.is_some();
-        match self.rng.below(6) {
+        match self.rng.below(7) {
+            6 => self.op_negotiate(i, raw),
             0 => {
                 let r = ioctl(raw, uapi::IOCTL_RESPOND, self.rng.next_u64());
                 self.expect(
@@ -1474,12 +1507,12 @@ impl Walk<'_> {
                     Info::random(&mut self.rng)
                 };
                 let has_disk = self.taps[i].disk.is_some();
-                let want = create_want(p, mapped, has_disk, info.valid());
+                let want = self.agreed_create(i, create_want(p, mapped, has_disk, info.valid()));
                 let arg = self.arena.ptr(p, &info.bytes());
                 let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE, arg);
                 if self.expect(&format!("CREATE_DEVICE {minor} {p:?} {info:?}"), r, want) && r == 0
                 {
-                    self.taps[i].disk = Some(info);
+                    self.disk_made(i, info);
                 }
             }
             3 => {
@@ -1491,7 +1524,8 @@ impl Walk<'_> {
                 let ss = *self.rng.pick(&[512u64, 4096, 1000, (1 << 32) | 512]);
                 let cap = *self.rng.pick(&[2048u64, 0, 4096]);
                 let has_disk = self.taps[i].disk.is_some();
-                let want = create_want(p, mapped, has_disk, params_valid(cap, ss));
+                let want =
+                    self.agreed_create(i, create_want(p, mapped, has_disk, params_valid(cap, ss)));
                 let arg = self.arena.ptr(p, &params_bytes(b"walk", cap, ss));
                 let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE_COMPAT, arg);
                 if self.expect(
@@ -1500,13 +1534,16 @@ impl Walk<'_> {
                     want,
                 ) && r == 0
                 {
-                    self.taps[i].disk = Some(Info {
-                        capacity: cap,
-                        lbs: ss as u32,
-                        pbs: ss as u32,
-                        flags: 0,
-                        rsvd: [0; 4],
-                    });
+                    self.disk_made(
+                        i,
+                        Info {
+                            capacity: cap,
+                            lbs: ss as u32,
+                            pbs: ss as u32,
+                            flags: 0,
+                            rsvd: [0; 4],
+                        },
+                    );
                 }
             }
             4 => {
@@ -1529,6 +1566,85 @@ impl Walk<'_> {
                 let r = ioctl(raw, cmd, arg);
                 self.expect(&format!("ioctl {cmd:#x} on ring {minor}"), r, libc::ENOTTY);
             }
+        }
+    }
+
+    /// CREATE_DEVICE's result `want` (from [`create_want`]) corrected for the negotiation: a
+    /// daemon finding a disk made with another agreement than its own gets EINVAL, not EEXIST.
+    fn agreed_create(&self, i: usize, want: i32) -> i32 {
+        let t = &self.taps[i];
+        if want == libc::EEXIST && t.session.unwrap_or(0) != t.disk_agreement {
+            libc::EINVAL
+        } else {
+            want
+        }
+    }
+
+    /// The current session made a disk.
+    fn disk_made(&mut self, i: usize, info: Info) {
+        let t = &mut self.taps[i];
+        t.disk = Some(info);
+        t.disk_agreement = t.session.unwrap_or(0);
+        t.disk_by_session = true;
+    }
+
+    /// NEGOTIATE one of [`AGREEMENTS`], or a hostile request, through a pointer of any class.
+    fn op_negotiate(&mut self, i: usize, raw: RawFd) {
+        let minor = self.taps[i].info.ring_minor;
+        let mapped = self.taps[i].map.is_some();
+        let p = if self.rng.chance(75) {
+            Ptr::Valid
+        } else {
+            *self.rng.pick(&PTRS)
+        };
+        let k = self.rng.below(AGREEMENTS.len() as u64 + 2) as usize;
+        let (f, valid, unknown) = match k {
+            k if k < AGREEMENTS.len() => (agreement_request(k), true, false),
+            3 => (
+                uapi::Features {
+                    features: uapi::FEATURES_ALL | 0x100,
+                    ..agreement_request(2)
+                },
+                false,
+                true,
+            ),
+            _ => (
+                uapi::Features {
+                    discard_granularity: 3000,
+                    ..agreement_request(2)
+                },
+                false,
+                false,
+            ),
+        };
+        let t = &self.taps[i];
+        // The driver reads the argument first, then checks the mapping, then the request, the
+        // session's disk, an existing disk's agreement; then writes the answer back.
+        let want = if !readable(p) {
+            libc::EFAULT
+        } else if !mapped {
+            libc::EACCES
+        } else if t.disk.is_some() && t.disk_by_session {
+            libc::EINVAL
+        } else if unknown {
+            // The answer (supported set) is written back even so.
+            if p == Ptr::ReadOnly {
+                libc::EFAULT
+            } else {
+                libc::EINVAL
+            }
+        } else if !valid || (t.disk.is_some() && k != t.disk_agreement) {
+            libc::EINVAL
+        } else if p == Ptr::ReadOnly {
+            // Agreed, but the answer cannot be written: taken back.
+            libc::EFAULT
+        } else {
+            0
+        };
+        let arg = self.arena.ptr(p, &features_bytes(&f, 0, false));
+        let r = ioctl(raw, uapi::IOCTL_NEGOTIATE, arg);
+        if self.expect(&format!("NEGOTIATE {minor} {p:?} agreement {k}"), r, want) && r == 0 {
+            self.taps[i].session = Some(k);
         }
     }
 
