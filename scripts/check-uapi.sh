@@ -6,8 +6,9 @@
 # takes the facts (sizes, offsets, ioctl numbers, constants) from the header, by compiling a C
 # program with the host compiler, and
 #
-#   1. checks each against the V-XS contract (../shared/docs/blktap-abi.md), pinned in the table
-#      below: a header change that alters the ABI fails here;
+#   1. checks each against the V-XS contract (../shared/docs/blktap-abi.md) and the blktap-rs
+#      negotiation extension (issue 20), pinned in the table below: a header change that alters
+#      the ABI fails here;
 #   2. checks that the block of `const _: () = { assert!(...) }` lines in the driver's uapi.rs is
 #      the one generated from these facts (the module build then proves the driver's Rust
 #      definitions agree: a disagreement is a build error);
@@ -45,6 +46,7 @@ BLKTAP_IOCTL_FREE_TAP                         |   201 | IOCTL_FREE_TAP
 BLKTAP_IOCTL_CREATE_DEVICE_COMPAT             |   202 | IOCTL_CREATE_DEVICE_COMPAT
 BLKTAP_IOCTL_REMOVE_DEVICE                    |   207 | IOCTL_REMOVE_DEVICE
 BLKTAP_IOCTL_CREATE_DEVICE                    |   208 | IOCTL_CREATE_DEVICE
+BLKTAP_IOCTL_NEGOTIATE                        |   209 | IOCTL_NEGOTIATE
 BLKTAP_MAX_DEVICES                            | 16384 | MAX_DEVICES
 BLKTAP_RING_SIZE                              |    32 | RING_SIZE
 BLKTAP_SEGMENT_MAX                            |    11 | SEGMENT_MAX
@@ -53,6 +55,19 @@ BLKTAP_DATA_PAGE(0, 0)                        |     1 | -
 BLKTAP_DATA_PAGE(31, 10)                      |   352 | -
 BLKTAP_OP_READ                                |     0 | OP_READ
 BLKTAP_OP_WRITE                               |     1 | OP_WRITE
+BLKTAP_OP_FLUSH                               |     2 | OP_FLUSH
+BLKTAP_OP_DISCARD                             |     3 | OP_DISCARD
+BLKTAP_OP_WRITE_ZEROES                        |     5 | OP_WRITE_ZEROES
+BLKTAP_REQ_FUA                                |     1 | REQ_FUA
+BLKTAP_REQ_NOUNMAP                            |     2 | REQ_NOUNMAP
+BLKTAP_FEATURES_VERSION                       |     1 | FEATURES_VERSION
+BLKTAP_FEATURES_SIZE_V1                       |    64 | FEATURES_SIZE_V1
+BLKTAP_FEAT_FLUSH                             |     4 | FEAT_FLUSH
+BLKTAP_FEAT_DISCARD                           |     8 | FEAT_DISCARD
+BLKTAP_FEAT_FUA                               |    32 | FEAT_FUA
+BLKTAP_FEAT_WRITE_ZEROES                      |    64 | FEAT_WRITE_ZEROES
+BLKTAP_MAX_RANGE_SECTORS                      | 8388607 | MAX_RANGE_SECTORS
+BLKTAP_MAX_DISCARD_GRANULARITY                | 1073741824 | MAX_DISCARD_GRANULARITY
 BLKTAP_RSP_OKAY                               |     0 | RSP_OKAY
 BLKTAP_RSP_ERROR                              |    -1 | -
 BLKTAP_RSP_EOPNOTSUPP                         |    -2 | -
@@ -81,10 +96,18 @@ sizeof(struct blktap_ring_request)            |   112 | size_of::<RingRequest>()
 offsetof(struct blktap_ring_request, operation) | 0 | offset_of!(RingRequest, operation)
 offsetof(struct blktap_ring_request, nr_segments) | 1 | offset_of!(RingRequest, nr_segments)
 offsetof(struct blktap_ring_request, __pad)   |     2 | offset_of!(RingRequest, pad)
-offsetof(struct blktap_ring_request, __pad2)  |     4 | offset_of!(RingRequest, pad2)
+offsetof(struct blktap_ring_request, flags)   |     4 | offset_of!(RingRequest, flags)
 offsetof(struct blktap_ring_request, id)      |     8 | offset_of!(RingRequest, id)
 offsetof(struct blktap_ring_request, sector_number) | 16 | offset_of!(RingRequest, sector_number)
 offsetof(struct blktap_ring_request, seg)     |    24 | offset_of!(RingRequest, seg)
+sizeof(struct blktap_ring_range_request)      |    32 | size_of::<RingRangeRequest>()
+offsetof(struct blktap_ring_range_request, operation) | 0 | offset_of!(RingRangeRequest, operation)
+offsetof(struct blktap_ring_range_request, nr_segments) | 1 | offset_of!(RingRangeRequest, nr_segments)
+offsetof(struct blktap_ring_range_request, __pad) | 2 | offset_of!(RingRangeRequest, pad)
+offsetof(struct blktap_ring_range_request, flags) | 4 | offset_of!(RingRangeRequest, flags)
+offsetof(struct blktap_ring_range_request, id) | 8 | offset_of!(RingRangeRequest, id)
+offsetof(struct blktap_ring_range_request, sector_number) | 16 | offset_of!(RingRangeRequest, sector_number)
+offsetof(struct blktap_ring_range_request, nr_sectors) | 24 | offset_of!(RingRangeRequest, nr_sectors)
 sizeof(struct blktap_ring_response)           |    16 | size_of::<RingResponse>()
 offsetof(struct blktap_ring_response, id)     |     0 | offset_of!(RingResponse, id)
 offsetof(struct blktap_ring_response, operation) | 8 | offset_of!(RingResponse, operation)
@@ -93,6 +116,7 @@ offsetof(struct blktap_ring_response, status) |    10 | offset_of!(RingResponse,
 offsetof(struct blktap_ring_response, __pad2) |    12 | offset_of!(RingResponse, pad2)
 sizeof(union blktap_ring_entry)               |   112 | RING_ENTRY_SIZE
 offsetof(union blktap_ring_entry, req)        |     0 | -
+offsetof(union blktap_ring_entry, range)      |     0 | -
 offsetof(union blktap_ring_entry, rsp)        |     0 | -
 sizeof(struct blktap_sring)                   |  3648 | RING_HEADER_SIZE + RING_SIZE * RING_ENTRY_SIZE
 offsetof(struct blktap_sring, req_prod)       |     0 | shm.rs:REQ_PROD_OFFSET
@@ -103,6 +127,16 @@ offsetof(struct blktap_sring, msg)            |    16 | -
 offsetof(struct blktap_sring, __pad)          |    17 | -
 offsetof(struct blktap_sring, ring)           |    64 | RING_HEADER_SIZE
 offsetof(struct blktap_sring, ring[1])        |   176 | RING_HEADER_SIZE + RING_ENTRY_SIZE
+sizeof(struct blktap_features)                |    64 | size_of::<Features>()
+offsetof(struct blktap_features, size)        |     0 | offset_of!(Features, size)
+offsetof(struct blktap_features, version)     |     4 | offset_of!(Features, version)
+offsetof(struct blktap_features, features)    |     8 | offset_of!(Features, features)
+offsetof(struct blktap_features, supported)   |    16 | offset_of!(Features, supported)
+offsetof(struct blktap_features, discard_granularity) | 24 | offset_of!(Features, discard_granularity)
+offsetof(struct blktap_features, discard_alignment) | 28 | offset_of!(Features, discard_alignment)
+offsetof(struct blktap_features, max_discard_sectors) | 32 | offset_of!(Features, max_discard_sectors)
+offsetof(struct blktap_features, max_write_zeroes_sectors) | 36 | offset_of!(Features, max_write_zeroes_sectors)
+offsetof(struct blktap_features, __rsvd)      |    40 | offset_of!(Features, reserved)
 EOF
 )
 

@@ -557,7 +557,47 @@ case_emu_check() {
 }
 
 ALL_CASES="dom0_boot pv_blktapd pvh_blktapd pv_tapdisk pvh_tapdisk ext4_fsck fio_verify two_guests
-	shutdown_inflight destroy_inflight daemon_kill block_attach"
+	shutdown_inflight destroy_inflight daemon_kill block_attach flush_discard"
+
+# A blktapd tapdev with the features of issue 20 (blktap-ctl create --features all): blkback
+# advertises feature-flush-cache and feature-discard to the guest, whose disk has a write-back
+# cache and discard; the guest's fsyncs reach blktapd as flushes (the tap's counter), and its
+# fstrim, after removing a 32 MiB file, punches holes in the image (its block count in dom0).
+case_flush_discard() {
+	local name=g-trim img=/srv/g-trim.img domid be f0 f1 b0 b1 d1
+	img_new g-trim 128
+	create_tap blktapd "$img" blktap-ctl create --backend "file:$img" --features all \
+		--log "$CASEDIR/blktapd.log"
+	log "served $img with blktapd on $DEV, all features"
+	f0=$(tap_stat "$MINOR" flushes)
+	guest_start "$name" pv small 256 "xg.job=trim" "$DEV,xvda"
+	guest_wait "$name" 'XG: synced' 240
+	domid=$(guest_domid "$name")
+	be=/local/domain/0/backend/vbd/$domid/51712
+	log "blkback: feature-flush-cache=$(xenstore-read "$be/feature-flush-cache" 2>&1)" \
+		"feature-discard=$(xenstore-read "$be/feature-discard" 2>&1)" \
+		"discard-granularity=$(xenstore-read "$be/discard-granularity" 2>&1)"
+	[ "$(xenstore-read "$be/feature-flush-cache" 2>/dev/null)" = 1 ] ||
+		fail "blkback does not advertise feature-flush-cache for a tapdev with a write-back cache"
+	[ "$(xenstore-read "$be/feature-discard" 2>/dev/null)" = 1 ] ||
+		fail "blkback does not advertise feature-discard for a tapdev with discard"
+	f1=$(tap_stat "$MINOR" flushes)
+	[ "${f1:-0}" -gt "${f0:-0}" ] || fail "the guest's fsync sent no flush to blktapd (flushes ${f0:-0} -> ${f1:-0})"
+	b0=$(stat -c %b "$img")
+	log "guest synced 32 MiB: flushes ${f0:-0} -> $f1; image blocks $b0"
+	guest_end "$name" 240
+	[ "$(guest_data "$name" trim.write_cache)" = "write_back" ] ||
+		fail "the guest's xvda has write_cache $(guest_data "$name" trim.write_cache)"
+	[ "$(guest_data "$name" trim.discard_max_bytes)" != 0 ] || fail "the guest's xvda has no discard"
+	d1=$(tap_stat "$MINOR" discards)
+	b1=$(stat -c %b "$img")
+	log "guest fstrim: $(guest_data "$name" trim.fstrim); discards ${d1:-0}; image blocks $b0 -> $b1"
+	[ "${d1:-0}" -gt 0 ] || fail "the guest's fstrim sent no discard to blktapd"
+	[ "$b1" -le $((b0 - 24 * 2048)) ] || fail "fstrim of 32 MiB freed too little of $img: blocks $b0 -> $b1"
+	tap_destroy "$MINOR"
+	e2fsck -fn "$img" > "$CASEDIR/fsck.out" 2>&1 || { cat "$CASEDIR/fsck.out"; hard_fail "e2fsck of $img: not clean"; }
+	rm -f "$img"
+}
 
 # --- running cases ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@
 #   XG-RESULT: ok | fail WHY        the end of the job
 #
 # Command line (xg.* words; the kernel leaves unknown dotted words to us in /proc/cmdline):
-#   xg.job=pattern|ext4|fio|ioloop|hotplug   what to do (see the job_* functions)
+#   xg.job=pattern|ext4|fio|ioloop|hotplug|trim   what to do (see the job_* functions)
 #   xg.disks=xvda[:xvdb]                      disks to wait for before the job
 #   xg.in=MIB xg.out=MIB xg.len=MIB          pattern: the region dom0 wrote (read and hashed)
 #                                             and the region the guest writes, in MiB
@@ -176,6 +176,30 @@ job_fio() {
 	finish ok
 }
 
+# trim: what blkfront was offered (write cache, discard), then ext4 without the initial discard:
+# a 32 MiB file written and fsynced ("XG: synced", dom0 counts the flushes that reached its
+# daemon), removed, and fstrim (dom0 then finds the image's blocks freed).
+job_trim() {
+	dev=/dev/xvda
+	q=/sys/block/xvda/queue
+	queue_info xvda
+	echo "XG-DATA trim.write_cache=$(tr ' ' _ < "$q/write_cache") trim.discard_max_bytes=$(cat "$q/discard_max_bytes")"
+	mkfs.ext4 -q -F -E nodiscard "$dev" > /tmp/mkfs.out 2>&1 || fail "mkfs.ext4: $(cat /tmp/mkfs.out)"
+	mount -t ext4 "$dev" /mnt || fail "mount $dev"
+	dd if=/dev/urandom of=/mnt/big bs=1M count=32 conv=fsync 2>/tmp/dd.err || fail "writing /mnt/big: $(cat /tmp/dd.err)"
+	sync
+	echo "XG: synced"
+	# dom0 notes the image's block count now.
+	sleep 3
+	rm /mnt/big || fail "rm /mnt/big"
+	sync
+	out=$(fstrim -v /mnt 2>&1) || fail "fstrim: $out"
+	echo "XG-DATA trim.fstrim=$(echo "$out" | tr ' ' _)"
+	umount /mnt || fail "umount"
+	sync
+	finish ok
+}
+
 # ioloop: I/O in flight until dom0 ends the domain (xl shutdown, xl destroy) or kills the
 # daemon. Four writers and a reader of 64 KiB O_DIRECT blocks in a loop; the first failure and,
 # with xg.recover=1, the first success after it are printed. After recovery, the pattern job's
@@ -231,6 +255,6 @@ job_hotplug() {
 }
 
 case "$JOB" in
-pattern | ext4 | fio | ioloop | hotplug) "job_$JOB" ;;
+pattern | ext4 | fio | ioloop | hotplug | trim) "job_$JOB" ;;
 *) fail "unknown job '$JOB'" ;;
 esac

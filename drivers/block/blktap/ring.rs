@@ -19,13 +19,158 @@ use crate::{
     uapi::{
         Blktap2Params,
         DeviceInfo,
+        Features,
         RingResponse,
         DEVICE_RO,
+        FEATURES_SIZE_V1,
+        FEATURES_VERSION,
+        FEAT_DISCARD,
+        FEAT_FLUSH,
+        FEAT_FUA,
+        FEAT_WRITE_ZEROES,
+        MAX_DISCARD_GRANULARITY,
+        MAX_RANGE_SECTORS,
         NAME_MAX,
+        OP_DISCARD,
+        OP_FLUSH,
+        OP_WRITE_ZEROES,
         RING_SIZE,
         RSP_OKAY, //
     }, //
 };
+
+/// Every feature this module implements.
+pub(crate) const FEATURES_KNOWN: u64 = FEAT_FLUSH | FEAT_DISCARD | FEAT_FUA | FEAT_WRITE_ZEROES;
+
+/// Largest `Features::size` accepted (bytes past ours must be zero).
+pub(crate) const FEATURES_SIZE_MAX: u32 = 4096;
+
+/// What a daemon and the module agreed on (`IOCTL_NEGOTIATE`); all zero for a V-XS daemon.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Agreement {
+    /// `FEAT_*` bits agreed.
+    pub(crate) features: u64,
+    /// Discard granularity in bytes (0 without `FEAT_DISCARD`).
+    pub(crate) discard_granularity: u32,
+    /// Discard alignment in bytes.
+    pub(crate) discard_alignment: u32,
+    /// Largest discard in 512-byte sectors (0 without `FEAT_DISCARD`).
+    pub(crate) max_discard_sectors: u32,
+    /// Largest write-zeroes in 512-byte sectors (0 without `FEAT_WRITE_ZEROES`).
+    pub(crate) max_write_zeroes_sectors: u32,
+}
+
+/// Why a negotiation is refused (always `EINVAL` for the daemon, with this in the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Feature bits this module does not know: the daemon may retry without them.
+    Unknown(u64),
+    /// Any other bad value, described.
+    Bad(&'static str),
+}
+
+impl Agreement {
+    /// Whether `feature` was agreed.
+    pub(crate) fn has(&self, feature: u64) -> bool {
+        self.features & feature != 0
+    }
+
+    /// The agreement as written back to the daemon, with `supported`.
+    pub(crate) fn to_features(self, supported: u64) -> Features {
+        Features {
+            size: FEATURES_SIZE_V1,
+            version: FEATURES_VERSION,
+            features: self.features,
+            supported,
+            discard_granularity: self.discard_granularity,
+            discard_alignment: self.discard_alignment,
+            max_discard_sectors: self.max_discard_sectors,
+            max_write_zeroes_sectors: self.max_write_zeroes_sectors,
+            reserved: [0; 3],
+        }
+    }
+
+    /// Removes `features` (switched off by the administrator), with their limits.
+    pub(crate) fn without(mut self, features: u64) -> Self {
+        self.features &= !features;
+        if features & FEAT_FLUSH != 0 {
+            self.features &= !FEAT_FUA;
+        }
+        if !self.has(FEAT_DISCARD) {
+            self.discard_granularity = 0;
+            self.discard_alignment = 0;
+            self.max_discard_sectors = 0;
+        }
+        if !self.has(FEAT_WRITE_ZEROES) {
+            self.max_write_zeroes_sectors = 0;
+        }
+        self
+    }
+
+    /// Checks a negotiation request (whose `size` the caller checked, and whose bytes past ours
+    /// it found zero) and agrees on `wanted & supported`.
+    pub(crate) fn negotiate(req: &Features, supported: u64) -> Result<Self, Refusal> {
+        if req.version != FEATURES_VERSION {
+            return Err(Refusal::Bad("unknown version"));
+        }
+        let unknown = req.features & !FEATURES_KNOWN;
+        if unknown != 0 {
+            return Err(Refusal::Unknown(unknown));
+        }
+        let wanted = req.features;
+        if wanted & FEAT_FUA != 0 && wanted & FEAT_FLUSH == 0 {
+            return Err(Refusal::Bad("FUA without FLUSH"));
+        }
+        if req.reserved != [0; 3] {
+            return Err(Refusal::Bad("reserved words are not zero"));
+        }
+        let range = |n: u32| (1..=MAX_RANGE_SECTORS).contains(&n);
+        if wanted & FEAT_DISCARD != 0 {
+            let g = req.discard_granularity;
+            if !g.is_power_of_two() || !(512..=MAX_DISCARD_GRANULARITY).contains(&g) {
+                return Err(Refusal::Bad("discard granularity"));
+            }
+            if req.discard_alignment % 512 != 0 || req.discard_alignment >= g {
+                return Err(Refusal::Bad("discard alignment"));
+            }
+            if !range(req.max_discard_sectors)
+                || u64::from(req.max_discard_sectors) * 512 < u64::from(g)
+            {
+                return Err(Refusal::Bad("max discard sectors"));
+            }
+        } else if req.discard_granularity != 0
+            || req.discard_alignment != 0
+            || req.max_discard_sectors != 0
+        {
+            return Err(Refusal::Bad("discard limits without DISCARD"));
+        }
+        if wanted & FEAT_WRITE_ZEROES != 0 {
+            if !range(req.max_write_zeroes_sectors) {
+                return Err(Refusal::Bad("max write-zeroes sectors"));
+            }
+        } else if req.max_write_zeroes_sectors != 0 {
+            return Err(Refusal::Bad("write-zeroes limit without WRITE_ZEROES"));
+        }
+        let agreed = Self {
+            features: wanted,
+            discard_granularity: req.discard_granularity,
+            discard_alignment: req.discard_alignment,
+            max_discard_sectors: req.max_discard_sectors,
+            max_write_zeroes_sectors: req.max_write_zeroes_sectors,
+        };
+        Ok(agreed.without(!supported))
+    }
+}
+
+/// The feature an operation needs (`0` for READ and WRITE).
+pub(crate) fn feature_of(operation: u8) -> u64 {
+    match operation {
+        OP_FLUSH => FEAT_FLUSH,
+        OP_DISCARD => FEAT_DISCARD,
+        OP_WRITE_ZEROES => FEAT_WRITE_ZEROES,
+        _ => 0,
+    }
+}
 
 /// Sector size of the ring protocol: segments and sector numbers count 512-byte units.
 pub(crate) const SECTOR_SIZE: usize = 512;
@@ -305,6 +450,8 @@ pub(crate) struct DeviceConfig {
     pub(crate) physical_block_size: u32,
     /// Read-only disk.
     pub(crate) read_only: bool,
+    /// Features beyond V-XS agreed by the daemon that made the disk.
+    pub(crate) agreement: Agreement,
 }
 
 impl DeviceConfig {
@@ -327,6 +474,7 @@ impl DeviceConfig {
             // The block layer requires physical >= logical; V-XS does not check it.
             physical_block_size: pbs.max(lbs),
             read_only: info.flags & DEVICE_RO != 0,
+            agreement: Agreement::default(),
         })
     }
 
@@ -625,6 +773,124 @@ mod tests {
             ..ok
         });
         assert_eq!(ro.map(|c| c.read_only), Ok(true));
+    }
+
+    #[test]
+    fn negotiation() {
+        let all = FEATURES_KNOWN;
+        let want = Features {
+            size: FEATURES_SIZE_V1,
+            version: FEATURES_VERSION,
+            features: all,
+            discard_granularity: 4096,
+            discard_alignment: 0,
+            max_discard_sectors: 8192,
+            max_write_zeroes_sectors: 8192,
+            ..Default::default()
+        };
+        let a = Agreement::negotiate(&want, all).unwrap();
+        assert_eq!(a.features, all);
+        assert_eq!(a.max_discard_sectors, 8192);
+        // The intersection, with the limits of what is left out cleared.
+        let a = Agreement::negotiate(&want, FEAT_FLUSH | FEAT_FUA).unwrap();
+        assert_eq!(
+            a,
+            Agreement {
+                features: FEAT_FLUSH | FEAT_FUA,
+                ..Default::default()
+            }
+        );
+        let a = Agreement::negotiate(&want, all & !FEAT_FLUSH).unwrap();
+        assert_eq!(a.features, FEAT_DISCARD | FEAT_WRITE_ZEROES);
+        // Nothing asked: V-XS.
+        let none = Features {
+            features: 0,
+            discard_granularity: 0,
+            max_discard_sectors: 0,
+            max_write_zeroes_sectors: 0,
+            ..want
+        };
+        assert_eq!(Agreement::negotiate(&none, all), Ok(Agreement::default()));
+        assert_eq!(
+            Agreement::negotiate(
+                &Features {
+                    features: all | 0x100,
+                    ..want
+                },
+                all
+            ),
+            Err(Refusal::Unknown(0x100))
+        );
+        for bad in [
+            Features { version: 2, ..want },
+            Features {
+                features: FEAT_FUA,
+                ..none
+            },
+            Features {
+                reserved: [0, 1, 0],
+                ..want
+            },
+            Features {
+                discard_granularity: 0,
+                ..want
+            },
+            Features {
+                discard_granularity: 3000,
+                ..want
+            },
+            Features {
+                discard_granularity: 256,
+                ..want
+            },
+            Features {
+                discard_granularity: 1 << 31,
+                ..want
+            },
+            Features {
+                discard_alignment: 4096,
+                ..want
+            },
+            Features {
+                discard_alignment: 100,
+                ..want
+            },
+            Features {
+                max_discard_sectors: 0,
+                ..want
+            },
+            Features {
+                max_discard_sectors: 4,
+                ..want
+            },
+            Features {
+                max_discard_sectors: u32::MAX,
+                ..want
+            },
+            Features {
+                max_write_zeroes_sectors: 0,
+                ..want
+            },
+            Features {
+                max_write_zeroes_sectors: MAX_RANGE_SECTORS + 1,
+                ..want
+            },
+            Features {
+                max_discard_sectors: 8,
+                ..none
+            },
+            Features {
+                max_write_zeroes_sectors: 8,
+                ..none
+            },
+        ] {
+            assert!(matches!(
+                Agreement::negotiate(&bad, all),
+                Err(Refusal::Bad(_))
+            ));
+        }
+        assert_eq!(feature_of(OP_FLUSH), FEAT_FLUSH);
+        assert_eq!(feature_of(crate::uapi::OP_WRITE), 0);
     }
 
     #[test]

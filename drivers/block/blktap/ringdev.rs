@@ -20,19 +20,25 @@ use kernel::{
     }, //
 };
 
+use core::mem::size_of_val;
+
 use crate::{
     kernel_ext::chrdev::FileOps,
     registry,
     ring::{
         params_name,
-        DeviceConfig, //
+        DeviceConfig,
+        FEATURES_SIZE_MAX, //
     },
     tap::Tap,
     uapi::{
         Blktap2Params,
         DeviceInfo,
+        Features,
+        FEATURES_SIZE_V1,
         IOCTL_CREATE_DEVICE,
         IOCTL_CREATE_DEVICE_COMPAT,
+        IOCTL_NEGOTIATE,
         IOCTL_REMOVE_DEVICE,
         IOCTL_RESPOND, //
     },
@@ -46,6 +52,42 @@ fn read_user<T: FromBytes>(arg: usize) -> Result<T> {
     UserSlice::new(UserPtr::from_addr(arg), size_of::<T>())
         .reader()
         .read::<T>()
+}
+
+/// `NEGOTIATE`: reads the caller's `Features` (its `size` bytes: at least ours, at most
+/// `FEATURES_SIZE_MAX`, anything past ours zero), lets the tap agree, writes the answer back.
+fn negotiate(tap: &Tap, arg: usize) -> Result {
+    let size = read_user::<u32>(arg)?;
+    if !(FEATURES_SIZE_V1..=FEATURES_SIZE_MAX).contains(&size) {
+        pr_warn!(
+            "blktap: NEGOTIATE refused: size {} (this module's is {})\n",
+            size,
+            FEATURES_SIZE_V1
+        );
+        return Err(EINVAL);
+    }
+    let mut reader = UserSlice::new(UserPtr::from_addr(arg), size as usize).reader();
+    let req = reader.read::<Features>()?;
+    let mut rest = [0u8; 64];
+    while !reader.is_empty() {
+        let n = reader.len().min(rest.len());
+        reader.read_slice(&mut rest[..n])?;
+        if rest[..n].iter().any(|&b| b != 0) {
+            pr_warn!("blktap: NEGOTIATE refused: non-zero bytes past the module's struct\n");
+            return Err(EINVAL);
+        }
+    }
+    let mut writer = UserSlice::new(UserPtr::from_addr(arg), size_of_val(&req)).writer();
+    match tap.negotiate(&req) {
+        Ok((answer, undo)) => writer
+            .write(&answer)
+            .inspect_err(|_| tap.undo_negotiation(undo)),
+        Err((e, Some(answer))) => {
+            writer.write(&answer)?;
+            Err(e)
+        }
+        Err((e, None)) => Err(e),
+    }
 }
 
 impl FileOps for RingFile {
@@ -82,6 +124,7 @@ impl FileOps for RingFile {
                 Tap::create_device(tap, config, Some(params_name(&params)))?
             }
             IOCTL_REMOVE_DEVICE => tap.remove_device()?,
+            IOCTL_NEGOTIATE => negotiate(&tap, arg)?,
             _ => return Err(ENOTTY),
         }
         Ok(0)

@@ -16,6 +16,10 @@ use crate::{
     },
     registry,
     tap::Tap,
+    uapi::{
+        FEAT_DISCARD,
+        FEAT_WRITE_ZEROES, //
+    },
 };
 
 fn fmt_err(_: core::fmt::Error) -> Error {
@@ -28,6 +32,15 @@ fn parse_int(input: &[u8]) -> Result<i32> {
     s.trim().parse::<i32>().map_err(|_| EINVAL)
 }
 
+/// Parses `0` or `1`.
+fn parse_switch(input: &[u8]) -> Result<bool> {
+    match parse_int(input)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(EINVAL),
+    }
+}
+
 impl Attributes for Tap {
     const DEVICE_ATTRS: &'static [(&'static CStr, u16)] = &[
         (c"name", 0o644),
@@ -37,6 +50,8 @@ impl Attributes for Tap {
         (c"timeout", 0o644),
         (c"abort", 0o200),
         (c"recovery", 0o644),
+        (c"discard", 0o644),
+        (c"write_zeroes", 0o644),
     ];
     const CLASS_ATTRS: &'static [(&'static CStr, u16)] =
         &[(c"verbosity", 0o644), (c"devices", 0o444)];
@@ -52,6 +67,13 @@ impl Attributes for Tap {
             b"pool" => tap.show_pool(out).map_err(fmt_err),
             b"timeout" => writeln!(out, "{}", tap.timeout_secs()).map_err(fmt_err),
             b"recovery" => writeln!(out, "{}", tap.recovery_secs()).map_err(fmt_err),
+            b"discard" => {
+                writeln!(out, "{}", u8::from(tap.offered() & FEAT_DISCARD != 0)).map_err(fmt_err)
+            }
+            b"write_zeroes" => {
+                writeln!(out, "{}", u8::from(tap.offered() & FEAT_WRITE_ZEROES != 0))
+                    .map_err(fmt_err)
+            }
             _ => Err(EINVAL),
         }
     }
@@ -68,6 +90,8 @@ impl Attributes for Tap {
                 tap.set_recovery_secs(u32::try_from(parse_int(input)?).map_err(|_| EINVAL)?);
                 Ok(())
             }
+            b"discard" => tap.switch_feature(FEAT_DISCARD, parse_switch(input)?),
+            b"write_zeroes" => tap.switch_feature(FEAT_WRITE_ZEROES, parse_switch(input)?),
             // Any write aborts ("1" by convention).
             b"abort" => tap.abort(),
             _ => Err(EINVAL),

@@ -61,11 +61,19 @@ use crate::{
     },
     ring::{
         checked_name,
+        Agreement,
         DeviceConfig,
         DiskName,
-        Slots, //
+        Refusal,
+        Slots,
+        FEATURES_KNOWN, //
     },
     uapi::{
+        Features,
+        FEAT_DISCARD,
+        FEAT_FLUSH,
+        FEAT_FUA,
+        FEAT_WRITE_ZEROES,
         RING_SIZE,
         SEGMENT_MAX, //
     },
@@ -116,6 +124,14 @@ pub(crate) struct Stats {
     pub(crate) wakeups: u64,
     /// Polls that sent requests (batches sent).
     pub(crate) dispatches: u64,
+    /// Flush requests sent.
+    pub(crate) flushes: u64,
+    /// Writes sent with `REQ_FUA`.
+    pub(crate) fua_writes: u64,
+    /// Discard requests sent.
+    pub(crate) discards: u64,
+    /// Write-zeroes requests sent.
+    pub(crate) write_zeroes: u64,
     /// `RESPOND` calls that consumed responses (batches answered).
     pub(crate) responds: u64,
 }
@@ -146,6 +162,9 @@ struct Io {
     /// The daemon of the current ring has made or found the disk (`CREATE_DEVICE`): it has its
     /// image open and can take requests. Until then, held requests stay held.
     ring_ready: bool,
+    /// `FEAT_*` whose operations may be sent to the current ring: those its daemon agreed on
+    /// for the disk (minus any the administrator switched off since). `0`: V-XS.
+    ops_allowed: u64,
     stats: Stats,
 }
 
@@ -165,6 +184,24 @@ struct Ctl {
     freed: bool,
     /// A `CREATE_DEVICE` is making the disk (without `ctl` held).
     creating: bool,
+    /// What the daemon of the current mapping negotiated (`IOCTL_NEGOTIATE`), if it did.
+    session: Option<Agreement>,
+    /// Mappings of the ring so far: the current one's number identifies its session (a new
+    /// mapping at the same address is another session).
+    sessions: u64,
+    /// The session whose daemon made the disk.
+    disk_session: u64,
+    /// `FEAT_*` the administrator switched off for this tap (sysfs `discard`,
+    /// `write_zeroes`): never offered, and taken off a live disk.
+    switched_off: u64,
+}
+
+/// What [`Tap::undo_negotiation`] restores.
+pub(crate) struct Undo {
+    /// The session that negotiated.
+    sessions: u64,
+    /// Its agreement before.
+    previous: Option<Agreement>,
 }
 
 /// Proof that the caller holds [`Tap::disk_change`].
@@ -247,6 +284,10 @@ impl Tap {
                     pool,
                     freed: false,
                     creating: false,
+                    session: None,
+                    sessions: 0,
+                    disk_session: 0,
+                    switched_off: 0,
                 }),
                 io <- new_spinlock!(Io {
                     ring: None,
@@ -260,6 +301,7 @@ impl Tap {
                     poisoned: None,
                     recovery: Recovery::new(),
                     ring_ready: false,
+                    ops_allowed: 0,
                     stats: Stats::default(),
                 }),
                 dispatch <- new_mutex!(()),
@@ -335,7 +377,11 @@ impl Tap {
         let id = shm.map(vma, Arc::from(this))?;
         let shm: Arc<SharedRing> = shm.into();
         ctl.mapping = Some(id);
+        // A new daemon has agreed on nothing yet: V-XS until it negotiates.
+        ctl.session = None;
+        ctl.sessions += 1;
         let mut io = this.io.lock();
+        io.ops_allowed = 0;
         io.ring = Some(Ring {
             shm,
             owner: task::current_task(),
@@ -442,20 +488,35 @@ impl Tap {
         let mapping = {
             let mut ctl = this.ctl.lock();
             Self::check_owner(&ctl)?;
-            if ctl.disk.is_some() {
+            if let Some(disk) = ctl.config.map(|c| c.agreement) {
                 // A new daemon finding the disk of its predecessor (tapdisk and blktapd go on
-                // on EEXIST): it is ready for the requests held for it.
+                // on EEXIST): it is ready for the requests held for it, if it agreed on the
+                // disk's features (a V-XS daemon must never be sent an op it does not know).
+                let session = ctl.session.unwrap_or_default();
+                if session != disk {
+                    pr_warn!(
+                        "{}: the daemon agreed on features {:#x}, the disk has {:#x} (and \
+                         limits): refusing it\n",
+                        DiskName::new(this.minor),
+                        session.features,
+                        disk.features
+                    );
+                    return Err(EINVAL);
+                }
+                this.io.lock().ops_allowed = disk.features;
                 this.ring_ready();
                 return Err(EEXIST);
             }
             ctl.creating = true;
-            ctl.mapping
+            (ctl.mapping, ctl.sessions, ctl.session.unwrap_or_default())
         };
+        let (mapping, session, agreement) = mapping;
+        let config = config.map(|c| DeviceConfig { agreement, ..c });
         let created = Self::new_disk(this, config, name);
         let mut ctl = this.ctl.lock();
         ctl.creating = false;
         let (disk, config, name) = created?;
-        if ctl.mapping != mapping || ctl.freed {
+        if ctl.mapping != mapping || ctl.sessions != session || ctl.freed {
             // The daemon unmapped the ring meanwhile: nothing may remain of the disk. It is
             // deleted without `ctl` held, still under `disk_change`. Requests it already
             // queued (udev probes it at once) may sit on a ring mapped since: `del_gendisk`
@@ -475,17 +536,20 @@ impl Tap {
         }
         ctl.disk = Some(disk);
         ctl.config = Some(config);
+        ctl.disk_session = session;
+        this.io.lock().ops_allowed = config.agreement.features;
         this.ring_ready();
         if let Some(name) = name {
             ctl.name = name;
         }
         pr_info!(
-            "{}: sector-size: {}/{} capacity: {}{}\n",
+            "{}: sector-size: {}/{} capacity: {}{} features: {:#x}\n",
             DiskName::new(this.minor),
             config.logical_block_size,
             config.physical_block_size,
             config.capacity,
-            if config.read_only { " read-only" } else { "" }
+            if config.read_only { " read-only" } else { "" },
+            config.agreement.features
         );
         Ok(())
     }
@@ -519,10 +583,21 @@ impl Tap {
             max_hw_sectors: (SEGMENT_MAX * kernel::page::PAGE_SIZE / 512) as u32,
             queue_depth: RING_SIZE as u32,
             read_only: config.read_only,
+            write_cache: config.agreement.has(FEAT_FLUSH),
+            fua: config.agreement.has(FEAT_FUA),
+            max_discard_sectors: config.agreement.max_discard_sectors,
+            discard_granularity: config.agreement.discard_granularity,
+            discard_alignment: config.agreement.discard_alignment,
+            max_write_zeroes_sectors: config.agreement.max_write_zeroes_sectors,
             timer_interval_ms: TIMER_INTERVAL_MS,
         };
-        // Live before the disk is added: udev may read it at once.
-        this.io.lock().disk_live = true;
+        // Live before the disk is added: udev may read it at once. Its operations may go to
+        // this ring from the start too (an opener may flush at once).
+        {
+            let mut io = this.io.lock();
+            io.disk_live = true;
+            io.ops_allowed = config.agreement.features;
+        }
         match GenDisk::new(
             fmt!("{}", DiskName::new(this.minor)),
             &params,
@@ -530,10 +605,128 @@ impl Tap {
         ) {
             Ok(disk) => Ok((disk, config, name)),
             Err(e) => {
-                this.io.lock().disk_live = false;
+                let mut io = this.io.lock();
+                io.disk_live = false;
+                io.ops_allowed = 0;
                 Err(e)
             }
         }
+    }
+
+    /// `NEGOTIATE`: agrees with the ring's daemon on the features beyond V-XS that its disk
+    /// will have (see `include/uapi/linux/blktap.h`). On refusal, `EINVAL`, with a log line;
+    /// for unknown feature bits only, the answer to write back too (the supported set).
+    pub(crate) fn negotiate(
+        &self,
+        req: &Features,
+    ) -> Result<(Features, Undo), (Error, Option<Features>)> {
+        let mut ctl = self.ctl.lock();
+        Self::check_owner(&ctl).map_err(|e| (e, None))?;
+        let supported = FEATURES_KNOWN & !ctl.switched_off;
+        let refuse = |why: &str,
+                      answer: Option<Features>|
+         -> Result<(Features, Undo), (Error, Option<Features>)> {
+            pr_warn!(
+                "{}: NEGOTIATE refused: {} (pid {})\n",
+                DiskName::new(self.minor),
+                why,
+                task::current_pid()
+            );
+            Err((EINVAL, answer))
+        };
+        if ctl.disk.is_some() && ctl.disk_session == ctl.sessions {
+            return refuse("the disk exists already", None);
+        }
+        let agreed = match Agreement::negotiate(req, supported) {
+            Ok(a) => a,
+            Err(Refusal::Unknown(bits)) => {
+                pr_warn!(
+                    "{}: NEGOTIATE: unknown feature bits {:#x}\n",
+                    DiskName::new(self.minor),
+                    bits
+                );
+                return refuse(
+                    "unknown feature bits",
+                    Some(Agreement::default().to_features(supported)),
+                );
+            }
+            Err(Refusal::Bad(why)) => return refuse(why, None),
+        };
+        if let Some(disk) = ctl.config.map(|c| c.agreement) {
+            // A new daemon for an existing disk (recovery): the disk's features cannot change.
+            if agreed != disk {
+                return refuse("the existing disk has other features or limits", None);
+            }
+        }
+        let undo = Undo {
+            sessions: ctl.sessions,
+            previous: ctl.session.replace(agreed),
+        };
+        pr_info!(
+            "{}: negotiated features {:#x} (asked {:#x}, supported {:#x})\n",
+            DiskName::new(self.minor),
+            agreed.features,
+            req.features,
+            supported
+        );
+        Ok((agreed.to_features(supported), undo))
+    }
+
+    /// Takes back a negotiation whose answer could not be written to the daemon (`EFAULT`):
+    /// the daemon must not get a disk with features it does not know it agreed on.
+    pub(crate) fn undo_negotiation(&self, undo: Undo) {
+        let mut ctl = self.ctl.lock();
+        let made_disk = ctl.disk.is_some() && ctl.disk_session == ctl.sessions;
+        if ctl.sessions == undo.sessions && !made_disk {
+            ctl.session = undo.previous;
+        }
+    }
+
+    /// The `FEAT_*` bits the administrator has not switched off.
+    pub(crate) fn offered(&self) -> u64 {
+        FEATURES_KNOWN & !self.ctl.lock().switched_off
+    }
+
+    /// Switches `feature` (`FEAT_DISCARD` or `FEAT_WRITE_ZEROES`) on or off for this tap. Off
+    /// also takes it off a live disk: its queue stops advertising it and no such request is
+    /// sent any more. On applies from the next negotiation.
+    ///
+    /// The queue update freezes the queue, which waits for the requests in flight: it runs with
+    /// no tap lock held (their `RESPOND` takes `ctl`; `disk_change` would hold up removals and
+    /// `FREE_TAP` behind a stuck daemon), on a counted reference to the disk, which keeps its
+    /// queue alive should the disk be removed meanwhile.
+    pub(crate) fn switch_feature(&self, feature: u64, on: bool) -> Result {
+        let live = {
+            let mut ctl = self.ctl.lock();
+            if on {
+                ctl.switched_off &= !feature;
+                return Ok(());
+            }
+            ctl.switched_off |= feature;
+            if let Some(s) = ctl.session.as_mut() {
+                *s = s.without(feature);
+            }
+            let Some(config) = ctl.config.as_mut() else {
+                return Ok(());
+            };
+            if !config.agreement.has(feature) {
+                return Ok(());
+            }
+            config.agreement = config.agreement.without(feature);
+            self.io.lock().ops_allowed &= !feature;
+            ctl.disk.as_ref().map(|d| d.handle())
+        };
+        if let Some(disk) = live {
+            let discard = feature & FEAT_DISCARD != 0;
+            disk.clear_limits(discard, feature & FEAT_WRITE_ZEROES != 0)?;
+            let what = if discard { "discard" } else { "write-zeroes" };
+            pr_info!(
+                "{}: {} switched off by the administrator\n",
+                DiskName::new(self.minor),
+                what
+            );
+        }
+        Ok(())
     }
 
     /// `REMOVE_DEVICE`: removes the disk unless it is open (`EBUSY`).

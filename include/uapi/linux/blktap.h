@@ -25,6 +25,11 @@
 #define BLKTAP_IOCTL_CREATE_DEVICE_COMPAT	202	/* arg: struct blktap2_params * (in) */
 #define BLKTAP_IOCTL_REMOVE_DEVICE		207	/* no arg; EBUSY while the disk is open */
 #define BLKTAP_IOCTL_CREATE_DEVICE		208	/* arg: struct blktap_device_info * (in) */
+/*
+ * blktap-rs extension, opt-in: agree on features beyond V-XS before the disk exists (see
+ * struct blktap_features). No driver variant used 209. A daemon that never calls it sees V-XS.
+ */
+#define BLKTAP_IOCTL_NEGOTIATE			209	/* arg: struct blktap_features * (in/out) */
 
 /* Number of taps (and so of minors) the driver supports. */
 #define BLKTAP_MAX_DEVICES			16384
@@ -66,6 +71,14 @@ struct blktap2_params {
 
 #define BLKTAP_OP_READ				0
 #define BLKTAP_OP_WRITE				1
+/* Only sent once negotiated (BLKTAP_IOCTL_NEGOTIATE); 2 and 3 are V-DS/V-OXT's FLUSH and TRIM. */
+#define BLKTAP_OP_FLUSH				2	/* no segments, sector_number 0 */
+#define BLKTAP_OP_DISCARD			3	/* struct blktap_ring_range_request */
+#define BLKTAP_OP_WRITE_ZEROES			5	/* struct blktap_ring_range_request */
+
+/* blktap_ring_request.flags and blktap_ring_range_request.flags (0 unless negotiated). */
+#define BLKTAP_REQ_FUA				0x1	/* durable before the response (FEAT_FUA) */
+#define BLKTAP_REQ_NOUNMAP			0x2	/* WRITE_ZEROES: keep the range allocated */
 
 #define BLKTAP_RSP_EOPNOTSUPP			(-2)
 #define BLKTAP_RSP_ERROR			(-1)
@@ -82,12 +95,26 @@ struct blktap_segment {
 /* A request as the kernel writes it: 112 bytes. */
 struct blktap_ring_request {
 	__u8 operation;		/* BLKTAP_OP_READ or BLKTAP_OP_WRITE */
-	__u8 nr_segments;	/* 1 .. BLKTAP_SEGMENT_MAX */
+	__u8 nr_segments;	/* 1 .. BLKTAP_SEGMENT_MAX (0 for BLKTAP_OP_FLUSH) */
 	__u16 __pad;
-	__u32 __pad2;
+	__u32 flags;		/* BLKTAP_REQ_FUA on writes if negotiated; otherwise 0 (V-XS hole) */
 	__u64 id;		/* ring slot 0 .. BLKTAP_RING_SIZE - 1; selects the data pages */
 	__u64 sector_number;	/* in 512-byte units, whatever the logical block size */
 	struct blktap_segment seg[BLKTAP_SEGMENT_MAX];
+};
+
+/*
+ * A BLKTAP_OP_DISCARD or BLKTAP_OP_WRITE_ZEROES request, in the same slot (V-DS's TRIM layout:
+ * the sector count at offset 24); the rest of the slot is zero. No data pages are used.
+ */
+struct blktap_ring_range_request {
+	__u8 operation;		/* BLKTAP_OP_DISCARD or BLKTAP_OP_WRITE_ZEROES */
+	__u8 nr_segments;	/* 0 */
+	__u16 __pad;
+	__u32 flags;		/* BLKTAP_REQ_FUA, BLKTAP_REQ_NOUNMAP */
+	__u64 id;		/* ring slot 0 .. BLKTAP_RING_SIZE - 1 */
+	__u64 sector_number;	/* first 512-byte sector */
+	__u64 nr_sectors;	/* 512-byte sectors, 1 .. the negotiated maximum */
 };
 
 /* A response as the daemon writes it, in the slot of response index mod BLKTAP_RING_SIZE. */
@@ -101,6 +128,7 @@ struct blktap_ring_response {
 
 union blktap_ring_entry {
 	struct blktap_ring_request req;
+	struct blktap_ring_range_request range;
 	struct blktap_ring_response rsp;
 };
 
@@ -113,6 +141,57 @@ struct blktap_sring {
 	__u8 msg;		/* message byte, unused by this ABI variant */
 	__u8 __pad[47];
 	union blktap_ring_entry ring[BLKTAP_RING_SIZE];
+};
+
+/*
+ * Feature negotiation (blktap-rs; not in any older driver variant).
+ *
+ * BLKTAP_IOCTL_NEGOTIATE on the mapped ring, before CREATE_DEVICE: the daemon sets size,
+ * version, the features it wants and the limits of those it wants (zero for the others; the
+ * reserved words zero). The module answers with size (its own struct size), supported (what
+ * this tap may use: the module's features minus those the administrator switched off) and
+ * features = wanted & supported, and keeps that agreement for the disk the same session then
+ * creates. Only agreed ops reach the daemon; a daemon that never negotiates gets V-XS.
+ *
+ * EINVAL (and a kernel log line) for: a size below BLKTAP_FEATURES_SIZE_V1 or above 4096, or
+ * non-zero bytes past the module's struct; a version other than 1; unknown feature bits (the
+ * module has then written size and supported, so that a newer daemon can retry with
+ * wanted & supported); FUA without FLUSH; a limit that is out of range, or non-zero for a
+ * feature not wanted; non-zero reserved words; a second negotiation once the session's disk
+ * exists. A new daemon taking over an existing disk (recovery) must ask for exactly the disk's
+ * features and limits, else EINVAL.
+ *
+ * The feature bits are those of V-DS/V-OXT's device-info flags where they exist (FLUSH 0x4,
+ * TRIM 0x8); 0x1 (RO), 0x2 (PSZ) and 0x10 (TRIM_RZ) stay unused so as not to mean two things.
+ */
+#define BLKTAP_FEATURES_VERSION			1
+#define BLKTAP_FEATURES_SIZE_V1			64	/* sizeof(struct blktap_features), version 1 */
+
+#define BLKTAP_FEAT_FLUSH			0x4	/* volatile write cache: BLKTAP_OP_FLUSH */
+#define BLKTAP_FEAT_DISCARD			0x8	/* BLKTAP_OP_DISCARD */
+#define BLKTAP_FEAT_FUA				0x20	/* BLKTAP_REQ_FUA on writes; needs FLUSH */
+#define BLKTAP_FEAT_WRITE_ZEROES		0x40	/* BLKTAP_OP_WRITE_ZEROES */
+
+/* Largest max_discard_sectors / max_write_zeroes_sectors: the most one bio carries (4 GiB - 512). */
+#define BLKTAP_MAX_RANGE_SECTORS		0x7fffff
+/* Largest discard_granularity in bytes (a power of two, at least 512). */
+#define BLKTAP_MAX_DISCARD_GRANULARITY		0x40000000
+
+/* Argument of BLKTAP_IOCTL_NEGOTIATE: 64 bytes in version 1. */
+struct blktap_features {
+	__u32 size;			/* in: sizeof as the caller knows it; out: the module's */
+	__u32 version;			/* BLKTAP_FEATURES_VERSION */
+	__u64 features;			/* in: BLKTAP_FEAT_* wanted; out: agreed (wanted & supported) */
+	__u64 supported;		/* out: BLKTAP_FEAT_* this tap supports; in: ignored */
+	__u32 discard_granularity;	/* bytes, power of two in [512, MAX_DISCARD_GRANULARITY] */
+	__u32 discard_alignment;	/* bytes, multiple of 512, below discard_granularity */
+	__u32 max_discard_sectors;	/* 512-byte sectors per request, in [1, MAX_RANGE_SECTORS] */
+	__u32 max_write_zeroes_sectors;	/* 512-byte sectors per request, same range */
+	/*
+	 * Zero. Reserved for larger requests and deeper rings (issue 22: segments per request,
+	 * ring pages), which will come with feature bits of their own.
+	 */
+	__u64 __rsvd[3];
 };
 
 #endif /* _UAPI_LINUX_BLKTAP_H */

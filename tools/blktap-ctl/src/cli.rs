@@ -125,6 +125,15 @@ pub struct CreateArgs {
     #[arg(long, value_name = "BYTES")]
     pub sector_size: Option<u32>,
 
+    /// Features beyond V-XS for blktapd to negotiate (its `--features`): a comma-separated
+    /// list of flush, fua, discard, write-zeroes, all. Without it the disk is plain V-XS.
+    #[arg(long, value_name = "LIST")]
+    pub features: Option<String>,
+
+    /// Discard granularity in bytes, passed to blktapd (with discard).
+    #[arg(long, value_name = "BYTES")]
+    pub discard_granularity: Option<u32>,
+
     /// Request timeout of the tap, passed to blktapd (its `--timeout`): a request that waits
     /// SECS seconds for the daemon fails with EIO, and so does every later one until the
     /// daemon is restarted; 0: never.

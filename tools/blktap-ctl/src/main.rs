@@ -253,6 +253,12 @@ fn start_daemon(
     if let Some(s) = args.sector_size {
         cmd.arg("--sector-size").arg(s.to_string());
     }
+    if let Some(f) = &args.features {
+        cmd.arg("--features").arg(f);
+    }
+    if let Some(g) = args.discard_granularity {
+        cmd.arg("--discard-granularity").arg(g.to_string());
+    }
     if let Some(l) = &args.log {
         cmd.arg("--log").arg(l);
     }

@@ -56,11 +56,20 @@ impl Backend {
             return RSP_ERROR;
         }
         let mut off = range.start as usize;
+        match req.op {
+            blktap::ring::Op::Flush => return RSP_OKAY,
+            blktap::ring::Op::Discard | blktap::ring::Op::WriteZeroes => {
+                self.disk[off..range.end as usize].fill(0);
+                return RSP_OKAY;
+            }
+            _ => {}
+        }
         for b in req.buffers(mem) {
             let len = b.len();
-            match req.op {
-                blktap::ring::Op::Read => b.copy_from_slice(&self.disk[off..off + len]),
-                blktap::ring::Op::Write => b.copy_to_slice(&mut self.disk[off..off + len]),
+            if req.op == blktap::ring::Op::Read {
+                b.copy_from_slice(&self.disk[off..off + len]);
+            } else {
+                b.copy_to_slice(&mut self.disk[off..off + len]);
             }
             off += len;
         }

@@ -3,13 +3,15 @@
 //! Part one probes every argument class once and asserts the documented errno: bad, kernel,
 //! non-canonical, read-only and truncated pointers (a struct ending in an unmapped page),
 //! out-of-range and truncated minors, unknown commands, every `blktap_device_info` field at
-//! and beyond its limits, mmap with wrong lengths, offsets, `MAP_PRIVATE` and `PROT_EXEC`,
+//! and beyond its limits, `NEGOTIATE` with every pointer class and 400 `blktap_features` with
+//! fields at and beyond their limits, mmap with wrong lengths, offsets, `MAP_PRIVATE` and `PROT_EXEC`,
 //! partial munmap, mprotect, mremap and madvise on the ring, `fork` of the mapping process,
 //! and processes racing to open and to map one ring.
 //!
 //! Part two is a seeded random walk over a model of a few taps: allocate, free, open, close,
 //! map (with good and bad arguments), unmap (whole or partial), the ring ioctls with random
-//! arguments, opening, reading and closing the disk, and ioctls from a forked child. The model
+//! arguments (`NEGOTIATE` included: the session's agreement, the disk's, and who made it are in
+//! the model), opening, reading and closing the disk, and ioctls from a forked child. The model
 //! predicts the result of every step from the design; any difference stops the walk and is
 //! reported with the seed and the steps that led to it.
 
@@ -373,6 +375,7 @@ fn unknown_cmd(rng: &mut Rng) -> u32 {
             uapi::IOCTL_CREATE_DEVICE_COMPAT,
             uapi::IOCTL_REMOVE_DEVICE,
             uapi::IOCTL_CREATE_DEVICE,
+            uapi::IOCTL_NEGOTIATE,
             2, // FIGETBSZ
         ];
         if !known.contains(&cmd) && ![0x54, 0x58, 0x66, 0x94, 0x15].contains(&ty) {
@@ -638,6 +641,7 @@ fn probes_ring(
         e,
         libc::EBUSY,
     );
+    probes_negotiate(t, raw, arena, rng);
     let intact = |t: &mut Ktap, after: &str| {
         let hdr = map.memory().header();
         let maps = maps_lookup(map.addr as usize, map.addr as usize + MMAP_SIZE);
@@ -982,6 +986,160 @@ fn probe_map_race(t: &mut Ktap, path: &Path) {
     );
 }
 
+/// The bytes of a `struct blktap_features` followed by `extra` zero bytes (the last one `1`
+/// if `dirty`), cut to at most a page.
+fn features_bytes(f: &uapi::Features, extra: usize, dirty: bool) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 + extra);
+    b.extend_from_slice(&f.size.to_ne_bytes());
+    b.extend_from_slice(&f.version.to_ne_bytes());
+    b.extend_from_slice(&f.features.to_ne_bytes());
+    b.extend_from_slice(&f.supported.to_ne_bytes());
+    for v in [
+        f.discard_granularity,
+        f.discard_alignment,
+        f.max_discard_sectors,
+        f.max_write_zeroes_sectors,
+    ] {
+        b.extend_from_slice(&v.to_ne_bytes());
+    }
+    for r in f.rsvd {
+        b.extend_from_slice(&r.to_ne_bytes());
+    }
+    b.resize((64 + extra).min(PAGE_SIZE), 0);
+    if dirty && extra > 0 {
+        *b.last_mut().unwrap() = 1;
+    }
+    b
+}
+
+/// What NEGOTIATE returns for `f` on a mapped ring without a disk, by the documented rules
+/// (`dirty`: a non-zero byte past the first 64).
+fn negotiate_want(f: &uapi::Features, dirty: bool) -> i32 {
+    use uapi::{FEATURES_ALL, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_WRITE_ZEROES};
+    let max = uapi::MAX_RANGE_SECTORS;
+    let ok = (64..=4096).contains(&f.size)
+        && !(dirty && f.size > 64)
+        && f.version == 1
+        && f.features & !FEATURES_ALL == 0
+        && (f.features & FEAT_FUA == 0 || f.features & FEAT_FLUSH != 0)
+        && f.rsvd == [0; 3]
+        && if f.features & FEAT_DISCARD != 0 {
+            let g = f.discard_granularity;
+            g.is_power_of_two()
+                && (512..=uapi::MAX_DISCARD_GRANULARITY).contains(&g)
+                && f.discard_alignment % 512 == 0
+                && f.discard_alignment < g
+                && (1..=max).contains(&f.max_discard_sectors)
+                && u64::from(f.max_discard_sectors) * 512 >= u64::from(g)
+        } else {
+            f.discard_granularity == 0 && f.discard_alignment == 0 && f.max_discard_sectors == 0
+        }
+        && if f.features & FEAT_WRITE_ZEROES != 0 {
+            (1..=max).contains(&f.max_write_zeroes_sectors)
+        } else {
+            f.max_write_zeroes_sectors == 0
+        };
+    if ok {
+        0
+    } else {
+        libc::EINVAL
+    }
+}
+
+/// NEGOTIATE on the mapped ring `raw` (no disk): every unreadable pointer is EFAULT, so is an
+/// answer that cannot be written back; then 400 requests with fields at and beyond their limits
+/// give what the documented rules predict; a last one agrees on nothing (V-XS again).
+fn probes_negotiate(t: &mut Ktap, raw: RawFd, arena: &Arena, rng: &mut Rng) {
+    use uapi::{Features, FEATURES_ALL};
+    let good = Features {
+        discard_granularity: 4096,
+        max_discard_sectors: 8192,
+        max_write_zeroes_sectors: 8192,
+        ..Features::request(FEATURES_ALL)
+    };
+    for p in PTRS.iter().filter(|&&p| !readable(p) || p == Ptr::ReadOnly) {
+        let arg = arena.ptr(*p, &features_bytes(&good, 0, false));
+        errno_check(
+            t,
+            &format!("fuzz: NEGOTIATE with a {p:?} pointer is EFAULT"),
+            ioctl(raw, uapi::IOCTL_NEGOTIATE, arg),
+            libc::EFAULT,
+        );
+    }
+    let mut bad = Vec::new();
+    let n = 400;
+    for _ in 0..n {
+        let pick32 = |rng: &mut Rng, v: &[u32]| *rng.pick(v);
+        let mut f = good;
+        f.size = pick32(
+            rng,
+            &[64, 64, 64, 64, 0, 8, 63, 65, 72, 128, 4096, 4097, u32::MAX],
+        );
+        f.version = pick32(rng, &[1, 1, 1, 1, 1, 0, 2, u32::MAX]);
+        f.features = match rng.below(6) {
+            0 => rng.next_u64(),
+            1 => rng.next_u64() & FEATURES_ALL,
+            2 => FEATURES_ALL,
+            3 => 0,
+            4 => 1u64 << rng.below(64),
+            _ => FEATURES_ALL & !uapi::FEAT_FLUSH,
+        };
+        let limit = |rng: &mut Rng| -> u32 {
+            *rng.pick(&[
+                0,
+                1,
+                8,
+                8192,
+                uapi::MAX_RANGE_SECTORS,
+                uapi::MAX_RANGE_SECTORS + 1,
+                u32::MAX,
+            ])
+        };
+        if rng.chance(50) {
+            f.discard_granularity =
+                pick32(rng, &[0, 256, 512, 3000, 4096, 1 << 20, 1 << 30, 1 << 31]);
+            f.discard_alignment = pick32(rng, &[0, 0, 100, 512, 4096, 1 << 20]);
+            f.max_discard_sectors = limit(rng);
+            f.max_write_zeroes_sectors = limit(rng);
+        }
+        if rng.chance(10) {
+            f.rsvd[rng.below(3) as usize] = rng.next_u64() | 1;
+        }
+        if f.features & uapi::FEAT_DISCARD == 0 && rng.chance(70) {
+            f.discard_granularity = 0;
+            f.discard_alignment = 0;
+            f.max_discard_sectors = 0;
+        }
+        if f.features & uapi::FEAT_WRITE_ZEROES == 0 && rng.chance(70) {
+            f.max_write_zeroes_sectors = 0;
+        }
+        let dirty = rng.chance(30);
+        let extra = (f.size as usize).saturating_sub(64).min(PAGE_SIZE - 64);
+        let arg = arena.ptr(Ptr::Valid, &features_bytes(&f, extra, dirty));
+        let got = ioctl(raw, uapi::IOCTL_NEGOTIATE, arg);
+        let want = negotiate_want(&f, dirty && extra > 0);
+        if got != want {
+            bad.push(format!(
+                "{f:?} dirty {dirty}: {}, expected {}",
+                util::errno_name(got),
+                util::errno_name(want)
+            ));
+        }
+    }
+    t.check(
+        &format!("fuzz: {n} NEGOTIATE requests give 0 or EINVAL as documented"),
+        bad.is_empty(),
+        || bad.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+    );
+    let arg = arena.ptr(Ptr::Valid, &features_bytes(&Features::request(0), 0, false));
+    errno_check(
+        t,
+        "fuzz: NEGOTIATE of nothing (back to V-XS)",
+        ioctl(raw, uapi::IOCTL_NEGOTIATE, arg),
+        0,
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Part two: the model walk.
 
@@ -996,6 +1154,30 @@ struct TapM {
     disk: Option<Info>,
     disk_fd: Option<OwnedFd>,
     back: Backend,
+    /// What the current mapping's daemon negotiated (an index of [`AGREEMENTS`]), if it did.
+    session: Option<usize>,
+    /// The agreement the disk was made with (an index of [`AGREEMENTS`]; 0: V-XS).
+    disk_agreement: usize,
+    /// The disk was made by the current mapping (a second NEGOTIATE is refused).
+    disk_by_session: bool,
+}
+
+/// The agreements the walk negotiates: V-XS, flush, everything (with fixed limits).
+const AGREEMENTS: [(u64, u32, u32); 3] = [
+    (0, 0, 0),
+    (uapi::FEAT_FLUSH, 0, 0),
+    (uapi::FEATURES_ALL, 4096, 8192),
+];
+
+/// The `Features` request for agreement `k` of [`AGREEMENTS`].
+fn agreement_request(k: usize) -> uapi::Features {
+    let (features, gran, max) = AGREEMENTS[k];
+    uapi::Features {
+        discard_granularity: gran,
+        max_discard_sectors: max,
+        max_write_zeroes_sectors: max,
+        ..uapi::Features::request(features)
+    }
 }
 
 impl TapM {
@@ -1132,6 +1314,9 @@ impl Walk<'_> {
             disk: None,
             disk_fd: None,
             back: Backend::new(1 << 20),
+            session: None,
+            disk_agreement: 0,
+            disk_by_session: false,
         });
     }
 
@@ -1248,6 +1433,9 @@ impl Walk<'_> {
                 let t = &mut self.taps[i];
                 t.map = Some(m);
                 t.back.reset();
+                // A new session: nothing negotiated, and not the disk's maker.
+                t.session = None;
+                t.disk_by_session = false;
             }
         }
     }
@@ -1291,7 +1479,8 @@ impl Walk<'_> {
         };
         let minor = self.taps[i].info.ring_minor;
         let mapped = self.taps[i].map.is_some();
-        match self.rng.below(6) {
+        match self.rng.below(7) {
+            6 => self.op_negotiate(i, raw),
             0 => {
                 let r = ioctl(raw, uapi::IOCTL_RESPOND, self.rng.next_u64());
                 self.expect(
@@ -1318,12 +1507,12 @@ impl Walk<'_> {
                     Info::random(&mut self.rng)
                 };
                 let has_disk = self.taps[i].disk.is_some();
-                let want = create_want(p, mapped, has_disk, info.valid());
+                let want = self.agreed_create(i, create_want(p, mapped, has_disk, info.valid()));
                 let arg = self.arena.ptr(p, &info.bytes());
                 let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE, arg);
                 if self.expect(&format!("CREATE_DEVICE {minor} {p:?} {info:?}"), r, want) && r == 0
                 {
-                    self.taps[i].disk = Some(info);
+                    self.disk_made(i, info);
                 }
             }
             3 => {
@@ -1335,7 +1524,8 @@ impl Walk<'_> {
                 let ss = *self.rng.pick(&[512u64, 4096, 1000, (1 << 32) | 512]);
                 let cap = *self.rng.pick(&[2048u64, 0, 4096]);
                 let has_disk = self.taps[i].disk.is_some();
-                let want = create_want(p, mapped, has_disk, params_valid(cap, ss));
+                let want =
+                    self.agreed_create(i, create_want(p, mapped, has_disk, params_valid(cap, ss)));
                 let arg = self.arena.ptr(p, &params_bytes(b"walk", cap, ss));
                 let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE_COMPAT, arg);
                 if self.expect(
@@ -1344,13 +1534,16 @@ impl Walk<'_> {
                     want,
                 ) && r == 0
                 {
-                    self.taps[i].disk = Some(Info {
-                        capacity: cap,
-                        lbs: ss as u32,
-                        pbs: ss as u32,
-                        flags: 0,
-                        rsvd: [0; 4],
-                    });
+                    self.disk_made(
+                        i,
+                        Info {
+                            capacity: cap,
+                            lbs: ss as u32,
+                            pbs: ss as u32,
+                            flags: 0,
+                            rsvd: [0; 4],
+                        },
+                    );
                 }
             }
             4 => {
@@ -1373,6 +1566,85 @@ impl Walk<'_> {
                 let r = ioctl(raw, cmd, arg);
                 self.expect(&format!("ioctl {cmd:#x} on ring {minor}"), r, libc::ENOTTY);
             }
+        }
+    }
+
+    /// CREATE_DEVICE's result `want` (from [`create_want`]) corrected for the negotiation: a
+    /// daemon finding a disk made with another agreement than its own gets EINVAL, not EEXIST.
+    fn agreed_create(&self, i: usize, want: i32) -> i32 {
+        let t = &self.taps[i];
+        if want == libc::EEXIST && t.session.unwrap_or(0) != t.disk_agreement {
+            libc::EINVAL
+        } else {
+            want
+        }
+    }
+
+    /// The current session made a disk.
+    fn disk_made(&mut self, i: usize, info: Info) {
+        let t = &mut self.taps[i];
+        t.disk = Some(info);
+        t.disk_agreement = t.session.unwrap_or(0);
+        t.disk_by_session = true;
+    }
+
+    /// NEGOTIATE one of [`AGREEMENTS`], or a hostile request, through a pointer of any class.
+    fn op_negotiate(&mut self, i: usize, raw: RawFd) {
+        let minor = self.taps[i].info.ring_minor;
+        let mapped = self.taps[i].map.is_some();
+        let p = if self.rng.chance(75) {
+            Ptr::Valid
+        } else {
+            *self.rng.pick(&PTRS)
+        };
+        let k = self.rng.below(AGREEMENTS.len() as u64 + 2) as usize;
+        let (f, valid, unknown) = match k {
+            k if k < AGREEMENTS.len() => (agreement_request(k), true, false),
+            3 => (
+                uapi::Features {
+                    features: uapi::FEATURES_ALL | 0x100,
+                    ..agreement_request(2)
+                },
+                false,
+                true,
+            ),
+            _ => (
+                uapi::Features {
+                    discard_granularity: 3000,
+                    ..agreement_request(2)
+                },
+                false,
+                false,
+            ),
+        };
+        let t = &self.taps[i];
+        // The driver reads the argument first, then checks the mapping, then the request, the
+        // session's disk, an existing disk's agreement; then writes the answer back.
+        let want = if !readable(p) {
+            libc::EFAULT
+        } else if !mapped {
+            libc::EACCES
+        } else if t.disk.is_some() && t.disk_by_session {
+            libc::EINVAL
+        } else if unknown {
+            // The answer (supported set) is written back even so.
+            if p == Ptr::ReadOnly {
+                libc::EFAULT
+            } else {
+                libc::EINVAL
+            }
+        } else if !valid || (t.disk.is_some() && k != t.disk_agreement) {
+            libc::EINVAL
+        } else if p == Ptr::ReadOnly {
+            // Agreed, but the answer cannot be written: taken back.
+            libc::EFAULT
+        } else {
+            0
+        };
+        let arg = self.arena.ptr(p, &features_bytes(&f, 0, false));
+        let r = ioctl(raw, uapi::IOCTL_NEGOTIATE, arg);
+        if self.expect(&format!("NEGOTIATE {minor} {p:?} agreement {k}"), r, want) && r == 0 {
+            self.taps[i].session = Some(k);
         }
     }
 

@@ -9,6 +9,7 @@
 mod daemon;
 mod dstate;
 mod evil;
+mod features;
 mod fuzz;
 mod io;
 mod ktap;
@@ -134,6 +135,23 @@ enum Cmd {
 
     /// Watch all tasks for uninterruptible sleep longer than a bound.
     Dstate(dstate::DstateArgs),
+
+    /// The feature negotiation (NEGOTIATE, 209): every refusal is EINVAL (sizes, version,
+    /// unknown bits, with the supported set written back; FUA without FLUSH; limits out of
+    /// range or without their feature; reserved words; after the session's disk exists); the
+    /// agreement is the intersection with what the tap offers (sysfs discard / write_zeroes);
+    /// the disk's queue shows it; a second daemon on the disk must agree on the same features.
+    Negotiate,
+
+    /// BLKZEROOUT of LEN bytes at OFFSET of the block device DEV (exit status 1 on failure).
+    Zeroout {
+        /// Block device.
+        dev: PathBuf,
+        /// Byte offset.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
 
     /// A daemon that is alive but stuck or odd (never polls, never responds, does I/O on its
     /// own disk from one thread, another thread or Linux AIO, polls only through Linux AIO),
@@ -968,6 +986,15 @@ fn main() -> ExitCode {
     if let Cmd::Dstate(a) = &cli.command {
         return dstate::run(a);
     }
+    if let Cmd::Zeroout { dev, offset, len } = &cli.command {
+        return match features::zeroout(dev, *offset, *len) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("zeroout: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The test daemons run until they are killed; they return only on an error.
     let daemon = match &cli.command {
         Cmd::Stuck(a) => Some(("stuck", stuck::run(a))),
@@ -1001,7 +1028,8 @@ fn main() -> ExitCode {
         Cmd::Security => security::run(&env, &mut t),
         Cmd::StalePages => security::stale_pages(&env, &mut t),
         Cmd::Io(a) => io::run(&a, &mut t),
-        Cmd::Dstate(_) | Cmd::Stuck(_) | Cmd::Withhold(_) | Cmd::Level(_) => {
+        Cmd::Negotiate => features::run(&env, &mut t),
+        Cmd::Dstate(_) | Cmd::Stuck(_) | Cmd::Withhold(_) | Cmd::Level(_) | Cmd::Zeroout { .. } => {
             unreachable!("handled above")
         }
     }

@@ -9,8 +9,10 @@
 use crate::error::{cvt, Error, Result};
 use crate::sys;
 use crate::uapi::{
-    self, Blktap2Params, DeviceInfo, RingRequest, RingResponse, Segment, SringHeader, MMAP_SIZE,
-    OP_READ, OP_WRITE, PAGE_SIZE, RING_SIZE, RSP_ERROR, SECTORS_PER_PAGE, SECTOR_SIZE, SEGMENT_MAX,
+    self, Blktap2Params, DeviceInfo, Features, RingRangeRequest, RingRequest, RingResponse,
+    Segment, SringHeader, FEAT_DISCARD, FEAT_FLUSH, FEAT_WRITE_ZEROES, MMAP_SIZE, OP_DISCARD,
+    OP_FLUSH, OP_READ, OP_WRITE, OP_WRITE_ZEROES, PAGE_SIZE, REQ_FUA, REQ_NOUNMAP, RING_SIZE,
+    RSP_ERROR, SECTORS_PER_PAGE, SECTOR_SIZE, SEGMENT_MAX,
 };
 use std::fmt;
 use std::marker::PhantomData;
@@ -368,6 +370,12 @@ pub enum Op {
     Read,
     /// Write the data pages to the backend.
     Write,
+    /// Make completed writes durable (negotiated `FEAT_FLUSH`); no data.
+    Flush,
+    /// Discard a range (negotiated `FEAT_DISCARD`); no data.
+    Discard,
+    /// Write zeroes to a range (negotiated `FEAT_WRITE_ZEROES`); no data.
+    WriteZeroes,
 }
 
 impl Op {
@@ -376,7 +384,26 @@ impl Op {
         match self {
             Op::Read => OP_READ,
             Op::Write => OP_WRITE,
+            Op::Flush => OP_FLUSH,
+            Op::Discard => OP_DISCARD,
+            Op::WriteZeroes => OP_WRITE_ZEROES,
         }
+    }
+
+    /// The feature (`FEAT_*`) the daemon must have negotiated to be sent this; 0 for READ and
+    /// WRITE.
+    pub fn feature(self) -> u64 {
+        match self {
+            Op::Read | Op::Write => 0,
+            Op::Flush => FEAT_FLUSH,
+            Op::Discard => FEAT_DISCARD,
+            Op::WriteZeroes => FEAT_WRITE_ZEROES,
+        }
+    }
+
+    /// Whether the operation changes the disk.
+    pub fn writes(self) -> bool {
+        matches!(self, Op::Write | Op::Discard | Op::WriteZeroes)
     }
 }
 
@@ -385,10 +412,12 @@ impl Op {
 pub enum RequestError {
     /// `id` is not a ring slot.
     BadId(u64),
-    /// `operation` is neither READ nor WRITE.
+    /// `operation` is not one of the ABI's.
     BadOperation(u8),
-    /// `nr_segments` is 0 or above 11.
+    /// `nr_segments` is 0 or above 11 (READ, WRITE), or not 0 (FLUSH, DISCARD, WRITE_ZEROES).
     BadSegmentCount(u8),
+    /// A DISCARD or WRITE_ZEROES of 0 sectors.
+    EmptyRange,
     /// A segment's sector range is not within one page.
     BadSegment {
         /// Segment index.
@@ -405,7 +434,8 @@ impl fmt::Display for RequestError {
         match *self {
             Self::BadId(id) => write!(f, "request id {id} outside 0..{RING_SIZE}"),
             Self::BadOperation(op) => write!(f, "unsupported operation {op}"),
-            Self::BadSegmentCount(n) => write!(f, "segment count {n} outside 1..={SEGMENT_MAX}"),
+            Self::BadSegmentCount(n) => write!(f, "segment count {n} wrong for the operation"),
+            Self::EmptyRange => write!(f, "range of 0 sectors"),
             Self::BadSegment {
                 index,
                 first_sect,
@@ -427,8 +457,12 @@ pub struct Request {
     pub op: Op,
     /// Ring id (0..32), which selects the data pages.
     pub id: u32,
-    /// Start in 512-byte sectors.
+    /// Start in 512-byte sectors (0 for FLUSH).
     pub sector: u64,
+    /// `REQ_FUA`, `REQ_NOUNMAP` (0 from a kernel the daemon did not negotiate with).
+    pub flags: u32,
+    /// Sectors of a DISCARD or WRITE_ZEROES (0 for the others).
+    range_sectors: u64,
     nr_segments: u8,
     segs: [Segment; SEGMENT_MAX as usize],
 }
@@ -439,22 +473,50 @@ impl Request {
         op: Op::Read,
         id: 0,
         sector: 0,
+        flags: 0,
+        range_sectors: 0,
         nr_segments: 0,
         segs: [Segment::ZERO; SEGMENT_MAX as usize],
     };
 
-    /// Validates a raw request: id < 32, 1..=11 segments, READ or WRITE,
-    /// `first_sect <= last_sect <= 7` for every segment.
+    /// Validates a raw request: id < 32; READ or WRITE with 1..=11 segments,
+    /// `first_sect <= last_sect <= 7` for every segment; FLUSH with none; DISCARD or
+    /// WRITE_ZEROES with none and a non-zero sector count. Whether the operation was negotiated
+    /// is for the caller to check ([`Op::feature`]).
     pub fn parse(raw: &RingRequest) -> Result<Self, RequestError> {
         let op = match raw.operation {
             OP_READ => Op::Read,
             OP_WRITE => Op::Write,
+            OP_FLUSH => Op::Flush,
+            OP_DISCARD => Op::Discard,
+            OP_WRITE_ZEROES => Op::WriteZeroes,
             op => return Err(RequestError::BadOperation(op)),
         };
         if raw.id >= u64::from(RING_SIZE) {
             return Err(RequestError::BadId(raw.id));
         }
         let n = raw.nr_segments;
+        if matches!(op, Op::Flush | Op::Discard | Op::WriteZeroes) {
+            if n != 0 {
+                return Err(RequestError::BadSegmentCount(n));
+            }
+            let range_sectors = match op {
+                Op::Flush => 0,
+                _ => match RingRangeRequest::from_request(raw).nr_sectors {
+                    0 => return Err(RequestError::EmptyRange),
+                    n => n,
+                },
+            };
+            return Ok(Self {
+                op,
+                id: raw.id as u32,
+                sector: raw.sector_number,
+                flags: raw.flags,
+                range_sectors,
+                nr_segments: 0,
+                segs: [Segment::ZERO; SEGMENT_MAX as usize],
+            });
+        }
         if n == 0 || u32::from(n) > SEGMENT_MAX {
             return Err(RequestError::BadSegmentCount(n));
         }
@@ -471,18 +533,33 @@ impl Request {
             op,
             id: raw.id as u32,
             sector: raw.sector_number,
+            flags: raw.flags,
+            range_sectors: 0,
             nr_segments: n,
             segs: raw.seg,
         })
     }
 
-    /// The segments (1..=11).
+    /// Whether the request carries `REQ_FUA`: durable before its response.
+    pub fn fua(&self) -> bool {
+        self.flags & REQ_FUA != 0
+    }
+
+    /// Whether a WRITE_ZEROES must keep the range allocated (`REQ_NOUNMAP`).
+    pub fn no_unmap(&self) -> bool {
+        self.flags & REQ_NOUNMAP != 0
+    }
+
+    /// The segments (1..=11; none for FLUSH, DISCARD and WRITE_ZEROES).
     pub fn segments(&self) -> &[Segment] {
         &self.segs[..usize::from(self.nr_segments)]
     }
 
-    /// Total length in 512-byte sectors.
+    /// Total length in 512-byte sectors (the range of a DISCARD or WRITE_ZEROES, 0 for FLUSH).
     pub fn nr_sectors(&self) -> u64 {
+        if self.range_sectors != 0 {
+            return self.range_sectors;
+        }
         self.segments()
             .iter()
             .map(|s| u64::from(s.last_sect - s.first_sect) + 1)
@@ -498,7 +575,7 @@ impl Request {
 
     /// Total length in bytes.
     pub fn len_bytes(&self) -> u64 {
-        self.nr_sectors() * SECTOR_SIZE
+        self.nr_sectors().saturating_mul(SECTOR_SIZE)
     }
 
     /// The data buffers of the segments, in disk order (they are contiguous on the disk).
@@ -765,6 +842,53 @@ impl Ring {
         cvt(ret, || format!("ioctl {name} on {}", self.path.display()))
     }
 
+    /// `NEGOTIATE` (209) with `req` as given; on success `req` holds the module's answer
+    /// (the agreed features and the supported ones). The kernel also writes the answer when it
+    /// refuses unknown feature bits (`EINVAL`).
+    pub fn negotiate_raw(&self, req: &mut Features) -> Result<()> {
+        let arg = req as *mut Features as libc::c_ulong;
+        self.ioctl("NEGOTIATE", uapi::IOCTL_NEGOTIATE, arg)
+            .map(drop)
+    }
+
+    /// Negotiates `want` (its `features` and limits; size and version are set here) before
+    /// [`create_device`](Self::create_device), and returns the agreement. A module built
+    /// against a newer header that does not know some wanted bits answers `EINVAL` with what
+    /// it supports: the request is then repeated without those bits. `ENOTTY` means a driver
+    /// without the negotiation (any older variant): the disk will be V-XS.
+    pub fn negotiate(&self, want: &Features) -> Result<Features> {
+        let mut req = Features {
+            size: uapi::FEATURES_SIZE_V1,
+            version: uapi::FEATURES_VERSION,
+            supported: 0,
+            ..*want
+        };
+        match self.negotiate_raw(&mut req) {
+            Ok(()) => Ok(req),
+            Err(e) if e.errno() == Some(libc::EINVAL) && req.supported != 0 => {
+                let keep = want.features & req.supported;
+                let mut retry = Features {
+                    features: keep,
+                    supported: 0,
+                    ..*want
+                };
+                if keep & uapi::FEAT_DISCARD == 0 {
+                    retry.discard_granularity = 0;
+                    retry.discard_alignment = 0;
+                    retry.max_discard_sectors = 0;
+                }
+                if keep & uapi::FEAT_WRITE_ZEROES == 0 {
+                    retry.max_write_zeroes_sectors = 0;
+                }
+                retry.size = uapi::FEATURES_SIZE_V1;
+                retry.version = uapi::FEATURES_VERSION;
+                self.negotiate_raw(&mut retry)?;
+                Ok(retry)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `CREATE_DEVICE` (208) only.
     pub fn create_device_info(&self, info: &DeviceInfo) -> Result<()> {
         let arg = info as *const DeviceInfo as libc::c_ulong;
@@ -1021,8 +1145,31 @@ mod tests {
 
         let bad_id = RingRequest::new(OP_READ, 32, 0, &[(0, 7)]);
         assert_eq!(Request::parse(&bad_id), Err(RequestError::BadId(32)));
-        let bad_op = RingRequest::new(2, 0, 0, &[(0, 7)]);
-        assert_eq!(Request::parse(&bad_op), Err(RequestError::BadOperation(2)));
+        let bad_op = RingRequest::new(4, 0, 0, &[(0, 7)]);
+        assert_eq!(Request::parse(&bad_op), Err(RequestError::BadOperation(4)));
+        // FLUSH has no segments; DISCARD and WRITE_ZEROES a non-empty range and no segments.
+        let flush = Request::parse(&RingRequest::new(OP_FLUSH, 3, 0, &[])).unwrap();
+        assert_eq!(
+            (flush.op, flush.nr_sectors(), flush.byte_range()),
+            (Op::Flush, 0, Some(0..0))
+        );
+        assert_eq!(
+            Request::parse(&RingRequest::new(OP_FLUSH, 3, 0, &[(0, 7)])),
+            Err(RequestError::BadSegmentCount(1))
+        );
+        let trim = RingRangeRequest::new(OP_DISCARD, 0, 5, 16, 1 << 20).to_request();
+        let t = Request::parse(&trim).unwrap();
+        assert_eq!(
+            (t.op, t.nr_sectors(), t.segments().len()),
+            (Op::Discard, 1 << 20, 0)
+        );
+        assert_eq!(t.byte_range(), Some(16 * 512..(16 + (1 << 20)) * 512));
+        let wz = RingRangeRequest::new(OP_WRITE_ZEROES, REQ_NOUNMAP | REQ_FUA, 5, 16, 8);
+        let w = Request::parse(&wz.to_request()).unwrap();
+        assert!(w.no_unmap() && w.fua() && w.op.writes());
+        assert_eq!(w.op.feature(), uapi::FEAT_WRITE_ZEROES);
+        let empty = RingRangeRequest::new(OP_DISCARD, 0, 5, 16, 0).to_request();
+        assert_eq!(Request::parse(&empty), Err(RequestError::EmptyRange));
         let no_seg = RingRequest::new(OP_READ, 0, 0, &[]);
         assert_eq!(
             Request::parse(&no_seg),

@@ -1,4 +1,5 @@
-//! `#[repr(C)]` mirrors of `include/uapi/linux/blktap.h` (the V-XS ABI, x86-64 layout).
+//! `#[repr(C)]` mirrors of `include/uapi/linux/blktap.h` (the V-XS ABI, x86-64 layout, and the
+//! opt-in feature negotiation of blktap-rs).
 //!
 //! The header is authoritative; the `layout_matches_c_header` unit test compiles a C program
 //! against it and compares every size, offset and constant with the Rust definitions below
@@ -19,6 +20,9 @@ pub const IOCTL_CREATE_DEVICE_COMPAT: u32 = 202;
 pub const IOCTL_REMOVE_DEVICE: u32 = 207;
 /// Ring ioctl: create the block device from a [`DeviceInfo`].
 pub const IOCTL_CREATE_DEVICE: u32 = 208;
+/// Ring ioctl: negotiate features beyond V-XS before `CREATE_DEVICE`; the argument points to a
+/// [`Features`] (in/out).
+pub const IOCTL_NEGOTIATE: u32 = 209;
 
 /// Kernel-internal `ENOIOCTLCMD`; tapdisk treats it like `ENOTTY` when probing ioctl 208.
 pub const ENOIOCTLCMD: i32 = 515;
@@ -51,6 +55,36 @@ pub const SECTORS_PER_PAGE: u8 = (PAGE_SIZE as u64 / SECTOR_SIZE) as u8;
 pub const OP_READ: u8 = 0;
 /// Request operation: write the data pages to the backend.
 pub const OP_WRITE: u8 = 1;
+/// Request operation (negotiated [`FEAT_FLUSH`]): make completed writes durable; no segments.
+pub const OP_FLUSH: u8 = 2;
+/// Request operation (negotiated [`FEAT_DISCARD`]): discard a range ([`RingRangeRequest`]).
+pub const OP_DISCARD: u8 = 3;
+/// Request operation (negotiated [`FEAT_WRITE_ZEROES`]): zero a range ([`RingRangeRequest`]).
+pub const OP_WRITE_ZEROES: u8 = 5;
+
+/// Request flag (negotiated [`FEAT_FUA`]): the write is durable before its response.
+pub const REQ_FUA: u32 = 0x1;
+/// Request flag of [`OP_WRITE_ZEROES`]: keep the range allocated.
+pub const REQ_NOUNMAP: u32 = 0x2;
+
+/// [`Features::version`] of this header.
+pub const FEATURES_VERSION: u32 = 1;
+/// Size of [`Features`] in version 1.
+pub const FEATURES_SIZE_V1: u32 = 64;
+/// Feature: a volatile write cache; [`OP_FLUSH`] requests.
+pub const FEAT_FLUSH: u64 = 0x4;
+/// Feature: [`OP_DISCARD`] requests.
+pub const FEAT_DISCARD: u64 = 0x8;
+/// Feature: [`REQ_FUA`] on writes (needs [`FEAT_FLUSH`]).
+pub const FEAT_FUA: u64 = 0x20;
+/// Feature: [`OP_WRITE_ZEROES`] requests.
+pub const FEAT_WRITE_ZEROES: u64 = 0x40;
+/// Every feature of version 1.
+pub const FEATURES_ALL: u64 = FEAT_FLUSH | FEAT_DISCARD | FEAT_FUA | FEAT_WRITE_ZEROES;
+/// Largest `max_discard_sectors` / `max_write_zeroes_sectors`.
+pub const MAX_RANGE_SECTORS: u32 = 0x7f_ffff;
+/// Largest `discard_granularity`, in bytes.
+pub const MAX_DISCARD_GRANULARITY: u32 = 0x4000_0000;
 
 /// Response status: success.
 pub const RSP_OKAY: i16 = 0;
@@ -210,10 +244,11 @@ impl Segment {
 pub struct RingRequest {
     /// [`OP_READ`] or [`OP_WRITE`].
     pub operation: u8,
-    /// Number of valid entries of `seg`, 1..=[`SEGMENT_MAX`].
+    /// Number of valid entries of `seg`, 1..=[`SEGMENT_MAX`] (0 for [`OP_FLUSH`]).
     pub nr_segments: u8,
     pad: u16,
-    pad2: u32,
+    /// [`REQ_FUA`] if negotiated; 0 for a V-XS daemon.
+    pub flags: u32,
     /// Ring slot 0..[`RING_SIZE`]; selects the data pages.
     pub id: u64,
     /// Start in 512-byte sectors.
@@ -237,6 +272,125 @@ impl RingRequest {
             *dst = Segment::new(first, last);
         }
         req
+    }
+}
+
+/// A discard or write-zeroes request (`struct blktap_ring_range_request`, 32 bytes at the
+/// start of its slot; the rest of the slot is zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingRangeRequest {
+    /// [`OP_DISCARD`] or [`OP_WRITE_ZEROES`].
+    pub operation: u8,
+    /// Zero.
+    pub nr_segments: u8,
+    pad: u16,
+    /// [`REQ_FUA`], [`REQ_NOUNMAP`].
+    pub flags: u32,
+    /// Ring slot 0..[`RING_SIZE`].
+    pub id: u64,
+    /// Start in 512-byte sectors.
+    pub sector_number: u64,
+    /// Length in 512-byte sectors.
+    pub nr_sectors: u64,
+}
+
+impl RingRangeRequest {
+    /// A range request (as the kernel would write it).
+    pub fn new(operation: u8, flags: u32, id: u64, sector_number: u64, nr_sectors: u64) -> Self {
+        Self {
+            operation,
+            flags,
+            id,
+            sector_number,
+            nr_sectors,
+            ..Self::default()
+        }
+    }
+
+    /// The same bytes seen as a [`RingRequest`] (the slot as a whole).
+    pub fn to_request(&self) -> RingRequest {
+        let mut seg0 = [0u8; 8];
+        seg0.copy_from_slice(&self.nr_sectors.to_ne_bytes());
+        RingRequest {
+            operation: self.operation,
+            nr_segments: self.nr_segments,
+            pad: 0,
+            flags: self.flags,
+            id: self.id,
+            sector_number: self.sector_number,
+            seg: {
+                let mut seg = [Segment::ZERO; SEGMENT_MAX as usize];
+                seg[0] = Segment {
+                    pad: u32::from_ne_bytes([seg0[0], seg0[1], seg0[2], seg0[3]]),
+                    first_sect: seg0[4],
+                    last_sect: seg0[5],
+                    pad2: [seg0[6], seg0[7]],
+                };
+                seg
+            },
+        }
+    }
+
+    /// A [`RingRequest`] (the slot as read) seen as a range request.
+    pub fn from_request(req: &RingRequest) -> Self {
+        let s = req.seg[0];
+        let p = s.pad.to_ne_bytes();
+        let bytes = [
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            s.first_sect,
+            s.last_sect,
+            s.pad2[0],
+            s.pad2[1],
+        ];
+        Self {
+            operation: req.operation,
+            nr_segments: req.nr_segments,
+            pad: req.pad,
+            flags: req.flags,
+            id: req.id,
+            sector_number: req.sector_number,
+            nr_sectors: u64::from_ne_bytes(bytes),
+        }
+    }
+}
+
+/// Argument of `NEGOTIATE` (`struct blktap_features`, 64 bytes in version 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// In: the size of this struct as the caller knows it; out: the module's.
+    pub size: u32,
+    /// [`FEATURES_VERSION`].
+    pub version: u32,
+    /// In: `FEAT_*` wanted; out: agreed (wanted and supported).
+    pub features: u64,
+    /// Out: the `FEAT_*` this tap supports.
+    pub supported: u64,
+    /// Bytes: a power of two in 512..=[`MAX_DISCARD_GRANULARITY`] (with [`FEAT_DISCARD`]).
+    pub discard_granularity: u32,
+    /// Bytes: a multiple of 512 below the granularity.
+    pub discard_alignment: u32,
+    /// 512-byte sectors per discard, 1..=[`MAX_RANGE_SECTORS`].
+    pub max_discard_sectors: u32,
+    /// 512-byte sectors per write-zeroes, 1..=[`MAX_RANGE_SECTORS`].
+    pub max_write_zeroes_sectors: u32,
+    /// Zero (reserved for larger requests and rings).
+    pub rsvd: [u64; 3],
+}
+
+impl Features {
+    /// A request for `features`, with no limits (set those of discard and write-zeroes).
+    pub fn request(features: u64) -> Self {
+        Self {
+            size: FEATURES_SIZE_V1,
+            version: FEATURES_VERSION,
+            features,
+            ..Self::default()
+        }
     }
 }
 
@@ -272,6 +426,8 @@ impl RingResponse {
 pub union RingEntry {
     /// The request view.
     pub req: RingRequest,
+    /// The discard / write-zeroes request view.
+    pub range: RingRangeRequest,
     /// The response view.
     pub rsp: RingResponse,
 }
@@ -395,7 +551,80 @@ mod tests {
                 nr_segments
             ),
             off!("struct blktap_ring_request", RingRequest, "__pad", pad),
-            off!("struct blktap_ring_request", RingRequest, "__pad2", pad2),
+            off!("struct blktap_ring_request", RingRequest, "flags", flags),
+            size!("struct blktap_ring_range_request", RingRangeRequest),
+            off!(
+                "struct blktap_ring_range_request",
+                RingRangeRequest,
+                "operation",
+                operation
+            ),
+            off!(
+                "struct blktap_ring_range_request",
+                RingRangeRequest,
+                "nr_segments",
+                nr_segments
+            ),
+            off!(
+                "struct blktap_ring_range_request",
+                RingRangeRequest,
+                "__pad",
+                pad
+            ),
+            off!(
+                "struct blktap_ring_range_request",
+                RingRangeRequest,
+                "flags",
+                flags
+            ),
+            off!(
+                "struct blktap_ring_range_request",
+                RingRangeRequest,
+                "id",
+                id
+            ),
+            off!(
+                "struct blktap_ring_range_request",
+                RingRangeRequest,
+                "sector_number",
+                sector_number
+            ),
+            off!(
+                "struct blktap_ring_range_request",
+                RingRangeRequest,
+                "nr_sectors",
+                nr_sectors
+            ),
+            size!("struct blktap_features", Features),
+            off!("struct blktap_features", Features, "size", size),
+            off!("struct blktap_features", Features, "version", version),
+            off!("struct blktap_features", Features, "features", features),
+            off!("struct blktap_features", Features, "supported", supported),
+            off!(
+                "struct blktap_features",
+                Features,
+                "discard_granularity",
+                discard_granularity
+            ),
+            off!(
+                "struct blktap_features",
+                Features,
+                "discard_alignment",
+                discard_alignment
+            ),
+            off!(
+                "struct blktap_features",
+                Features,
+                "max_discard_sectors",
+                max_discard_sectors
+            ),
+            off!(
+                "struct blktap_features",
+                Features,
+                "max_write_zeroes_sectors",
+                max_write_zeroes_sectors
+            ),
+            off!("struct blktap_features", Features, "__rsvd", rsvd),
             off!("struct blktap_ring_request", RingRequest, "id", id),
             off!(
                 "struct blktap_ring_request",
@@ -422,6 +651,7 @@ mod tests {
             off!("struct blktap_ring_response", RingResponse, "__pad2", pad2),
             size!("union blktap_ring_entry", RingEntry),
             off!("union blktap_ring_entry", RingEntry, "req", req),
+            off!("union blktap_ring_entry", RingEntry, "range", range),
             off!("union blktap_ring_entry", RingEntry, "rsp", rsp),
             size!("struct blktap_sring", Sring),
             off!("struct blktap_sring", Sring, "req_prod", hdr.req_prod),
@@ -446,6 +676,20 @@ mod tests {
             ),
             konst!("BLKTAP_IOCTL_REMOVE_DEVICE", IOCTL_REMOVE_DEVICE),
             konst!("BLKTAP_IOCTL_CREATE_DEVICE", IOCTL_CREATE_DEVICE),
+            konst!("BLKTAP_IOCTL_NEGOTIATE", IOCTL_NEGOTIATE),
+            konst!("BLKTAP_OP_FLUSH", OP_FLUSH),
+            konst!("BLKTAP_OP_DISCARD", OP_DISCARD),
+            konst!("BLKTAP_OP_WRITE_ZEROES", OP_WRITE_ZEROES),
+            konst!("BLKTAP_REQ_FUA", REQ_FUA),
+            konst!("BLKTAP_REQ_NOUNMAP", REQ_NOUNMAP),
+            konst!("BLKTAP_FEATURES_VERSION", FEATURES_VERSION),
+            konst!("BLKTAP_FEATURES_SIZE_V1", FEATURES_SIZE_V1),
+            konst!("BLKTAP_FEAT_FLUSH", FEAT_FLUSH),
+            konst!("BLKTAP_FEAT_DISCARD", FEAT_DISCARD),
+            konst!("BLKTAP_FEAT_FUA", FEAT_FUA),
+            konst!("BLKTAP_FEAT_WRITE_ZEROES", FEAT_WRITE_ZEROES),
+            konst!("BLKTAP_MAX_RANGE_SECTORS", MAX_RANGE_SECTORS),
+            konst!("BLKTAP_MAX_DISCARD_GRANULARITY", MAX_DISCARD_GRANULARITY),
             konst!("BLKTAP_MAX_DEVICES", MAX_DEVICES),
             konst!("BLKTAP_DEVICE_RO", DEVICE_RO),
             konst!("BLKTAP2_MAX_MESSAGE_LEN", MAX_MESSAGE_LEN),
@@ -603,6 +847,20 @@ mod tests {
         assert_eq!(p.name[MAX_MESSAGE_LEN - 1], 0);
         let p = Blktap2Params::new(8, 512).with_name("vbd");
         assert_eq!(&p.name[..4], b"vbd\0");
+    }
+
+    #[test]
+    fn range_request_round_trip() {
+        let r = RingRangeRequest::new(OP_DISCARD, REQ_FUA, 4, 100, 0x1_2345_6789);
+        let raw = r.to_request();
+        assert_eq!(raw.operation, OP_DISCARD);
+        assert_eq!(raw.nr_segments, 0);
+        assert_eq!(RingRangeRequest::from_request(&raw), r);
+        // The same bytes as the C layout: nr_sectors at offset 24.
+        let entry = RingEntry { req: raw };
+        // SAFETY: both views are plain data of the same slot.
+        assert_eq!(unsafe { entry.range }, r);
+        assert_eq!(size_of::<Features>(), FEATURES_SIZE_V1 as usize);
     }
 
     #[test]

@@ -108,14 +108,43 @@ pub trait Backend: Send {
     fn write(&mut self, offset: u64, req: &Request, mem: RingMemory<'_>) -> io::Result<()>;
     /// Short description for logs.
     fn describe(&self) -> String;
+    /// Makes every write completed so far durable (FLUSH, and after a FUA write). The default
+    /// has nothing to do: the backend has no volatile cache of its own.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Discards `len` bytes at `offset`: later reads may return anything (here: zeroes).
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// Zeroes `len` bytes at `offset`; `keep_allocated` for `REQ_NOUNMAP`.
+    fn write_zeroes(&mut self, offset: u64, len: u64, keep_allocated: bool) -> io::Result<()>;
+    /// Serves one request (the default [`serve`](Backend::serve) does each in turn).
+    fn serve_one(&mut self, io: &Io, mem: RingMemory<'_>) -> io::Result<()> {
+        let len = io.req.len_bytes();
+        match io.req.op {
+            Op::Read => self.read(io.offset, &io.req, mem),
+            Op::Write => {
+                self.write(io.offset, &io.req, mem)?;
+                if io.req.fua() {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+            Op::Flush => self.flush(),
+            Op::Discard => self.discard(io.offset, len),
+            Op::WriteZeroes => {
+                self.write_zeroes(io.offset, len, io.req.no_unmap())?;
+                if io.req.fua() {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+        }
+    }
     /// Serves the checked requests of one batch, setting each one's `result`. The default
     /// serves them one at a time, in order.
     fn serve(&mut self, ios: &mut [Io], mem: RingMemory<'_>) {
         for io in ios {
-            io.result = match io.req.op {
-                Op::Read => self.read(io.offset, &io.req, mem),
-                Op::Write => self.write(io.offset, &io.req, mem),
-            };
+            io.result = self.serve_one(io, mem);
         }
     }
 }
@@ -174,6 +203,12 @@ impl Backend for NullBackend {
     fn describe(&self) -> String {
         format!("null, {} bytes", self.size)
     }
+    fn discard(&mut self, _: u64, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn write_zeroes(&mut self, _: u64, _: u64, _: bool) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A RAM disk.
@@ -218,6 +253,15 @@ impl Backend for MemBackend {
     fn describe(&self) -> String {
         format!("mem, {} bytes", self.data.len())
     }
+    /// Discarded data reads back as zeroes.
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_zeroes(offset, len, false)
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64, _: bool) -> io::Result<()> {
+        let (off, len) = (offset as usize, len as usize);
+        self.data[off..off + len].fill(0);
+        Ok(())
+    }
 }
 
 /// An image file or block device, accessed with `preadv`/`pwritev` straight from/to the
@@ -231,10 +275,23 @@ pub struct FileBackend {
     direct: bool,
     read_only: bool,
     size: u64,
+    block_device: bool,
 }
 
 /// `BLKGETSIZE64` = `_IOR(0x12, 114, size_t)`.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+/// `BLKDISCARD` = `_IO(0x12, 119)`; argument: `u64 [start, len]`.
+const BLKDISCARD: libc::c_ulong = 0x1277;
+/// `BLKZEROOUT` = `_IO(0x12, 127)`; argument: `u64 [start, len]`.
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+fn cvt_io(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
 
 fn open_raw(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -263,7 +320,8 @@ impl FileBackend {
         };
         let file = File::from(fd);
         let meta = file.metadata()?;
-        let size = if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        let block_device = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
+        let size = if block_device {
             let mut bytes: u64 = 0;
             // SAFETY: BLKGETSIZE64 writes one u64 to the valid pointer.
             let ret = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut bytes) };
@@ -285,7 +343,56 @@ impl FileBackend {
             direct,
             read_only,
             size: size / 512 * 512,
+            block_device,
         })
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+        // SAFETY: plain system call on an open descriptor.
+        cvt_io(unsafe {
+            libc::fallocate(
+                self.fd.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        })
+    }
+
+    fn block_range_ioctl(&self, cmd: libc::c_ulong, offset: u64, len: u64) -> io::Result<()> {
+        let range: [u64; 2] = [offset, len];
+        // SAFETY: BLKDISCARD and BLKZEROOUT read two u64 from the valid pointer.
+        cvt_io(unsafe { libc::ioctl(self.fd.as_raw_fd(), cmd as _, range.as_ptr()) })
+    }
+
+    /// Writes zeroes with `pwrite` (buffered through a zeroed buffer; `O_DIRECT` needs it
+    /// aligned: a page-aligned allocation of whole pages).
+    fn write_zero_bytes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let mut buf =
+            blktap::ring::Mapping::anonymous(CHUNK).map_err(|e| io::Error::other(e.to_string()))?;
+        let _ = &mut buf;
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            // SAFETY: the anonymous mapping is `CHUNK` zeroed, readable bytes.
+            let ret = unsafe {
+                libc::pwrite(
+                    self.fd.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    n,
+                    (offset + done) as libc::off_t,
+                )
+            };
+            if ret < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if ret == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            done += ret as u64;
+        }
+        Ok(())
     }
 
     fn fall_back_to_buffered(&mut self) -> io::Result<()> {
@@ -334,6 +441,46 @@ impl Backend for FileBackend {
     fn write(&mut self, offset: u64, req: &Request, mem: RingMemory<'_>) -> io::Result<()> {
         self.transfer(offset, req, mem, true)
     }
+    /// `fdatasync`: the image's data (and the metadata needed to read it) reach stable storage.
+    fn flush(&mut self) -> io::Result<()> {
+        // SAFETY: plain system call on an open descriptor.
+        cvt_io(unsafe { libc::fdatasync(self.fd.as_raw_fd()) })
+    }
+    /// Punches a hole (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`) in an image file, so
+    /// its blocks are freed and the range reads as zeroes; `BLKDISCARD` on a block device.
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        if self.block_device {
+            return self.block_range_ioctl(BLKDISCARD, offset, len);
+        }
+        self.fallocate(
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    }
+    /// `FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE` (the range stays allocated); where the file
+    /// system lacks it, a punched hole unless `keep_allocated`, else written zeroes.
+    /// `BLKZEROOUT` on a block device.
+    fn write_zeroes(&mut self, offset: u64, len: u64, keep_allocated: bool) -> io::Result<()> {
+        if self.block_device {
+            return self.block_range_ioctl(BLKZEROOUT, offset, len);
+        }
+        match self.fallocate(
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                if !keep_allocated {
+                    if let Ok(()) = self.discard(offset, len) {
+                        return Ok(());
+                    }
+                }
+                self.write_zero_bytes(offset, len)
+            }
+            r => r,
+        }
+    }
     /// Serves each run of requests that continue one another on the disk (same operation,
     /// each starting where the previous ends: sequential I/O split into ring requests) with
     /// one vectored system call, and the other requests one by one. A run that fails is
@@ -351,6 +498,12 @@ impl Backend for FileBackend {
             let run = &mut ios[start..end];
             start = end;
             let write = op == Op::Write;
+            if !matches!(op, Op::Read | Op::Write) || run.iter().any(|io| io.req.fua()) {
+                for io in run {
+                    io.result = self.serve_one(io, mem);
+                }
+                continue;
+            }
             if run.len() > 1 {
                 let mut iov = [EMPTY_IOVEC; MAX_IOVECS];
                 let mut n = 0;

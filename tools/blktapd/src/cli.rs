@@ -22,6 +22,33 @@ pub fn parse_sector_size(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// Parses `--features`: a comma-separated list of `flush`, `fua`, `discard`, `write-zeroes`,
+/// or `all`, or `none`; returns the `FEAT_*` bits.
+pub fn parse_features(s: &str) -> Result<u64, String> {
+    use blktap::uapi::{FEATURES_ALL, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_WRITE_ZEROES};
+    let mut bits = 0;
+    for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        bits |= match word {
+            "flush" => FEAT_FLUSH,
+            "fua" => FEAT_FUA,
+            "discard" | "trim" => FEAT_DISCARD,
+            "write-zeroes" | "write_zeroes" => FEAT_WRITE_ZEROES,
+            "all" => FEATURES_ALL,
+            "none" => 0,
+            _ => {
+                return Err(format!(
+                    "unknown feature {word:?} (flush, fua, discard, write-zeroes, all, none)"
+                ))
+            }
+        };
+    }
+    Ok(bits)
+}
+
+/// Default per-request maximum of discard and write-zeroes, in 512-byte sectors: the most the
+/// driver accepts, rounded down to a multiple of 4 KiB.
+pub const DEFAULT_MAX_RANGE_SECTORS: u32 = blktap::uapi::MAX_RANGE_SECTORS & !7;
+
 /// Serve a blktap ring: create the tap's block device and answer its I/O requests.
 ///
 /// blktapd opens and maps the ring device of an allocated tap, creates the block device
@@ -102,4 +129,27 @@ pub struct Args {
     /// `recovery`; without this option the tap's setting is left as it is.
     #[arg(long, value_name = "SECS")]
     pub recover: Option<u32>,
+
+    /// Negotiate features beyond V-XS with the driver before creating the disk: a
+    /// comma-separated list of flush (a volatile write cache: fsync reaches the backend, which
+    /// fdatasyncs its file), fua (forced-unit-access writes, with flush), discard (TRIM: the
+    /// file backend punches holes), write-zeroes (the file backend zeroes ranges with
+    /// fallocate), all, none. Without it blktapd does not negotiate at all and the disk is the
+    /// plain V-XS one. The disk gets only what the driver also supports (the tap's sysfs
+    /// `discard` and `write_zeroes` switch those off); a driver without the negotiation
+    /// (ENOTTY) gives a V-XS disk, with a warning.
+    #[arg(long, value_name = "LIST", value_parser = parse_features)]
+    pub features: Option<u64>,
+
+    /// Discard granularity in bytes, with --features discard (a power of two, 512 or more).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub discard_granularity: u32,
+
+    /// Largest discard request in 512-byte sectors, with --features discard.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RANGE_SECTORS)]
+    pub max_discard_sectors: u32,
+
+    /// Largest write-zeroes request in 512-byte sectors, with --features write-zeroes.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RANGE_SECTORS)]
+    pub max_write_zeroes_sectors: u32,
 }

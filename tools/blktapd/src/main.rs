@@ -220,6 +220,9 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         sysfs::write_tap_attr(class, minor, "recovery", &secs.to_string())?;
         log!("{disk}: requests are held for {secs} s for a new daemon if this one dies");
     }
+    if let Some(wanted) = args.features {
+        negotiate(&ring, args, wanted, &mut server, &disk)?;
+    }
     let info = DeviceInfo::new(bytes / SECTOR_SIZE, args.sector_size, args.read_only);
     let method = match ring.create_device(&info) {
         Ok(m) => format!("{m:?}"),
@@ -249,14 +252,55 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     drop(ring);
     let s = server.stats();
     log!(
-        "{disk}: {} reads, {} writes, {} errors, {} malformed, {} batches",
+        "{disk}: {} reads, {} writes, {} flushes, {} FUA writes, {} discards, {} write-zeroes, \
+         {} errors, {} malformed, {} batches",
         s.reads,
         s.writes,
+        s.flushes,
+        s.fua_writes,
+        s.discards,
+        s.write_zeroes,
         s.errors,
         s.invalid,
         s.batches
     );
     result.map(|()| log!("{disk} removed, exiting"))
+}
+
+/// `NEGOTIATE`s `wanted` (`FEAT_*`) with the limits of the command line, and lets `server`
+/// accept the agreed operations. A driver without the negotiation gives a V-XS disk.
+fn negotiate(
+    ring: &Ring,
+    args: &Args,
+    wanted: u64,
+    server: &mut Server,
+    disk: &str,
+) -> AnyResult<()> {
+    use blktap::uapi::{Features, FEAT_DISCARD, FEAT_WRITE_ZEROES};
+    let mut want = Features::request(wanted);
+    if wanted & FEAT_DISCARD != 0 {
+        want.discard_granularity = args.discard_granularity;
+        want.max_discard_sectors = args.max_discard_sectors;
+    }
+    if wanted & FEAT_WRITE_ZEROES != 0 {
+        want.max_write_zeroes_sectors = args.max_write_zeroes_sectors;
+    }
+    match ring.negotiate(&want) {
+        Ok(got) => {
+            server.set_features(got.features);
+            log!(
+                "{disk}: negotiated features {:#x} (asked {wanted:#x}, the tap supports {:#x})",
+                got.features,
+                got.supported
+            );
+            Ok(())
+        }
+        Err(e) if blktap::control::is_not_implemented(&e) => {
+            log!("warning: this driver has no feature negotiation ({e}): a V-XS disk");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn main() -> ExitCode {

@@ -2,7 +2,7 @@
 
 use crate::backend::{Backend, Io};
 use blktap::ring::{BackRing, Batch, Op, Request, RingMemory};
-use blktap::uapi::{RSP_ERROR, RSP_OKAY};
+use blktap::uapi::{RSP_EOPNOTSUPP, RSP_ERROR, RSP_OKAY};
 
 /// Errors logged individually before the daemon goes quiet about them.
 const MAX_LOGGED_ERRORS: u64 = 20;
@@ -16,6 +16,16 @@ pub struct Stats {
     pub reads: u64,
     /// Write requests answered.
     pub writes: u64,
+    /// Flush requests answered.
+    pub flushes: u64,
+    /// Writes with FUA answered.
+    pub fua_writes: u64,
+    /// Discard requests answered.
+    pub discards: u64,
+    /// Write-zeroes requests answered.
+    pub write_zeroes: u64,
+    /// Requests for an operation that was not negotiated (answered `RSP_EOPNOTSUPP`).
+    pub unnegotiated: u64,
     /// Requests answered with an error status.
     pub errors: u64,
     /// Malformed requests.
@@ -26,6 +36,8 @@ pub struct Stats {
 pub struct Server {
     backend: Box<dyn Backend>,
     read_only: bool,
+    /// The `FEAT_*` agreed with the kernel (`0` for a V-XS ring).
+    features: u64,
     stats: Stats,
     /// The I/Os of the batch being served (kept to reuse its allocation).
     ios: Vec<Io>,
@@ -37,9 +49,15 @@ impl Server {
         Self {
             backend,
             read_only,
+            features: 0,
             stats: Stats::default(),
             ios: Vec::with_capacity(blktap::uapi::RING_SIZE as usize),
         }
+    }
+
+    /// Accepts the operations of `features` (`FEAT_*`, as agreed through `NEGOTIATE`).
+    pub fn set_features(&mut self, features: u64) {
+        self.features = features;
     }
 
     /// What has been served so far.
@@ -77,8 +95,20 @@ impl Server {
         match req.op {
             Op::Read => self.stats.reads += 1,
             Op::Write => self.stats.writes += 1,
+            Op::Flush => self.stats.flushes += 1,
+            Op::Discard => self.stats.discards += 1,
+            Op::WriteZeroes => self.stats.write_zeroes += 1,
         }
-        if req.op == Op::Write && self.read_only {
+        let fua = req.fua() && req.op.writes();
+        self.stats.fua_writes += u64::from(fua && req.op == Op::Write);
+        let need = req.op.feature() | if fua { blktap::uapi::FEAT_FUA } else { 0 };
+        if need & self.features != need {
+            // Never sent by a kernel that did not agree: a bad request, answered as such.
+            self.stats.unnegotiated += 1;
+            self.error(req, &"operation not negotiated");
+            return Err(RSP_EOPNOTSUPP);
+        }
+        if req.op.writes() && self.read_only {
             return Err(self.error(req, &"write to a read-only device"));
         }
         let size = self.backend.size();
@@ -341,6 +371,98 @@ mod tests {
             (s.reads, s.writes, s.errors, s.invalid, s.batches),
             (3, 1, 3, 1, 5)
         );
+    }
+
+    #[test]
+    fn negotiated_operations_only() {
+        use blktap::uapi::{
+            RingRangeRequest, FEATURES_ALL, OP_DISCARD, OP_FLUSH, OP_WRITE_ZEROES, REQ_FUA,
+            RSP_EOPNOTSUPP,
+        };
+        let mapping = new_ring();
+        let mut back = BackRing::new();
+        let mut server = Server::new(Box::new(MemBackend::new(1 << 20).unwrap()), false);
+        let flush = RingRequest::new(OP_FLUSH, 0, 0, &[]);
+        let trim = RingRangeRequest::new(OP_DISCARD, 0, 1, 0, 8).to_request();
+        let mut fua = RingRequest::new(OP_WRITE, 2, 0, &[(0, 7)]);
+        fua.flags = REQ_FUA;
+        // A V-XS session: none of them was agreed.
+        for raw in [flush, trim, fua] {
+            let rsp = serve_one(&mut server, &mapping, &mut back, raw);
+            assert_eq!((rsp.operation, rsp.status), (raw.operation, RSP_EOPNOTSUPP));
+        }
+        server.set_features(FEATURES_ALL);
+        // Write a pattern, zero half of it, read it back.
+        let mem = mapping.memory().unwrap();
+        mem.segment_buf(2, 0, &blktap::uapi::Segment::new(0, 7))
+            .fill(0xa5);
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, fua).status,
+            RSP_OKAY
+        );
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, flush).status,
+            RSP_OKAY
+        );
+        let wz = RingRangeRequest::new(OP_WRITE_ZEROES, 0, 3, 4, 4).to_request();
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, wz).status,
+            RSP_OKAY
+        );
+        let r = RingRequest::new(OP_READ, 4, 0, &[(0, 7)]);
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, r).status,
+            RSP_OKAY
+        );
+        let got = mem
+            .segment_buf(4, 0, &blktap::uapi::Segment::new(0, 7))
+            .to_vec();
+        assert!(got[..2048].iter().all(|&b| b == 0xa5));
+        assert!(got[2048..].iter().all(|&b| b == 0));
+        // Past the end.
+        let far = RingRangeRequest::new(OP_DISCARD, 0, 5, 2040, 16).to_request();
+        assert_eq!(
+            serve_one(&mut server, &mapping, &mut back, far).status,
+            RSP_ERROR
+        );
+        let s = server.stats();
+        assert_eq!(
+            (
+                s.flushes,
+                s.discards,
+                s.write_zeroes,
+                s.fua_writes,
+                s.unnegotiated
+            ),
+            (2, 2, 1, 2, 3)
+        );
+    }
+
+    #[test]
+    fn file_backend_punches_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("blktapd-trim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        std::fs::write(&path, vec![0x11u8; 1 << 20]).unwrap();
+        let mut b = FileBackend::open(&path, false).unwrap();
+        let before = std::fs::metadata(&path).unwrap().blocks();
+        b.discard(0, 512 * 1024).unwrap();
+        b.flush().unwrap();
+        let after = std::fs::metadata(&path).unwrap().blocks();
+        // Where the file system can punch holes (not all can), the blocks go.
+        if after < before {
+            assert!(
+                after <= before - 512 * 1024 / 512 + 64,
+                "{before} -> {after}"
+            );
+        }
+        b.write_zeroes(512 * 1024, 4096, true).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 1 << 20);
+        assert!(data[..512 * 1024 + 4096].iter().all(|&x| x == 0));
+        assert!(data[512 * 1024 + 4096..].iter().all(|&x| x == 0x11));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -71,9 +71,20 @@ pub(crate) enum Op {
     Read,
     /// Write data to the device.
     Write,
-    /// Anything else (flush, discard, passthrough, ...), with its `REQ_OP_*` number.
+    /// Make completed writes durable (only with [`DiskParams::write_cache`]).
+    Flush,
+    /// Discard a range (only with [`DiskParams::max_discard_sectors`]).
+    Discard,
+    /// Write zeroes to a range (only with [`DiskParams::max_write_zeroes_sectors`]).
+    WriteZeroes,
+    /// Anything else (passthrough, ...), with its `REQ_OP_*` number.
     Other(u32),
 }
+
+/// `BLK_FEAT_WRITE_CACHE` of `include/linux/blkdev.h` (a macro with a cast: not in bindings).
+const BLK_FEAT_WRITE_CACHE: u32 = 1 << 0;
+/// `BLK_FEAT_FUA`, likewise.
+const BLK_FEAT_FUA: u32 = 1 << 1;
 
 /// A block request owned by the driver, from `queue_rq` until it is ended.
 ///
@@ -116,8 +127,28 @@ impl Request {
         match op {
             bindings::req_op_REQ_OP_READ => Op::Read,
             bindings::req_op_REQ_OP_WRITE => Op::Write,
+            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
+            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
             other => Op::Other(other),
         }
+    }
+
+    fn has_flag(&self, bit: bindings::req_flag_bits) -> bool {
+        // SAFETY: as in `sector`.
+        let flags = unsafe { (*self.raw()).cmd_flags };
+        flags & (1 << bit) != 0
+    }
+
+    /// Whether the request must be durable before it completes (`REQ_FUA`). The block layer
+    /// leaves it set only on a queue with [`DiskParams::fua`].
+    pub(crate) fn fua(&self) -> bool {
+        self.has_flag(bindings::req_flag_bits___REQ_FUA)
+    }
+
+    /// Whether a write-zeroes request must keep the range allocated (`REQ_NOUNMAP`).
+    pub(crate) fn no_unmap(&self) -> bool {
+        self.has_flag(bindings::req_flag_bits___REQ_NOUNMAP)
     }
 
     /// The request's data, one page-bounded segment at a time.
@@ -402,6 +433,19 @@ pub(crate) struct DiskParams {
     pub(crate) queue_depth: u32,
     /// Whether the disk is read-only.
     pub(crate) read_only: bool,
+    /// A volatile write cache: flush requests reach the driver.
+    pub(crate) write_cache: bool,
+    /// Forced unit access: writes with `REQ_FUA` reach the driver (needs `write_cache`; without
+    /// it the block layer follows each such write with a flush).
+    pub(crate) fua: bool,
+    /// Largest discard, in 512-byte sectors (`0`: no discard).
+    pub(crate) max_discard_sectors: u32,
+    /// Discard granularity in bytes.
+    pub(crate) discard_granularity: u32,
+    /// Offset of the first discard granule, in bytes.
+    pub(crate) discard_alignment: u32,
+    /// Largest write-zeroes request, in 512-byte sectors (`0`: none).
+    pub(crate) max_write_zeroes_sectors: u32,
     /// How often [`Operations::timeout`] is asked about a request still with the driver.
     pub(crate) timer_interval_ms: u32,
 }
@@ -496,6 +540,20 @@ impl<T: Operations> GenDisk<T> {
         lim.max_segment_size = params.max_segment_size;
         lim.seg_boundary_mask = params.seg_boundary_mask as c_ulong;
         lim.dma_alignment = params.dma_alignment;
+        if params.write_cache {
+            lim.features |= BLK_FEAT_WRITE_CACHE;
+            if params.fua {
+                lim.features |= BLK_FEAT_FUA;
+            }
+        }
+        lim.max_hw_discard_sectors = params.max_discard_sectors;
+        if params.max_discard_sectors > 0 {
+            // One range per request: the ring carries one.
+            lim.max_discard_segments = 1;
+            lim.discard_granularity = params.discard_granularity;
+            lim.discard_alignment = params.discard_alignment;
+        }
+        lim.max_write_zeroes_sectors = params.max_write_zeroes_sectors;
 
         let data = data.into_foreign();
         // SAFETY: the tag set is allocated and pinned; `lim` is a valid limits structure; the
@@ -552,6 +610,14 @@ impl<T: Operations> GenDisk<T> {
         })
     }
 
+    /// A counted reference to the disk, usable without whatever lock guards `self`.
+    pub(crate) fn handle(&self) -> DiskRef {
+        // SAFETY: by the type invariant the disk is live; `part0` is its whole-disk block
+        // device, whose device is the disk's (`disk_to_dev`). `put_disk` drops the reference.
+        unsafe { bindings::get_device(&raw mut (*(*self.disk.as_ptr()).part0).bd_device) };
+        DiskRef(self.disk)
+    }
+
     /// Runs the hardware queue, asynchronously: dispatches requests handed back as busy.
     pub(crate) fn run_queue(&self) {
         // SAFETY: by the type invariant the disk and its queue are live.
@@ -570,6 +636,46 @@ impl<T: Operations> Drop for GenDisk<T> {
             bindings::put_disk(self.disk.as_ptr());
         }
         let _ = &self.tag_set;
+    }
+}
+
+/// A counted reference to a disk made by [`GenDisk::new`] ([`GenDisk::handle`]).
+///
+/// # Invariants
+///
+/// Holds a reference to the disk's device (so to its queue), dropped with `put_disk`.
+pub(crate) struct DiskRef(NonNull<bindings::gendisk>);
+
+// SAFETY: a disk reference may be used and dropped from any thread.
+unsafe impl Send for DiskRef {}
+
+impl DiskRef {
+    /// Stops advertising discard and/or write-zeroes on the disk's queue. Freezes the queue,
+    /// so waits for the requests in flight: call with no lock their completion needs. Harmless
+    /// on a disk deleted meanwhile (the reference keeps its queue).
+    pub(crate) fn clear_limits(&self, discard: bool, write_zeroes: bool) -> Result {
+        // SAFETY: by the type invariant the disk and its queue are live. As
+        // `queue_limits_start_update` does: the limits are copied under `limits_lock`, which
+        // `queue_limits_commit_update_frozen` releases.
+        unsafe {
+            let q = (*self.0.as_ptr()).queue;
+            bindings::mutex_lock(&raw mut (*q).limits_lock);
+            let mut lim = (*q).limits;
+            if discard {
+                lim.max_hw_discard_sectors = 0;
+            }
+            if write_zeroes {
+                lim.max_write_zeroes_sectors = 0;
+            }
+            to_result(bindings::queue_limits_commit_update_frozen(q, &mut lim))
+        }
+    }
+}
+
+impl Drop for DiskRef {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant this object holds a reference to the disk.
+        unsafe { bindings::put_disk(self.0.as_ptr()) };
     }
 }
 

@@ -41,6 +41,7 @@ use kernel::{
 };
 
 use crate::uapi::{
+    RingRangeRequest,
     RingRequest,
     RingResponse,
     MMAP_PAGES,
@@ -148,6 +149,15 @@ impl SharedRing {
         // SAFETY: `entry` is within the area and 8-aligned (64 + k * 112); `RingRequest` is
         // plain data of `RING_ENTRY_SIZE` bytes.
         unsafe { core::ptr::write_volatile(self.entry(index).cast::<RingRequest>(), *req) };
+    }
+
+    /// Writes the discard or write-zeroes request `req` at ring index `index`; the rest of the
+    /// entry is zero.
+    pub(crate) fn write_range_request(&self, index: u32, req: &RingRangeRequest) {
+        self.write_request(index, &RingRequest::default());
+        // SAFETY: as in `write_request`; `RingRangeRequest` is plain data of 32 bytes, less
+        // than `RING_ENTRY_SIZE`, with the same (8-byte) alignment.
+        unsafe { core::ptr::write_volatile(self.entry(index).cast::<RingRangeRequest>(), *req) };
     }
 
     /// Copies the response at ring index `index` out of the shared page.

@@ -17,7 +17,12 @@ use crate::{
         checked_name,
         DiskName, //
     },
-    uapi::OP_WRITE,
+    uapi::{
+        OP_DISCARD,
+        OP_FLUSH,
+        OP_WRITE,
+        OP_WRITE_ZEROES, //
+    },
 };
 
 impl Tap {
@@ -147,6 +152,16 @@ impl Tap {
         )?;
         writeln!(
             out,
+            "features:{:#x} allowed:{:#x} flushes:{} fua writes:{} discards:{} write-zeroes:{}",
+            ctl.config.map_or(0, |c| c.agreement.features),
+            io.ops_allowed,
+            s.flushes,
+            s.fua_writes,
+            s.discards,
+            s.write_zeroes
+        )?;
+        writeln!(
+            out,
             "recovery:{} holding:{} reissued:{} ready:{}",
             io.recovery.window_secs,
             io.recovery.held_count(),
@@ -165,8 +180,14 @@ impl Tap {
                     r.slots.live()
                 )?;
                 for id in r.slots.ids() {
-                    let op = r.slots.operation(id).unwrap_or(0);
-                    writeln!(out, "{}: op:{}", id, if op == OP_WRITE { 'W' } else { 'R' })?;
+                    let op = match r.slots.operation(id).unwrap_or(0) {
+                        OP_WRITE => 'W',
+                        OP_FLUSH => 'F',
+                        OP_DISCARD => 'D',
+                        OP_WRITE_ZEROES => 'Z',
+                        _ => 'R',
+                    };
+                    writeln!(out, "{}: op:{}", id, op)?;
                 }
                 writeln!(out, "end pending")
             }

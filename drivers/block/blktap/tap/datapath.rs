@@ -42,6 +42,7 @@ use crate::{
         task, workqueue as module_wq,
     },
     ring::{
+        feature_of,
         judge_response,
         responses_to_consume,
         segment_sectors,
@@ -50,10 +51,17 @@ use crate::{
         Verdict, //
     },
     uapi::{
+        RingRangeRequest,
         RingRequest,
         Segment,
+        FEAT_FUA,
+        OP_DISCARD,
+        OP_FLUSH,
         OP_READ,
         OP_WRITE,
+        OP_WRITE_ZEROES,
+        REQ_FUA,
+        REQ_NOUNMAP,
         RING_SIZE,
         SEGMENT_MAX, //
     },
@@ -62,6 +70,14 @@ use crate::{
 /// How long a daemon seen exiting may keep its ring mapped before the requests held from before
 /// are failed, in case it waits for one of them (a normal exit unmaps within milliseconds).
 const EXIT_GRACE_MS: i64 = 1000;
+
+/// A ring entry built by [`Tap::encode`].
+enum Entry {
+    /// READ, WRITE (data segments) or FLUSH (none).
+    Data(RingRequest),
+    /// DISCARD or WRITE_ZEROES.
+    Range(RingRangeRequest),
+}
 
 impl Tap {
     /// Registers `file` for wake-ups, sends queued requests to the daemon and reports whether
@@ -228,9 +244,14 @@ impl Tap {
     /// load the submitter queues more before the daemon runs, and the daemon takes bigger
     /// batches (measured in `Documentation/benchmarks.rst`).
     pub(crate) fn queue(&self, rq: Request, is_last: bool) -> Result<(), Request> {
+        // Flush, discard and write-zeroes only come if the disk advertises them, which it does
+        // only as its daemon negotiated; `dispatch` checks again against the ring's daemon.
         let operation = match rq.op() {
             Op::Read => OP_READ,
             Op::Write => OP_WRITE,
+            Op::Flush => OP_FLUSH,
+            Op::Discard => OP_DISCARD,
+            Op::WriteZeroes => OP_WRITE_ZEROES,
             Op::Other(_) => {
                 rq.end(Status::NotSupported);
                 return Ok(());
@@ -322,7 +343,7 @@ impl Tap {
         let _dispatching = self.dispatch.lock();
         let mut taken: [Option<(usize, Pending<Request>, bool)>; RING_SIZE] =
             [const { None }; RING_SIZE];
-        let (shm, base) = {
+        let (shm, base, allowed) = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             let Some(ring) = io.ring.as_mut() else {
@@ -339,16 +360,18 @@ impl Tap {
                     *slot = ring.slots.take_queued(id).map(|p| (id, p, false));
                 }
             }
-            (ring.shm.clone(), ring.req_prod_pvt)
+            (ring.shm.clone(), ring.req_prod_pvt, io.ops_allowed)
         };
 
         let mut n: u32 = 0;
         for (id, pending, ok) in taken.iter_mut().flatten() {
-            if let Ok(req) = Self::encode(&shm, &pending.rq, *id, pending.operation) {
-                shm.write_request(base.wrapping_add(n), &req);
-                n += 1;
-                *ok = true;
+            match Self::encode(&shm, &pending.rq, *id, pending.operation, allowed) {
+                Ok(Entry::Data(req)) => shm.write_request(base.wrapping_add(n), &req),
+                Ok(Entry::Range(req)) => shm.write_range_request(base.wrapping_add(n), &req),
+                Err(_) => continue,
             }
+            n += 1;
+            *ok = true;
         }
 
         let mut failed: [Option<(Request, bool)>; RING_SIZE] = [const { None }; RING_SIZE];
@@ -366,8 +389,15 @@ impl Tap {
                 };
                 if let Some(ring) = io.ring.as_mut().filter(|_| same_ring) {
                     if live && encoded {
+                        let s = &mut io.stats;
+                        s.sent += 1;
+                        match pending.operation {
+                            OP_FLUSH => s.flushes += 1,
+                            OP_DISCARD => s.discards += 1,
+                            OP_WRITE_ZEROES => s.write_zeroes += 1,
+                            _ => s.fua_writes += u64::from(pending.rq.fua()),
+                        }
                         ring.slots.insert(id, pending);
-                        io.stats.sent += 1;
                         continue;
                     }
                     ring.slots.end_complete(id);
@@ -408,9 +438,57 @@ impl Tap {
     }
 
     /// Builds the ring entry for `rq` in slot `id`, copying write data into its pages.
-    fn encode(shm: &SharedRing, rq: &Request, id: usize, operation: u8) -> Result<RingRequest> {
+    ///
+    /// `allowed` are the `FEAT_*` the ring's daemon agreed on: any other operation, or flag,
+    /// is refused, never sent (a V-XS daemon sees only READ and WRITE, flags 0).
+    fn encode(
+        shm: &SharedRing,
+        rq: &Request,
+        id: usize,
+        operation: u8,
+        allowed: u64,
+    ) -> Result<Entry> {
+        let need = feature_of(operation);
+        if need & allowed != need {
+            return Err(EINVAL);
+        }
+        let mut flags = 0;
+        if rq.fua() && operation != OP_FLUSH {
+            if allowed & FEAT_FUA == 0 {
+                return Err(EINVAL);
+            }
+            flags |= REQ_FUA;
+        }
+        match operation {
+            OP_FLUSH => {
+                return Ok(Entry::Data(RingRequest {
+                    operation,
+                    id: id as u64,
+                    ..RingRequest::default()
+                }))
+            }
+            OP_DISCARD | OP_WRITE_ZEROES => {
+                let nr_sectors = u64::from(rq.bytes()) / 512;
+                if nr_sectors == 0 || u64::from(rq.bytes()) % 512 != 0 {
+                    return Err(EINVAL);
+                }
+                if operation == OP_WRITE_ZEROES && rq.no_unmap() {
+                    flags |= REQ_NOUNMAP;
+                }
+                return Ok(Entry::Range(RingRangeRequest {
+                    operation,
+                    flags,
+                    id: id as u64,
+                    sector_number: rq.sector(),
+                    nr_sectors,
+                    ..RingRangeRequest::default()
+                }));
+            }
+            _ => {}
+        }
         let mut req = RingRequest {
             operation,
+            flags,
             id: id as u64,
             sector_number: rq.sector(),
             ..RingRequest::default()
@@ -435,7 +513,7 @@ impl Tap {
             return Err(EINVAL);
         }
         req.nr_segments = n as u8;
-        Ok(req)
+        Ok(Entry::Data(req))
     }
 
     /// Publishes the requests filled so far (`req_prod`) and flags them for `poll` to report.
