@@ -539,6 +539,8 @@ impl Tap {
         let mut failed = Doomed::new();
         let mut window_over = false;
         let mut log = None;
+        // Failures by timeout and abort so far, read with the counts updated (rate limit).
+        let mut logged = 0;
         let action = {
             let mut guard = this.io.lock();
             let io = &mut *guard;
@@ -619,6 +621,7 @@ impl Tap {
                     return TimeoutAction::ResetTimer;
                 }
                 io.stats.failed += failed.len() as u64;
+                logged = io.stats.timeouts + io.stats.aborted;
                 TimeoutAction::Done
             }
         };
@@ -631,9 +634,6 @@ impl Tap {
             module_wq::enqueue(Arc::from(this));
         }
         if let Some((why, sent, pid)) = log {
-            let io = this.io.lock();
-            let count = io.stats.timeouts + io.stats.aborted;
-            drop(io);
             let poisoned = sent && why == FailReason::TimedOut;
             let to = if sent { "sent to" } else { "not yet taken by" };
             let then = if poisoned {
@@ -641,7 +641,7 @@ impl Tap {
             } else {
                 ""
             };
-            if worth_logging(count) || poisoned {
+            if worth_logging(logged) || poisoned {
                 pr_warn!(
                     "{}: failing {} request(s) {} daemon {}: {}{}\n",
                     DiskName::new(this.minor),
