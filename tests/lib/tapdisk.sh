@@ -159,3 +159,108 @@ write_region() {
 	dd if="$3" of="$1" bs=1M seek="$2" oflag=direct conv=notrunc status=none 2>write.err ||
 		{ cat write.err; td_fail "writing $3 to $1 at ${2} MiB failed"; }
 }
+
+# td_kill_fio_round CREATE BOUND NAME FIO-OPTION...: one round of "kill -9 under fio". CREATE
+# (td_create, oxt_create, ...) makes a tap on ./disk.img (at least 16 MiB), fio runs on its
+# tapdev at QD32 (randrw, O_DIRECT, the block size options given), and its tapdisk is killed
+# once I/O flows. fio must exit with EIO within BOUND s of the kill, the disk must go once fio
+# has closed it and the tapdisk must be gone; the tap's tap-ctl then lists the minor unserved
+# ("minor=M"), frees it, and CREATE gets the same minor back, whose tapdev reads back a pattern
+# written through it and puts it in the image. Needs ./data.bin (4 MiB, see pattern).
+td_kill_fio_round() {
+	_kr_create=$1 _kr_bound=$2 _kr_name=$3
+	shift 3
+	"$_kr_create" -a "aio:$PWD/disk.img"
+	_kr_m=$TD_MINOR _kr_pid=$TD_PID _kr_ctl=$(td_ctl "$TD_MINOR")
+	fio --name="kill-$_kr_name" --filename="$TD_DEV" --direct=1 --ioengine=libaio --iodepth=32 \
+		--rw=randrw "$@" --size=16M --time_based --runtime=300 > "fio.$_kr_name.out" 2>&1 &
+	_kr_fio=$!
+	wait_for 60 _kr_flowing || td_fail "$_kr_name: fio did not get going on $TD_DEV"
+	kill_daemon_under_fio "$_kr_pid" "$_kr_fio" "$_kr_bound" "$_kr_name"
+	log "$_kr_name: fio exited (rc=$FIO_RC) ${FIO_ELAPSED}s after kill -9 of tapdisk $_kr_pid"
+	awk -v e="$FIO_ELAPSED" -v b="$_kr_bound" 'BEGIN { exit !(e <= b) }' ||
+		td_fail "$_kr_name: fio took ${FIO_ELAPSED}s to fail, more than ${_kr_bound}s"
+	[ "$FIO_RC" != 0 ] || td_fail "$_kr_name: fio succeeded although tapdisk was killed"
+	grep -q 'Input/output error' "fio.$_kr_name.out" ||
+		{ cat "fio.$_kr_name.out"; td_fail "$_kr_name: fio did not report EIO"; }
+	wait_for "$_kr_bound" disk_gone "$_kr_m" || td_fail "$_kr_name: disk still there ${_kr_bound}s after fio closed it"
+	wait_for 5 _kr_pid_gone || td_fail "$_kr_name: tapdisk $_kr_pid survived kill -9"
+	td_run "list-$_kr_name" "$_kr_ctl" list -m "$_kr_m" || { cat "list-$_kr_name.err"; td_fail "$_kr_name: tap-ctl list failed"; }
+	[ "$(cat "list-$_kr_name.out")" = "minor=$_kr_m" ] ||
+		{ cat "list-$_kr_name.out"; td_fail "$_kr_name: tap-ctl list does not show minor $_kr_m unserved"; }
+	td_run "free-$_kr_name" "$_kr_ctl" free -m "$_kr_m" ||
+		{ cat "free-$_kr_name.err"; td_fail "$_kr_name: tap-ctl free -m $_kr_m failed after tapdisk died"; }
+	wait_for 5 test ! -d "$(tap_sysfs "$_kr_m")" || td_fail "$_kr_name: tap $_kr_m still in sysfs after free"
+	TD_MINORS=$(echo "$TD_MINORS" | tr ' ' '\n' | grep -vx "$_kr_m" | tr '\n' ' ')
+	"$_kr_create" -a "aio:$PWD/disk.img"
+	[ "$TD_MINOR" = "$_kr_m" ] || td_fail "$_kr_name: the freed minor $_kr_m was not reused (got $TD_MINOR)"
+	write_region "$TD_DEV" 8 data.bin
+	drop_caches
+	region_equal "$TD_DEV" 8 4 data.bin || td_fail "$_kr_name: the re-served tap does not read back its write"
+	region_equal disk.img 8 4 data.bin || td_fail "$_kr_name: the re-served tap's write is not in the image"
+	td_destroy "$TD_MINOR"
+	log "$_kr_name: minor $_kr_m freed and served again, data bit-exact"
+}
+_kr_flowing() { [ "$(tap_counts "$_kr_m" | cut -d' ' -f1)" -gt 300 ]; }
+_kr_pid_gone() { ! proc_alive "$_kr_pid"; }
+
+# td_raw_roundtrip CREATE WHAT: a 32 MiB raw image (./raw.img) served by a tap that CREATE
+# (td_create, oxt_create, ...) makes over aio:. The tapdev has the image's size; 4 MiB of data
+# put into the image at 4 MiB reads back bit-exact through the tapdev (O_DIRECT); 4 MiB written
+# through the tapdev with O_DIRECT at 16 MiB and 4 MiB buffered at 24 MiB (written back by
+# sync) are found bit-exact in the image after drop_caches and after destroy.
+td_raw_roundtrip() {
+	pattern rr-a.bin 4
+	pattern rr-b.bin 4
+	pattern rr-c.bin 4
+	truncate -s 32M raw.img || fail "cannot create raw.img"
+	dd if=rr-a.bin of=raw.img bs=1M seek=4 conv=notrunc status=none || fail "cannot fill raw.img"
+	"$1" -a "aio:$PWD/raw.img"
+	log "raw: tap $TD_MINOR ($TD_DEV, $TD_DISK) served by $2 $TD_PID"
+	_rr_size=$(blockdev --getsize64 "$TD_DEV") || td_fail "blockdev --getsize64 $TD_DEV failed"
+	[ "$_rr_size" = $((32 << 20)) ] || td_fail "raw: $TD_DEV has $_rr_size bytes, the image 32 MiB"
+	region_equal "$TD_DEV" 4 4 rr-a.bin || td_fail "raw: the tapdev does not read back what the image holds at 4 MiB"
+	write_region "$TD_DEV" 16 rr-b.bin
+	dd if=rr-c.bin of="$TD_DEV" bs=1M seek=24 conv=notrunc status=none || td_fail "raw: buffered write failed"
+	drop_caches
+	region_equal raw.img 16 4 rr-b.bin || td_fail "raw: the O_DIRECT write at 16 MiB is not in the image"
+	region_equal raw.img 24 4 rr-c.bin || td_fail "raw: the buffered write at 24 MiB is not in the image"
+	region_equal raw.img 4 4 rr-a.bin || td_fail "raw: the data at 4 MiB changed"
+	region_equal "$TD_DEV" 16 4 rr-b.bin || td_fail "raw: the tapdev does not read back its own write"
+	td_destroy "$TD_MINOR"
+	region_equal raw.img 16 4 rr-b.bin || fail "raw: the image lost data at destroy"
+	log "raw: image -> tapdev and tapdev -> image bit-exact"
+}
+
+# td_vhd_roundtrip CREATE VHD-UTIL WHAT: a new 32 MiB VHD (./disk.vhd, made by VHD-UTIL) served by
+# a tap that CREATE makes over vhd:. The tapdev has the image's size and reads as zeros; 4 MiB
+# written at 8 MiB (./vhd-mid.bin) and 2 MiB in the image's last block (./vhd-end.bin) read
+# back through it after drop_caches; after destroy, VHD-UTIL check finds the image valid, and a
+# new tap made by CREATE, served by a new tapdisk, reads both back and zeros where nothing was
+# written. Sets VHD_OLD_PID, the first tapdisk.
+td_vhd_roundtrip() {
+	pattern vhd-mid.bin 4
+	pattern vhd-end.bin 2
+	dd if=/dev/zero of=vhd-zero.bin bs=1M count=4 status=none
+	"$2" create -n "$PWD/disk.vhd" -s 32 > vhd.log 2>&1 || { cat vhd.log; fail "vhd-util create failed"; }
+	"$1" -a "vhd:$PWD/disk.vhd"
+	log "vhd: tap $TD_MINOR ($TD_DEV) served by $3 $TD_PID"
+	_vr_size=$(blockdev --getsize64 "$TD_DEV") || td_fail "blockdev --getsize64 $TD_DEV failed"
+	[ "$_vr_size" = $((32 << 20)) ] || td_fail "vhd: $TD_DEV has $_vr_size bytes, the image 32 MiB"
+	region_equal "$TD_DEV" 8 4 vhd-zero.bin || td_fail "vhd: a new image does not read as zeros"
+	write_region "$TD_DEV" 8 vhd-mid.bin
+	write_region "$TD_DEV" 30 vhd-end.bin
+	drop_caches
+	region_equal "$TD_DEV" 30 2 vhd-end.bin || td_fail "vhd: the last 2 MiB do not read back"
+	region_equal "$TD_DEV" 8 4 vhd-mid.bin || td_fail "vhd: the tapdev does not read back its write at 8 MiB"
+	VHD_OLD_PID=$TD_PID
+	td_destroy "$TD_MINOR"
+	"$2" check -n "$PWD/disk.vhd" > check.log 2>&1 || { cat check.log; fail "vhd: vhd-util check rejects the image"; }
+	"$1" -a "vhd:$PWD/disk.vhd"
+	[ "$TD_PID" != "$VHD_OLD_PID" ] || td_fail "vhd: the new tap is served by the old $3 $VHD_OLD_PID"
+	region_equal "$TD_DEV" 8 4 vhd-mid.bin || td_fail "vhd: a new $3 does not read back the data at 8 MiB"
+	region_equal "$TD_DEV" 30 2 vhd-end.bin || td_fail "vhd: a new $3 does not read back the last 2 MiB"
+	region_equal "$TD_DEV" 16 4 vhd-zero.bin || td_fail "vhd: an unwritten region does not read as zeros"
+	td_destroy "$TD_MINOR"
+	log "vhd: tapdev -> image -> new $3 bit-exact; vhd-util check clean"
+}
