@@ -32,14 +32,8 @@ t0=$(now)
 
 # Negative control: write 4 MiB at 4 KiB (verify data), corrupt one block in the image behind
 # the daemon's back, then a verify-only pass must find exactly that block.
-cat > corrupt.fio <<JOB
-[global]
-filename=$TAP_DEV
-ioengine=libaio
-direct=1
-verify=crc32c
-verify_fatal=1
-randrepeat=1
+fio_verify_job corrupt.fio "$TAP_DEV"
+cat >> corrupt.fio <<JOB
 [corrupt]
 bs=4k
 rw=randwrite

@@ -49,14 +49,8 @@ fua=$(sed -n 's/.*fua writes:\([0-9]*\).*/\1/p' "$(tap_sysfs "$TAP_MINOR")/debug
 log "O_DIRECT|O_SYNC writes: $fua FUA writes"
 
 # fio verify with flushes (fsync every 4 writes) and FUA writes (sync=1) mixed in.
-cat > flush.fio <<JOB
-[global]
-filename=$TAP_DEV
-ioengine=libaio
-direct=1
-verify=crc32c
-verify_fatal=1
-randrepeat=1
+fio_verify_job flush.fio "$TAP_DEV"
+cat >> flush.fio <<JOB
 [fsync-every-4]
 bs=4k
 rw=randwrite

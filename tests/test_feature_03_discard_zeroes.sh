@@ -67,14 +67,8 @@ drop_caches
 log "write-zeroes 1 MiB: write-zeroes $z0 -> $z1, reads zeroes, neighbours intact"
 
 # fio verify with flushes on the all-features disk.
-cat > all.fio <<JOB
-[global]
-filename=$TAP_DEV
-ioengine=libaio
-direct=1
-verify=crc32c
-verify_fatal=1
-randrepeat=1
+fio_verify_job all.fio "$TAP_DEV"
+cat >> all.fio <<JOB
 [randwrite-fsync]
 bsrange=512-128k
 rw=randwrite

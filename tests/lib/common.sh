@@ -178,6 +178,21 @@ write_attr() {
 	return 1
 }
 
+# fio_verify_job FILE DEV: starts fio job file FILE with the [global] section of a verifying job
+# on DEV (libaio, O_DIRECT, crc32c, fatal at the first mismatch, repeatable random offsets);
+# the caller appends its job sections (cat >> FILE).
+fio_verify_job() {
+	cat > "$1" <<JOB
+[global]
+filename=$2
+ioengine=libaio
+direct=1
+verify=crc32c
+verify_fatal=1
+randrepeat=1
+JOB
+}
+
 # drop_caches: write back dirty data and drop the page cache, so that later reads of a disk
 # come from its backend.
 drop_caches() {

@@ -134,6 +134,55 @@ td_cleanup() {
 	return 0
 }
 
+# td_verify_under_fio: a tap on a new 64 MiB image disk.img (TD_MINOR, TD_PID, TD_DEV) with fio
+# writing and verifying on it in the background (crc32c, O_DIRECT, QD16, 48 MiB of 4k random
+# writes; FIO_PID, output in fio.out and fio.err); returns once 300 requests were sent, so that
+# fio has most of its work still to do. End it with td_verify_done.
+td_verify_under_fio() {
+	truncate -s 64M disk.img || fail "cannot create disk.img"
+	td_create -a "aio:$PWD/disk.img"
+	fio --name=pause --filename="$TD_DEV" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite \
+		--bs=4k --size=48M --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=1 \
+		--output-format=terse --terse-version=3 > fio.out 2> fio.err &
+	FIO_PID=$!
+	_td_flowing() { [ "$(td_sent)" -gt 300 ]; }
+	wait_for 60 _td_flowing || td_fail "fio did not get going on $TD_DEV"
+}
+
+# td_sent: requests the driver has sent to the daemon of TD_MINOR so far.
+td_sent() { tap_counts "$TD_MINOR" | cut -d' ' -f1; }
+
+# td_pause LABEL: tap-ctl pause of TD_MINOR, which tap-ctl list must then show paused
+# (TD_VBD_PAUSED is 0x20 in tapdisk's VBD state bits).
+td_pause() {
+	td_run "pause$1" tap-ctl pause -p "$TD_PID" -m "$TD_MINOR" || { cat "pause$1.err"; td_fail "$1: tap-ctl pause failed"; }
+	_state=$(td_list_field "$TD_MINOR" state)
+	[ $((_state & 0x20)) = 32 ] || td_fail "$1: tap-ctl list shows state $_state while paused"
+}
+
+# td_unpause LABEL SENT: tap-ctl unpause of TD_MINOR; requests must flow again (the sent count
+# passes SENT) within 20 s.
+td_unpause() {
+	td_run "unpause$1" tap-ctl unpause -p "$TD_PID" -m "$TD_MINOR" || { cat "unpause$1.err"; td_fail "$1: tap-ctl unpause failed"; }
+	_state=$(td_list_field "$TD_MINOR" state)
+	[ "$_state" = 0 ] || td_fail "$1: state $_state after unpause"
+	_since=$2
+	_td_grown() { [ "$(td_sent)" -gt "$_since" ]; }
+	wait_for 20 _td_grown || td_fail "$1: no request was sent in 20 s after unpause"
+	log "$1: unpaused, I/O resumed (sent $(td_sent))"
+}
+
+# td_verify_done WHAT: waits for the fio of td_verify_under_fio, which must have verified every
+# block with no I/O error, and for the tap to have failed no request.
+td_verify_done() {
+	_rc=0
+	wait "$FIO_PID" || _rc=$?
+	fio_check "$1" fio.out fio.err "$_rc"
+	# shellcheck disable=SC2046 # "SENT FAILED"
+	set -- $(tap_counts "$TD_MINOR")
+	[ "$2" = 0 ] || td_fail "$2 requests failed on the tap"
+}
+
 # td_stat_secs MINOR PID: "READ WRITTEN" sectors from tap-ctl stats (its "secs": [rd, wr]).
 td_stat_secs() {
 	td_run td-stats tap-ctl stats -p "$2" -m "$1" || return 1
