@@ -55,15 +55,15 @@ list_check list-oxt "$OXT_TAPCTL" "$oxt" "$xs"
 list_check list-xs tap-ctl "$xs" "$oxt"
 
 # One fio run, every tapdev a job of its own, all at once.
+fio_verify_job mixed.fio /dev/null # each job names its tapdev
 {
-	printf '[global]\nioengine=libaio\ndirect=1\nrw=randwrite\nbsrange=4k-64k\niodepth=8\n'
-	printf 'size=3m\nverify=crc32c\ndo_verify=1\nverify_fatal=1\n'
+	printf 'rw=randwrite\nbsrange=4k-64k\niodepth=8\nsize=3m\ndo_verify=1\n'
 	for t in $oxt $xs; do
 		rest=${t#*:} rest=${rest#*:}
 		dev=${rest%%:*} img=${rest#*:}
 		printf '[%s]\nfilename=%s\n' "${img%.img}" "$dev"
 	done
-} > mixed.fio
+} >> mixed.fio
 rc=0
 fio --output-format=terse --terse-version=3 mixed.fio > fio.out 2> fio.err || rc=$?
 fio_check "four OpenXT legacy + four tapdisk 3.55.5 taps" fio.out fio.err "$rc"

@@ -62,16 +62,3 @@ oxt_pid_of_ring() {
 		return 0
 	done
 }
-
-# fio_verify_job NAME DEV MIB [FIO OPTIONS...]: write MIB MiB of DEV and verify it (crc32c,
-# libaio, O_DIRECT, random 4k-64k blocks, QD8); fio_check judges the result.
-fio_verify_job() {
-	_fv_name=$1 _fv_dev=$2 _fv_mib=$3
-	shift 3
-	_fv_rc=0
-	fio --name="$_fv_name" --filename="$_fv_dev" --ioengine=libaio --direct=1 --rw=randwrite \
-		--bsrange=4k-64k --iodepth=8 --size="${_fv_mib}m" --verify=crc32c --do_verify=1 \
-		--verify_fatal=1 --randrepeat=0 --output-format=terse --terse-version=3 "$@" \
-		> "$_fv_name.out" 2> "$_fv_name.err" || _fv_rc=$?
-	fio_check "$_fv_name" "$_fv_name.out" "$_fv_name.err" "$_fv_rc"
-}
