@@ -94,9 +94,10 @@ impl Tap {
         self.dispatch();
         let mut guard = self.io.lock();
         let io = &mut *guard;
-        // V-OXT: readable while the ring carries a message (only after sysfs `pause`,
-        // `resume` or `remove`: a V-XS daemon never sees one).
-        let message = io.ring.as_ref().is_some_and(|ring| ring.shm.message() != 0);
+        // V-OXT: readable while the kernel has a message in the ring (only after sysfs `pause`,
+        // `resume` or `remove`: a V-XS daemon never sees one). The kernel's own record, not
+        // the shared byte: what a daemon writes there changes nothing.
+        let message = io.ring.is_some() && Self::ring_message(io) != 0;
         let level = io.ring.as_mut().and_then(|ring| {
             let mark = ring.shm.request_event();
             ring.marks_taken |= mark != 1;

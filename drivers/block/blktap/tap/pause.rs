@@ -236,7 +236,13 @@ impl Tap {
         pausing || waiting
     }
 
-    /// The pause state, for the `debug` attribute.
+    /// The message the kernel has put in the ring (0: none).
+    pub(super) fn ring_message(io: &Io) -> u8 {
+        io.pause.hold.message()
+    }
+
+    /// The pause state, for the `debug` attribute: the state, the ring's message byte as the
+    /// daemon sees it, the waiting writer and the bound.
     pub(super) fn pause_debug(io: &Io) -> (Hold, u8, Option<Waiter>, u32) {
         let message = io.ring.as_ref().map_or(0, |r| r.shm.message());
         (
