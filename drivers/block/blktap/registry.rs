@@ -74,10 +74,15 @@ struct Driver {
     bdev: BlockMajor,
 }
 
-/// An allocated tap with its sysfs device; it pins the module.
+/// An allocated tap with its sysfs devices; it pins the module.
 struct Entry {
     tap: Arc<Tap>,
+    /// `blktap/blktap<N>` (sysfs `blktap!blktap<N>`, what V-XS tools parse), with the ring's
+    /// device number.
     _device: ClassDevice<Tap>,
+    /// `blktap<N>`, the V-OXT spelling OpenXT's `tap-ctl list` parses: the same attributes,
+    /// no device number. Each line's tools skip the other's entries.
+    _oxt_device: ClassDevice<Tap>,
     _module: ModuleRef,
 }
 
@@ -417,9 +422,12 @@ pub(crate) fn alloc_tap(report: impl FnOnce(&BlktapInfo) -> Result) -> Result {
         let name = CString::try_from_fmt(fmt!("blktap/blktap{}", info.ring_minor))?;
         let device =
             class.create_device(mkdev(info.ring_major, info.ring_minor), &name, tap.clone())?;
+        let name = CString::try_from_fmt(fmt!("blktap{}", info.ring_minor))?;
+        let oxt_device = class.create_device(0, &name, tap.clone())?;
         Ok(Entry {
             tap,
             _device: device,
+            _oxt_device: oxt_device,
             _module: module,
         })
     });

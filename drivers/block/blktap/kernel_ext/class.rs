@@ -328,8 +328,8 @@ impl<T: Attributes> Class<T> {
         })
     }
 
-    /// Creates device `name` (a `/` in it shows as `!` in sysfs) with number `devt`, whose
-    /// attributes are served by `data`.
+    /// Creates device `name` (a `/` in it shows as `!` in sysfs) with number `devt` (`0`: none,
+    /// so no device node either), whose attributes are served by `data`.
     pub(crate) fn create_device(
         &self,
         devt: u32,
@@ -352,8 +352,6 @@ impl<T: Attributes> Class<T> {
             Ok(dev) => Ok(ClassDevice {
                 // SAFETY: `from_err_ptr` succeeded, so `dev` is a valid device.
                 dev: unsafe { NonNull::new_unchecked(dev) },
-                class: self.data.class.get(),
-                devt,
                 // SAFETY: `drvdata` came from `Arc::into_raw` above.
                 data: unsafe { Arc::from_raw(drvdata) },
             }),
@@ -377,12 +375,11 @@ impl<T: Attributes> Drop for Class<T> {
 ///
 /// # Invariants
 ///
-/// `dev` was created by `device_create` in class `class` with number `devt` and driver data
-/// `data`; the class outlives it (the driver drops all devices before the class).
+/// `dev` was created by `device_create` with driver data `data`, and this owns the reference
+/// `device_create` returned; its class outlives it (the driver drops all devices before the
+/// class).
 pub(crate) struct ClassDevice<T: Attributes> {
     dev: NonNull<bindings::device>,
-    class: *mut bindings::class,
-    devt: u32,
     data: Arc<T>,
 }
 
@@ -393,10 +390,11 @@ unsafe impl<T: Attributes> Sync for ClassDevice<T> {}
 
 impl<T: Attributes> Drop for ClassDevice<T> {
     fn drop(&mut self) {
-        let _ = self.dev;
-        // SAFETY: by the type invariant the device exists in the live class. `device_destroy`
-        // waits for attribute callbacks in progress, so `data` is released after them.
-        unsafe { bindings::device_destroy(self.class, self.devt) };
+        // SAFETY: by the type invariant the device exists in its live class and this owns a
+        // reference to it, which `device_unregister` drops. (Not `device_destroy`, which looks
+        // the device up by number: devices without one would be ambiguous.) Removing the
+        // device waits for attribute callbacks in progress, so `data` is released after them.
+        unsafe { bindings::device_unregister(self.dev.as_ptr()) };
         let _ = &self.data;
     }
 }
