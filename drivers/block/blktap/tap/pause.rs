@@ -338,20 +338,24 @@ impl Tap {
         let mut guard = self.io.lock();
         let secs = guard.pause.timeout_secs;
         let deadline = Instant::<Monotonic>::now() + Delta::from_secs(i64::from(secs));
+        let mut interrupted = false;
         let failure = loop {
+            // An answer that came with the signal or the bound still counts.
             if let Some(outcome) = guard.pause.outcome.take() {
                 guard.pause.waiter = None;
                 return outcome;
             }
+            if interrupted {
+                break EINTR;
+            }
             let Some(jiffies) = Self::jiffies_until(deadline) else {
                 break ETIMEDOUT;
             };
-            if let CondVarTimeoutResult::Signal { .. } = self
-                .admin_wait
-                .wait_interruptible_timeout(&mut guard, jiffies)
-            {
-                break EINTR;
-            }
+            interrupted = matches!(
+                self.admin_wait
+                    .wait_interruptible_timeout(&mut guard, jiffies),
+                CondVarTimeoutResult::Signal { .. }
+            );
         };
         let io = &mut *guard;
         io.pause.waiter = None;
@@ -649,5 +653,35 @@ impl Tap {
         }
         self.admin_wait.notify_all();
         Ok(())
+    }
+}
+
+#[kunit_tests(blktap_pause)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_of_each_state() {
+        assert_eq!(Hold::Running.message(), 0);
+        assert_eq!(Hold::Draining.message(), 0);
+        assert_eq!(Hold::Requested.message(), RING_MESSAGE_PAUSE);
+        assert_eq!(Hold::Paused.message(), 0);
+        assert_eq!(Hold::Resuming.message(), RING_MESSAGE_RESUME);
+        assert_eq!(Hold::Closing.message(), RING_MESSAGE_CLOSE);
+        assert!(Pause::new().sends());
+        assert!(!Hold::Running.pausing() && !Hold::Closing.pausing());
+        assert!(Hold::Draining.pausing() && Hold::Resuming.pausing());
+    }
+
+    #[test]
+    fn resume_errors_are_user_errnos() {
+        assert_eq!(resume_error(-2), ENOENT);
+        assert_eq!(resume_error(2), ENOENT);
+        assert_eq!(resume_error(-133), Error::from_errno(-133));
+        // Kernel-internal codes (ERESTARTSYS 512, ENOIOCTLCMD 515) and nonsense become EIO.
+        assert_eq!(resume_error(-512), EIO);
+        assert_eq!(resume_error(-515), EIO);
+        assert_eq!(resume_error(i32::MIN), EIO);
+        assert_eq!(resume_error(134), EIO);
     }
 }
