@@ -574,16 +574,21 @@ impl Tap {
     /// is applied to the live disk; a different sector size is refused (`EINVAL`, logged): the
     /// queue's block size cannot change under a disk that may be open.
     pub(crate) fn ioctl_set_params(&self, params: &Blktap2Params) -> Result {
-        let config = DeviceConfig::from_params(params)?;
-        let name = checked_name(params_name(params))?;
-        let mut copy = KVec::new();
-        copy.extend_from_slice(name, GFP_KERNEL)?;
-        let (disk, old) = {
+        // Validated and copied before `ctl` (no allocation under it), judged after the owner
+        // check: a caller that does not own the ring gets EACCES whatever it passed.
+        let config = DeviceConfig::from_params(params);
+        let copy = checked_name(params_name(params)).and_then(|name| {
+            let mut copy = KVec::new();
+            copy.extend_from_slice(name, GFP_KERNEL)?;
+            Ok(copy)
+        });
+        let (disk, old, new) = {
             let mut ctl = self.ctl.lock();
             Self::check_owner(&ctl)?;
             if !matches!(self.io.lock().pause.hold, Hold::Paused | Hold::Resuming) {
                 return Err(EINVAL);
             }
+            let (config, copy) = (config?, copy?);
             let Some(current) = ctl.config.as_mut() else {
                 return Err(EINVAL);
             };
@@ -600,17 +605,17 @@ impl Tap {
             if !copy.is_empty() {
                 ctl.name = copy;
             }
-            (ctl.disk.as_ref().map(|d| d.handle()), old)
+            (ctl.disk.as_ref().map(|d| d.handle()), old, config.capacity)
         };
         // Without `ctl`: the uevent allocates.
         if let Some(disk) = disk {
-            if old != config.capacity {
-                disk.set_capacity(config.capacity);
+            if old != new {
+                disk.set_capacity(new);
                 pr_info!(
                     "{}: capacity {} -> {} sectors (SET_PARAMS)\n",
                     DiskName::new(self.minor),
                     old,
-                    config.capacity
+                    new
                 );
             }
         }
