@@ -22,9 +22,9 @@
 //! still applies to them. `remove` moves any state to `Closing` (byte 3) while the ring is
 //! mapped. A writer that gives up (the tap's `message_timeout`, or a signal) takes back what it
 //! asked: a pause in `Draining` or `Requested` goes back to `Running`, a resume to `Paused`, a
-//! removal whose daemon still maps the ring to `Running`. The end of the session (unmap),
-//! `abort` and a poisoned session end any pause: `Running`, and the waiting writer gets
-//! `ENXIO` (unmap) or `EIO`.
+//! removal whose daemon still maps the ring to the state before (`Running` or `Paused`). The
+//! end of the session (unmap), `abort` and a poisoned session end any pause: `Running`, and the
+//! waiting writer gets `ENXIO` (unmap) or `EIO`.
 //!
 //! One writer at a time: a second one gets `EBUSY`. Writers wait on [`Tap::admin_wait`] with
 //! the `io` spinlock's guard, and every change they wait for is made under `io`: no wake-up is
@@ -416,7 +416,7 @@ impl Tap {
     /// is still open, `EBUSY` (or `EINTR`) and the removal completes at its last close.
     pub(crate) fn remove(this: &Arc<Self>) -> Result<bool> {
         let mut failed = Doomed::new();
-        let (wake, window) = {
+        let (wake, window, before) = {
             let ctl = this.ctl.lock();
             if ctl.freed {
                 return Ok(false);
@@ -432,10 +432,11 @@ impl Tap {
             io.recovery.end(&mut failed);
             io.stats.failed += failed.len() as u64;
             let mapped = io.ring.is_some();
+            let before = io.pause.hold;
             if mapped {
                 Self::set_hold(io, Hold::Closing);
             }
-            (mapped, window)
+            (mapped, window, before)
         };
         failed.end_all();
         pr_info!(
@@ -478,13 +479,19 @@ impl Tap {
                 break EINTR;
             }
         };
-        Self::give_up_removal(this, failure, window, secs)
+        Self::give_up_removal(this, failure, (window, before), secs)
     }
 
     /// The writer of `remove` stops waiting (`failure`: `ETIMEDOUT` or `EINTR`): with the
-    /// daemon still there the removal is cancelled; without, it stays requested and completes
-    /// at the disk's last close (`EBUSY` for the writer).
-    fn give_up_removal(this: &Arc<Self>, failure: Error, window: u32, secs: u32) -> Result<bool> {
+    /// daemon still there the removal is cancelled, restoring the recovery window and the pause
+    /// state from before (`Running` or `Paused`: a paused daemon stays paused); without, it
+    /// stays requested and completes at the disk's last close (`EBUSY` for the writer).
+    fn give_up_removal(
+        this: &Arc<Self>,
+        failure: Error,
+        (window, before): (u32, Hold),
+        secs: u32,
+    ) -> Result<bool> {
         let name = DiskName::new(this.minor);
         let daemon = {
             let ctl = this.ctl.lock();
@@ -501,7 +508,12 @@ impl Tap {
                     io.recovery.window_secs = window;
                 }
                 if io.pause.hold == Hold::Closing {
-                    Self::set_hold(io, Hold::Running);
+                    let hold = if before == Hold::Paused {
+                        Hold::Paused
+                    } else {
+                        Hold::Running
+                    };
+                    Self::set_hold(io, hold);
                 }
             }
             daemon
