@@ -4,6 +4,7 @@
 # image, unmaps and closes the ring and exits, and the tap goes as FREE_TAP would.
 # Idle: the write returns 0 once the tap is gone (both sysfs names), tapdisk2 has exited, the
 # disk is removed, the image keeps the data, and the next allocation gets the same minor.
+# Paused: tapdisk2, paused by the kernel (image closed), closes and exits as well.
 # Open: while a process holds the disk open, the write fails with EBUSY after message_timeout
 # (3 s); tapdisk2 has exited; the disk fails reads with EIO, refuses new opens (ENXIO) and the
 # ring refuses opens (ENXIO); once the holder closes it, the disk and the tap go.
@@ -36,7 +37,19 @@ oxt_create -a "aio:$PWD/disk.img"
 region_equal "$TD_DEV" 4 4 p1.bin || td_fail "idle remove: the data does not read back through a new tap"
 log "idle remove: tap, disk and tapdisk2 gone; the minor is reused"
 
+# --- paused -------------------------------------------------------------------------------------
+m=$TD_MINOR pid=$TD_PID
+expect_write "$m" pause "remove while paused"
+expect_pause "$m" paused "remove while paused: after pause"
+expect_write "$m" remove "remove while paused"
+tap_is_gone "$m" || td_fail "remove while paused: tap $m is still there"
+td_forget "$m"
+wait_for 10 dead || td_fail "remove while paused: tapdisk2 $pid did not exit"
+region_equal disk.img 4 4 p1.bin || td_fail "remove while paused: the image lost data"
+log "remove while paused: tapdisk2 closed and exited, the tap went"
+
 # --- open ---------------------------------------------------------------------------------------
+oxt_create -a "aio:$PWD/disk.img"
 m=$TD_MINOR pid=$TD_PID disk=$TD_DISK
 write_attr "$(tap_sysfs "$m")/message_timeout" 3 || td_fail "message_timeout 3: $WRITE_ERR"
 exec 7< "/dev/$disk" || td_fail "cannot open /dev/$disk"
