@@ -487,9 +487,10 @@ impl Tap {
     /// the same mapping is still there when `ctl` is taken again.
     ///
     /// `claims`: the call carries its features (V-OXT's flags, in `config`'s agreement), which
-    /// are then the session's agreement, as if negotiated (minus those switched off); a session
-    /// that negotiated already must claim the same agreement, else `EINVAL`. Otherwise the disk
-    /// gets what the session negotiated, if anything.
+    /// the disk gets (minus those switched off), or must have already; a session that
+    /// negotiated must claim the same agreement, else `EINVAL`. The claim holds for this call
+    /// only (it is not the session's agreement). Otherwise the disk gets what the session
+    /// negotiated, if anything.
     pub(crate) fn create_device(
         this: ArcBorrow<'_, Self>,
         config: Result<DeviceConfig>,
@@ -532,7 +533,6 @@ impl Tap {
                     );
                     return Err(EINVAL);
                 }
-                ctl.session = session;
                 this.io.lock().ops_allowed = disk.features;
                 this.ring_ready();
                 return Err(EEXIST);
@@ -568,7 +568,6 @@ impl Tap {
         ctl.disk = Some(disk);
         ctl.config = Some(config);
         ctl.disk_session = session;
-        ctl.session = agreed;
         this.io.lock().ops_allowed = config.agreement.features;
         this.ring_ready();
         if let Some(name) = name {
