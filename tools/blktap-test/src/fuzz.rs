@@ -306,7 +306,7 @@ impl Info {
         let agreement = if self.flags & uapi::DEVICE_TRIM != 0 {
             let (g, a) = (lo(self.rsvd[1]), hi(self.rsvd[1]));
             valid &= geometry(g, a) && g <= uapi::MAX_DISCARD_GRANULARITY;
-            (1 << 63) * usize::from(flush) | (g as usize) << 32 | a as usize
+            ((1 << 63) * usize::from(flush)) | ((g as usize) << 32) | a as usize
         } else {
             usize::from(flush)
         };
