@@ -47,6 +47,13 @@ BLKTAP_IOCTL_CREATE_DEVICE_COMPAT             |   202 | IOCTL_CREATE_DEVICE_COMP
 BLKTAP_IOCTL_REMOVE_DEVICE                    |   207 | IOCTL_REMOVE_DEVICE
 BLKTAP_IOCTL_CREATE_DEVICE                    |   208 | IOCTL_CREATE_DEVICE
 BLKTAP_IOCTL_NEGOTIATE                        |   209 | IOCTL_NEGOTIATE
+BLKTAP2_IOCTL_SET_PARAMS                      |   203 | IOCTL_SET_PARAMS
+BLKTAP2_IOCTL_PAUSE                           |   204 | IOCTL_PAUSE
+BLKTAP2_IOCTL_REOPEN                          |   205 | IOCTL_REOPEN
+BLKTAP2_IOCTL_RESUME                          |   206 | IOCTL_RESUME
+BLKTAP2_RING_MESSAGE_PAUSE                    |     1 | RING_MESSAGE_PAUSE
+BLKTAP2_RING_MESSAGE_RESUME                   |     2 | RING_MESSAGE_RESUME
+BLKTAP2_RING_MESSAGE_CLOSE                    |     3 | RING_MESSAGE_CLOSE
 BLKTAP_MAX_DEVICES                            | 16384 | MAX_DEVICES
 BLKTAP_RING_SIZE                              |    32 | RING_SIZE
 BLKTAP_SEGMENT_MAX                            |    11 | SEGMENT_MAX
@@ -135,7 +142,7 @@ offsetof(struct blktap_sring, req_prod)       |     0 | shm.rs:REQ_PROD_OFFSET
 offsetof(struct blktap_sring, req_event)      |     4 | shm.rs:REQ_EVENT_OFFSET
 offsetof(struct blktap_sring, rsp_prod)       |     8 | shm.rs:RSP_PROD_OFFSET
 offsetof(struct blktap_sring, rsp_event)      |    12 | shm.rs:RSP_EVENT_OFFSET
-offsetof(struct blktap_sring, msg)            |    16 | -
+offsetof(struct blktap_sring, msg)            |    16 | shm.rs:MESSAGE_OFFSET
 offsetof(struct blktap_sring, __pad)          |    17 | -
 offsetof(struct blktap_sring, ring)           |    64 | RING_HEADER_SIZE
 offsetof(struct blktap_sring, ring[1])        |   176 | RING_HEADER_SIZE + RING_ENTRY_SIZE

@@ -105,7 +105,7 @@ log "destroyed $ntaps taps concurrently in $(since "$t0") s"
 left=$(blktap-ctl list | sed 1d)
 [ -z "$left" ] || fail "taps left after destroying all of them: $left"
 # shellcheck disable=SC2010 # names with '!' from sysfs, nothing odd
-left=$(ls "$BLKTAP_CLASS" | grep '^blktap!' | tr '\n' ' ')
+left=$(ls "$BLKTAP_CLASS" | grep '^blktap[!0-9]' | tr '\n' ' ')
 [ -z "$left" ] || fail "class devices left in $BLKTAP_CLASS: $left"
 [ -z "$(cat "$BLKTAP_CLASS/devices")" ] || fail "$BLKTAP_CLASS/devices not empty: $(cat "$BLKTAP_CLASS/devices")"
 # shellcheck disable=SC2010

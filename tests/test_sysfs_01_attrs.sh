@@ -11,6 +11,8 @@
 #    are ENAMETOOLONG; task is empty while the ring is closed, the
 #    daemon's pid while it serves the tap and empty again after it exits; pool is "default",
 #    can be changed while the tap has no disk, EBUSY while it has one; debug names the tap;
+#  - each tap also appears as blktap<N> (V-OXT's spelling, which OpenXT's tap-ctl parses): the
+#    same attributes and values, no dev file (no second node); both go with FREE_TAP;
 #  - queue limits of the disk: 11 segments of at most 4096 bytes (44 KiB requests), logical and
 #    physical block size as created (512, and 4096 with --sector-size 4096), no discard, write
 #    cache "write through", capacity in 512-byte sectors; BLKDISCARD is EOPNOTSUPP.
@@ -76,10 +78,22 @@ for t in "$da" "$db"; do
 	expect_mode "$t/pool" 600
 done
 wait_for 5 test -e "/dev/blktap/blktap$a" || fail "/dev/blktap/blktap$a (devtmpfs) did not appear"
+oa=$BLKTAP_CLASS/blktap$a
+[ -d "$oa" ] || fail "$oa (the V-OXT name of tap $a) does not exist after blktap-ctl alloc"
+[ -e "$da/dev" ] || fail "$da has no dev file"
+[ ! -e "$oa/dev" ] || fail "$oa has a dev file ($(cat "$oa/dev")): it must carry no device number"
+[ ! -e "/dev/blktap$a" ] || fail "/dev/blktap$a exists: the V-OXT name must not make a node"
+expect_eq "subsystem of $oa" "$(basename "$(readlink "$oa/subsystem")")" blktap2
+expect_mode "$oa/name" 644
+expect_mode "$oa/pool" 600
 expect_chrdev "/dev/blktap/blktap$a" "$chr" "$a"
 
 expect_eq "name of tap $a while unset" "$(cat "$da/name")" "$a"
 expect_eq "name of tap $b while unset" "$(cat "$db/name")" "$b"
+write_attr "$oa/name" "through-oxt" || fail "writing name through $oa failed: $WRITE_ERR"
+expect_eq "name of tap $a written through its V-OXT name" "$(cat "$da/name")" through-oxt
+echo > "$da/name" || fail "clearing the name of tap $a (writing a newline) failed"
+expect_eq "name of tap $a (V-OXT name) after clearing it" "$(cat "$oa/name")" "$a"
 expect_eq "task of tap $a before any daemon" "$(cat "$da/task")" ""
 expect_eq "pool of tap $a" "$(cat "$da/pool")" default
 expect_eq "devices with two taps without disk" "$(cat "$BLKTAP_CLASS/devices")" ""
@@ -173,6 +187,8 @@ blktap-ctl free -m "$a" || fail "blktap-ctl free -m $a failed"
 blktap-ctl free -m "$b" || fail "blktap-ctl free -m $b failed"
 [ ! -e "$da" ] || fail "$da still exists after FREE_TAP"
 [ ! -e "$db" ] || fail "$db still exists after FREE_TAP"
+[ ! -e "$oa" ] || fail "$oa still exists after FREE_TAP"
+[ ! -e "$BLKTAP_CLASS/blktap$b" ] || fail "$BLKTAP_CLASS/blktap$b still exists after FREE_TAP"
 
 # --- 4096-byte sectors -------------------------------------------------------------------------
 tap_create --backend mem:8M --sector-size 4096

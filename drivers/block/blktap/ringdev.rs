@@ -44,8 +44,13 @@ use crate::{
         IOCTL_CREATE_DEVICE,
         IOCTL_CREATE_DEVICE_COMPAT,
         IOCTL_NEGOTIATE,
+        IOCTL_PAUSE,
         IOCTL_REMOVE_DEVICE,
-        IOCTL_RESPOND, //
+        IOCTL_REOPEN,
+        IOCTL_RESPOND,
+        IOCTL_RESUME,
+        IOCTL_SET_PARAMS,
+        NAME_MAX, //
     },
 };
 
@@ -141,6 +146,16 @@ fn negotiate(tap: &Tap, arg: usize) -> Result {
     }
 }
 
+/// `REOPEN` (V-OXT): copies the tap's name and a NUL into the caller's 256-byte buffer, after
+/// the tap's locks are released.
+fn reopen(tap: &Tap, arg: usize) -> Result {
+    let mut name = [0u8; NAME_MAX];
+    let len = tap.ioctl_reopen(&mut name)?;
+    UserSlice::new(UserPtr::from_addr(arg), len)
+        .writer()
+        .write_slice(&name[..len])
+}
+
 impl FileOps for RingFile {
     type Ptr = Arc<Tap>;
 
@@ -173,6 +188,11 @@ impl FileOps for RingFile {
             }
             IOCTL_REMOVE_DEVICE => tap.remove_device()?,
             IOCTL_NEGOTIATE => negotiate(&tap, arg)?,
+            IOCTL_SET_PARAMS => tap.ioctl_set_params(&read_user::<Blktap2Params>(arg)?)?,
+            IOCTL_PAUSE => tap.ioctl_pause()?,
+            IOCTL_REOPEN => reopen(&tap, arg)?,
+            // The result is a C `int` passed by value.
+            IOCTL_RESUME => tap.ioctl_resume(arg as u32 as i32)?,
             _ => return Err(ENOTTY),
         }
         Ok(0)

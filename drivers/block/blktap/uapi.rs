@@ -34,6 +34,20 @@ pub(crate) const IOCTL_REMOVE_DEVICE: u32 = 207;
 pub(crate) const IOCTL_CREATE_DEVICE: u32 = 208;
 /// Ring ioctl: negotiate features beyond V-XS (`Features`, in/out).
 pub(crate) const IOCTL_NEGOTIATE: u32 = 209;
+/// Ring ioctl (V-OXT): new capacity and name while paused, from a `Blktap2Params`.
+pub(crate) const IOCTL_SET_PARAMS: u32 = 203;
+/// Ring ioctl (V-OXT): the daemon has paused, answering [`RING_MESSAGE_PAUSE`].
+pub(crate) const IOCTL_PAUSE: u32 = 204;
+/// Ring ioctl (V-OXT): copy the tap's name (`type:path`) out, while paused.
+pub(crate) const IOCTL_REOPEN: u32 = 205;
+/// Ring ioctl (V-OXT): the daemon's resume result (0 or `-errno`, by value).
+pub(crate) const IOCTL_RESUME: u32 = 206;
+/// Ring message byte (V-OXT): pause.
+pub(crate) const RING_MESSAGE_PAUSE: u8 = 1;
+/// Ring message byte (V-OXT): resume.
+pub(crate) const RING_MESSAGE_RESUME: u8 = 2;
+/// Ring message byte (V-OXT): close the ring (the tap is being removed).
+pub(crate) const RING_MESSAGE_CLOSE: u8 = 3;
 
 /// Number of taps (minors) supported.
 pub(crate) const MAX_DEVICES: u32 = 16384;
@@ -276,6 +290,13 @@ const _: () = {
     assert!(IOCTL_REMOVE_DEVICE == 207); // BLKTAP_IOCTL_REMOVE_DEVICE
     assert!(IOCTL_CREATE_DEVICE == 208); // BLKTAP_IOCTL_CREATE_DEVICE
     assert!(IOCTL_NEGOTIATE == 209); // BLKTAP_IOCTL_NEGOTIATE
+    assert!(IOCTL_SET_PARAMS == 203); // BLKTAP2_IOCTL_SET_PARAMS
+    assert!(IOCTL_PAUSE == 204); // BLKTAP2_IOCTL_PAUSE
+    assert!(IOCTL_REOPEN == 205); // BLKTAP2_IOCTL_REOPEN
+    assert!(IOCTL_RESUME == 206); // BLKTAP2_IOCTL_RESUME
+    assert!(RING_MESSAGE_PAUSE == 1); // BLKTAP2_RING_MESSAGE_PAUSE
+    assert!(RING_MESSAGE_RESUME == 2); // BLKTAP2_RING_MESSAGE_RESUME
+    assert!(RING_MESSAGE_CLOSE == 3); // BLKTAP2_RING_MESSAGE_CLOSE
     assert!(MAX_DEVICES == 16384); // BLKTAP_MAX_DEVICES
     assert!(RING_SIZE == 32); // BLKTAP_RING_SIZE
     assert!(SEGMENT_MAX == 11); // BLKTAP_SEGMENT_MAX

@@ -31,6 +31,22 @@
  */
 #define BLKTAP_IOCTL_NEGOTIATE			209	/* arg: struct blktap_features * (in/out) */
 
+/*
+ * V-OXT kernel-driven pause, resume and removal (OpenXT's legacy tapdisk2). The kernel writes a
+ * message into the ring's msg byte (offset 16) when the tap's sysfs pause, resume or remove file
+ * is written, and poll reports the ring readable while the byte is non-zero; the daemon answers
+ * with these ioctls. A daemon that never sees a non-zero byte never needs them.
+ */
+#define BLKTAP2_IOCTL_SET_PARAMS		203	/* arg: struct blktap2_params * (in); paused */
+#define BLKTAP2_IOCTL_PAUSE			204	/* no arg; answers BLKTAP2_RING_MESSAGE_PAUSE */
+#define BLKTAP2_IOCTL_REOPEN			205	/* arg: char[BLKTAP2_MAX_MESSAGE_LEN] (out) */
+#define BLKTAP2_IOCTL_RESUME			206	/* arg: 0 or -errno, by value; ends a resume */
+
+/* Values of struct blktap_sring.msg, written only by the kernel. */
+#define BLKTAP2_RING_MESSAGE_PAUSE		1	/* drain, close the image, answer PAUSE */
+#define BLKTAP2_RING_MESSAGE_RESUME		2	/* REOPEN, reopen, SET_PARAMS, answer RESUME */
+#define BLKTAP2_RING_MESSAGE_CLOSE		3	/* close the image, unmap and close the ring */
+
 /* Number of taps (and so of minors) the driver supports. */
 #define BLKTAP_MAX_DEVICES			16384
 
@@ -169,7 +185,7 @@ struct blktap_sring {
 	__u32 req_event;	/* initialised to 1 */
 	__u32 rsp_prod;		/* written by the daemon */
 	__u32 rsp_event;	/* initialised to 1 */
-	__u8 msg;		/* message byte, unused by this ABI variant */
+	__u8 msg;		/* BLKTAP2_RING_MESSAGE_* or 0 (V-OXT); never written by the daemon */
 	__u8 __pad[47];
 	union blktap_ring_entry ring[BLKTAP_RING_SIZE];
 };

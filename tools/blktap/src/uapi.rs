@@ -23,6 +23,23 @@ pub const IOCTL_CREATE_DEVICE: u32 = 208;
 /// Ring ioctl: negotiate features beyond V-XS before `CREATE_DEVICE`; the argument points to a
 /// [`Features`] (in/out).
 pub const IOCTL_NEGOTIATE: u32 = 209;
+/// Ring ioctl (V-OXT): new capacity and name while paused; the argument points to a
+/// [`Blktap2Params`] (in).
+pub const IOCTL_SET_PARAMS: u32 = 203;
+/// Ring ioctl (V-OXT): the daemon has paused, answering [`RING_MESSAGE_PAUSE`].
+pub const IOCTL_PAUSE: u32 = 204;
+/// Ring ioctl (V-OXT): the tap's name (`type:path`) is copied into the
+/// [`MAX_MESSAGE_LEN`]-byte buffer the argument points to; paused only.
+pub const IOCTL_REOPEN: u32 = 205;
+/// Ring ioctl (V-OXT): ends a resume with the result passed by value (0 or `-errno`).
+pub const IOCTL_RESUME: u32 = 206;
+/// Ring message byte value (V-OXT): pause (drain, then [`IOCTL_PAUSE`]).
+pub const RING_MESSAGE_PAUSE: u8 = 1;
+/// Ring message byte value (V-OXT): resume ([`IOCTL_REOPEN`], [`IOCTL_SET_PARAMS`],
+/// [`IOCTL_RESUME`]).
+pub const RING_MESSAGE_RESUME: u8 = 2;
+/// Ring message byte value (V-OXT): close the ring (the tap is being removed).
+pub const RING_MESSAGE_CLOSE: u8 = 3;
 
 /// Kernel-internal `ENOIOCTLCMD`; tapdisk treats it like `ENOTTY` when probing ioctl 208.
 pub const ENOIOCTLCMD: i32 = 515;
@@ -765,6 +782,13 @@ mod tests {
             konst!("BLKTAP_IOCTL_REMOVE_DEVICE", IOCTL_REMOVE_DEVICE),
             konst!("BLKTAP_IOCTL_CREATE_DEVICE", IOCTL_CREATE_DEVICE),
             konst!("BLKTAP_IOCTL_NEGOTIATE", IOCTL_NEGOTIATE),
+            konst!("BLKTAP2_IOCTL_SET_PARAMS", IOCTL_SET_PARAMS),
+            konst!("BLKTAP2_IOCTL_PAUSE", IOCTL_PAUSE),
+            konst!("BLKTAP2_IOCTL_REOPEN", IOCTL_REOPEN),
+            konst!("BLKTAP2_IOCTL_RESUME", IOCTL_RESUME),
+            konst!("BLKTAP2_RING_MESSAGE_PAUSE", RING_MESSAGE_PAUSE),
+            konst!("BLKTAP2_RING_MESSAGE_RESUME", RING_MESSAGE_RESUME),
+            konst!("BLKTAP2_RING_MESSAGE_CLOSE", RING_MESSAGE_CLOSE),
             konst!("BLKTAP_OP_FLUSH", OP_FLUSH),
             konst!("BLKTAP_OP_DISCARD", OP_DISCARD),
             konst!("BLKTAP_OP_WRITE_ZEROES", OP_WRITE_ZEROES),

@@ -675,6 +675,18 @@ impl DiskRef {
     }
 }
 
+impl DiskRef {
+    /// Sets the disk's size to `sectors` (512-byte units) and, if it changed, tells userspace
+    /// (a `RESIZE=1` change uevent). Sleeps (the uevent allocates): call with no spinlock, and
+    /// with no lock that reclaim of this disk's dirty pages could need.
+    pub(crate) fn set_capacity(&self, sectors: u64) -> bool {
+        // SAFETY: by the type invariant the disk is live (or deleted, with its memory kept by
+        // the reference); `set_capacity_and_notify` takes the size lock itself and only sends
+        // the uevent for a disk still added.
+        unsafe { bindings::set_capacity_and_notify(self.0.as_ptr(), sectors) }
+    }
+}
+
 impl Drop for DiskRef {
     fn drop(&mut self) {
         // SAFETY: by the type invariant this object holds a reference to the disk.

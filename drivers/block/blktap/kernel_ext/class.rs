@@ -78,6 +78,35 @@ pub(super) fn store_result(ret: Result, count: usize) -> isize {
     }
 }
 
+/// The attribute file whose `store` callback is running, handed to [`Attributes::store`].
+pub(crate) struct AttrFile<'a> {
+    dev: *mut bindings::device,
+    attr: *const bindings::device_attribute,
+    _callback: PhantomData<&'a ()>,
+}
+
+impl AttrFile<'_> {
+    /// Runs `f` with this file's callback no longer counted as running in it, so that `f` can
+    /// remove the file's whole device (drop its [`ClassDevice`]): removing a device waits for
+    /// the callbacks running in its files, this one included otherwise
+    /// (`sysfs_break_active_protection`, as SCSI's `delete` attribute does). The device's
+    /// memory stays valid until `f` has returned.
+    pub(crate) fn unprotected(&self, f: impl FnOnce()) {
+        // SAFETY: `dev` and `attr` are the device and attribute of the `store` callback running
+        // for the lifetime of `self`, so both are live. The call takes a reference on the
+        // device's kobject and on the file's node, which the unbreak below drops.
+        let kn = unsafe {
+            bindings::sysfs_break_active_protection(&raw mut (*self.dev).kobj, &(*self.attr).attr)
+        };
+        f();
+        if !kn.is_null() {
+            // SAFETY: `kn` came from `sysfs_break_active_protection` above and is not used
+            // after this call.
+            unsafe { bindings::sysfs_unbreak_active_protection(kn) };
+        }
+    }
+}
+
 /// Attributes of the class and of its devices, implemented by the per-device data type.
 pub(crate) trait Attributes: Send + Sync + Sized + 'static {
     /// `(name, mode)` of every per-device attribute.
@@ -87,8 +116,9 @@ pub(crate) trait Attributes: Send + Sync + Sized + 'static {
 
     /// Shows per-device attribute `name` of `this`.
     fn show(this: &Self, name: &CStr, out: &mut SysfsWriter) -> Result;
-    /// Stores `input` (exactly as written) into per-device attribute `name` of `this`.
-    fn store(this: &Self, name: &CStr, input: &[u8]) -> Result;
+    /// Stores `input` (exactly as written) into per-device attribute `name` of `this`, whose
+    /// file is `file`.
+    fn store(this: &Self, name: &CStr, input: &[u8], file: &AttrFile<'_>) -> Result;
     /// Shows class attribute `name`.
     fn show_class(name: &CStr, out: &mut SysfsWriter) -> Result;
     /// Stores `input` into class attribute `name`.
@@ -131,7 +161,12 @@ impl<T: Attributes> Callbacks<T> {
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
         // SAFETY: sysfs passes `count` readable bytes.
         let input = unsafe { store_input(buf, count) };
-        store_result(T::store(this, name, input), count)
+        let file = AttrFile {
+            dev,
+            attr,
+            _callback: PhantomData,
+        };
+        store_result(T::store(this, name, input, &file), count)
     }
 
     /// # Safety
@@ -293,8 +328,8 @@ impl<T: Attributes> Class<T> {
         })
     }
 
-    /// Creates device `name` (a `/` in it shows as `!` in sysfs) with number `devt`, whose
-    /// attributes are served by `data`.
+    /// Creates device `name` (a `/` in it shows as `!` in sysfs) with number `devt` (`0`: none,
+    /// so no device node either), whose attributes are served by `data`.
     pub(crate) fn create_device(
         &self,
         devt: u32,
@@ -317,8 +352,6 @@ impl<T: Attributes> Class<T> {
             Ok(dev) => Ok(ClassDevice {
                 // SAFETY: `from_err_ptr` succeeded, so `dev` is a valid device.
                 dev: unsafe { NonNull::new_unchecked(dev) },
-                class: self.data.class.get(),
-                devt,
                 // SAFETY: `drvdata` came from `Arc::into_raw` above.
                 data: unsafe { Arc::from_raw(drvdata) },
             }),
@@ -342,12 +375,11 @@ impl<T: Attributes> Drop for Class<T> {
 ///
 /// # Invariants
 ///
-/// `dev` was created by `device_create` in class `class` with number `devt` and driver data
-/// `data`; the class outlives it (the driver drops all devices before the class).
+/// `dev` was created by `device_create` with driver data `data`, and this owns the reference
+/// `device_create` returned; its class outlives it (the driver drops all devices before the
+/// class).
 pub(crate) struct ClassDevice<T: Attributes> {
     dev: NonNull<bindings::device>,
-    class: *mut bindings::class,
-    devt: u32,
     data: Arc<T>,
 }
 
@@ -358,10 +390,11 @@ unsafe impl<T: Attributes> Sync for ClassDevice<T> {}
 
 impl<T: Attributes> Drop for ClassDevice<T> {
     fn drop(&mut self) {
-        let _ = self.dev;
-        // SAFETY: by the type invariant the device exists in the live class. `device_destroy`
-        // waits for attribute callbacks in progress, so `data` is released after them.
-        unsafe { bindings::device_destroy(self.class, self.devt) };
+        // SAFETY: by the type invariant the device exists in its live class and this owns a
+        // reference to it, which `device_unregister` drops. (Not `device_destroy`, which looks
+        // the device up by number: devices without one would be ambiguous.) Removing the
+        // device waits for attribute callbacks in progress, so `data` is released after them.
+        unsafe { bindings::device_unregister(self.dev.as_ptr()) };
         let _ = &self.data;
     }
 }
