@@ -459,6 +459,14 @@ mod tests {
         assert_eq!(IOCTL_REMOVE_DEVICE, 207);
         assert_eq!(IOCTL_CREATE_DEVICE, 208);
         assert_eq!(IOCTL_NEGOTIATE, 209);
+        assert_eq!(
+            [IOCTL_SET_PARAMS, IOCTL_PAUSE, IOCTL_REOPEN, IOCTL_RESUME],
+            [203, 204, 205, 206]
+        );
+        assert_eq!(
+            [RING_MESSAGE_PAUSE, RING_MESSAGE_RESUME, RING_MESSAGE_CLOSE],
+            [1, 2, 3]
+        );
     }
 
     #[test]

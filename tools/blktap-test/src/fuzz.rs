@@ -438,7 +438,7 @@ fn unknown_cmd(rng: &mut Rng) -> u32 {
     loop {
         let cmd = match rng.below(3) {
             0 => rng.below(1024) as u32,
-            1 => rng.range(203, 206) as u32,
+            1 => rng.range(210, 215) as u32,
             _ => rng.next_u32(),
         };
         let ty = (cmd >> 8) & 0xff;
@@ -450,6 +450,10 @@ fn unknown_cmd(rng: &mut Rng) -> u32 {
             uapi::IOCTL_REMOVE_DEVICE,
             uapi::IOCTL_CREATE_DEVICE,
             uapi::IOCTL_NEGOTIATE,
+            uapi::IOCTL_SET_PARAMS,
+            uapi::IOCTL_PAUSE,
+            uapi::IOCTL_REOPEN,
+            uapi::IOCTL_RESUME,
             2, // FIGETBSZ
         ];
         if !known.contains(&cmd) && ![0x54, 0x58, 0x66, 0x94, 0x15].contains(&ty) {
@@ -1637,6 +1641,30 @@ impl Walk<'_> {
                 if self.expect(&format!("REMOVE_DEVICE {minor}"), r, want) && r == 0 {
                     self.taps[i].disk = None;
                 }
+            }
+            5 if self.rng.chance(50) => {
+                // V-OXT's answers to ring messages (203-206): the walk never writes a tap's
+                // pause or resume, so none is ever expected: EINVAL for the owner, whatever
+                // the argument (203 with any parameters, 206 with any result), else EACCES.
+                let cmd = *self.rng.pick(&[
+                    uapi::IOCTL_SET_PARAMS,
+                    uapi::IOCTL_PAUSE,
+                    uapi::IOCTL_REOPEN,
+                    uapi::IOCTL_RESUME,
+                ]);
+                let arg = match cmd {
+                    uapi::IOCTL_SET_PARAMS => {
+                        let cap = self.rng.below(1 << 20);
+                        let ss = *self.rng.pick(&[0, 511, 512, 4096, 8192]);
+                        self.arena
+                            .ptr(Ptr::Valid, &params_bytes(b"aio:/x", cap, ss))
+                    }
+                    uapi::IOCTL_REOPEN => self.arena.ptr(Ptr::Valid, &[0u8; 256]),
+                    _ => self.rng.next_u64(),
+                };
+                let r = ioctl(raw, cmd, arg);
+                let want = if mapped { libc::EINVAL } else { libc::EACCES };
+                self.expect(&format!("V-OXT ioctl {cmd} on ring {minor}"), r, want);
             }
             _ => {
                 let cmd = unknown_cmd(&mut self.rng);

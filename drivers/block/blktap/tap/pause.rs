@@ -22,9 +22,9 @@
 //! still applies to them. `remove` moves any state to `Closing` (byte 3) while the ring is
 //! mapped. A writer that gives up (the tap's `message_timeout`, or a signal) takes back what it
 //! asked: a pause in `Draining` or `Requested` goes back to `Running`, a resume to `Paused`, a
-//! removal whose daemon still maps the ring to `Running`. The end of the session (unmap),
-//! `abort` and a poisoned session end any pause: `Running`, and the waiting writer gets
-//! `ENXIO` (unmap) or `EIO`.
+//! removal whose daemon still maps the ring to the state before (`Running` or `Paused`). The
+//! end of the session (unmap), `abort` and a poisoned session end any pause: `Running`, and the
+//! waiting writer gets `ENXIO` (unmap) or `EIO`.
 //!
 //! One writer at a time: a second one gets `EBUSY`. Writers wait on [`Tap::admin_wait`] with
 //! the `io` spinlock's guard, and every change they wait for is made under `io`: no wake-up is
@@ -338,20 +338,24 @@ impl Tap {
         let mut guard = self.io.lock();
         let secs = guard.pause.timeout_secs;
         let deadline = Instant::<Monotonic>::now() + Delta::from_secs(i64::from(secs));
+        let mut interrupted = false;
         let failure = loop {
+            // An answer that came with the signal or the bound still counts.
             if let Some(outcome) = guard.pause.outcome.take() {
                 guard.pause.waiter = None;
                 return outcome;
             }
+            if interrupted {
+                break EINTR;
+            }
             let Some(jiffies) = Self::jiffies_until(deadline) else {
                 break ETIMEDOUT;
             };
-            if let CondVarTimeoutResult::Signal { .. } = self
-                .admin_wait
-                .wait_interruptible_timeout(&mut guard, jiffies)
-            {
-                break EINTR;
-            }
+            interrupted = matches!(
+                self.admin_wait
+                    .wait_interruptible_timeout(&mut guard, jiffies),
+                CondVarTimeoutResult::Signal { .. }
+            );
         };
         let io = &mut *guard;
         io.pause.waiter = None;
@@ -412,7 +416,7 @@ impl Tap {
     /// is still open, `EBUSY` (or `EINTR`) and the removal completes at its last close.
     pub(crate) fn remove(this: &Arc<Self>) -> Result<bool> {
         let mut failed = Doomed::new();
-        let (wake, window) = {
+        let (wake, window, before) = {
             let ctl = this.ctl.lock();
             if ctl.freed {
                 return Ok(false);
@@ -428,10 +432,11 @@ impl Tap {
             io.recovery.end(&mut failed);
             io.stats.failed += failed.len() as u64;
             let mapped = io.ring.is_some();
+            let before = io.pause.hold;
             if mapped {
                 Self::set_hold(io, Hold::Closing);
             }
-            (mapped, window)
+            (mapped, window, before)
         };
         failed.end_all();
         pr_info!(
@@ -474,13 +479,19 @@ impl Tap {
                 break EINTR;
             }
         };
-        Self::give_up_removal(this, failure, window, secs)
+        Self::give_up_removal(this, failure, (window, before), secs)
     }
 
     /// The writer of `remove` stops waiting (`failure`: `ETIMEDOUT` or `EINTR`): with the
-    /// daemon still there the removal is cancelled; without, it stays requested and completes
-    /// at the disk's last close (`EBUSY` for the writer).
-    fn give_up_removal(this: &Arc<Self>, failure: Error, window: u32, secs: u32) -> Result<bool> {
+    /// daemon still there the removal is cancelled, restoring the recovery window and the pause
+    /// state from before (`Running` or `Paused`: a paused daemon stays paused); without, it
+    /// stays requested and completes at the disk's last close (`EBUSY` for the writer).
+    fn give_up_removal(
+        this: &Arc<Self>,
+        failure: Error,
+        (window, before): (u32, Hold),
+        secs: u32,
+    ) -> Result<bool> {
         let name = DiskName::new(this.minor);
         let daemon = {
             let ctl = this.ctl.lock();
@@ -497,7 +508,12 @@ impl Tap {
                     io.recovery.window_secs = window;
                 }
                 if io.pause.hold == Hold::Closing {
-                    Self::set_hold(io, Hold::Running);
+                    let hold = if before == Hold::Paused {
+                        Hold::Paused
+                    } else {
+                        Hold::Running
+                    };
+                    Self::set_hold(io, hold);
                 }
             }
             daemon
@@ -570,16 +586,21 @@ impl Tap {
     /// is applied to the live disk; a different sector size is refused (`EINVAL`, logged): the
     /// queue's block size cannot change under a disk that may be open.
     pub(crate) fn ioctl_set_params(&self, params: &Blktap2Params) -> Result {
-        let config = DeviceConfig::from_params(params)?;
-        let name = checked_name(params_name(params))?;
-        let mut copy = KVec::new();
-        copy.extend_from_slice(name, GFP_KERNEL)?;
-        let (disk, old) = {
+        // Validated and copied before `ctl` (no allocation under it), judged after the owner
+        // check: a caller that does not own the ring gets EACCES whatever it passed.
+        let config = DeviceConfig::from_params(params);
+        let copy = checked_name(params_name(params)).and_then(|name| {
+            let mut copy = KVec::new();
+            copy.extend_from_slice(name, GFP_KERNEL)?;
+            Ok(copy)
+        });
+        let (disk, old, new) = {
             let mut ctl = self.ctl.lock();
             Self::check_owner(&ctl)?;
             if !matches!(self.io.lock().pause.hold, Hold::Paused | Hold::Resuming) {
                 return Err(EINVAL);
             }
+            let (config, copy) = (config?, copy?);
             let Some(current) = ctl.config.as_mut() else {
                 return Err(EINVAL);
             };
@@ -596,17 +617,17 @@ impl Tap {
             if !copy.is_empty() {
                 ctl.name = copy;
             }
-            (ctl.disk.as_ref().map(|d| d.handle()), old)
+            (ctl.disk.as_ref().map(|d| d.handle()), old, config.capacity)
         };
         // Without `ctl`: the uevent allocates.
         if let Some(disk) = disk {
-            if old != config.capacity {
-                disk.set_capacity(config.capacity);
+            if old != new {
+                disk.set_capacity(new);
                 pr_info!(
                     "{}: capacity {} -> {} sectors (SET_PARAMS)\n",
                     DiskName::new(self.minor),
                     old,
-                    config.capacity
+                    new
                 );
             }
         }
@@ -649,5 +670,35 @@ impl Tap {
         }
         self.admin_wait.notify_all();
         Ok(())
+    }
+}
+
+#[kunit_tests(blktap_pause)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_of_each_state() {
+        assert_eq!(Hold::Running.message(), 0);
+        assert_eq!(Hold::Draining.message(), 0);
+        assert_eq!(Hold::Requested.message(), RING_MESSAGE_PAUSE);
+        assert_eq!(Hold::Paused.message(), 0);
+        assert_eq!(Hold::Resuming.message(), RING_MESSAGE_RESUME);
+        assert_eq!(Hold::Closing.message(), RING_MESSAGE_CLOSE);
+        assert!(Pause::new().sends());
+        assert!(!Hold::Running.pausing() && !Hold::Closing.pausing());
+        assert!(Hold::Draining.pausing() && Hold::Resuming.pausing());
+    }
+
+    #[test]
+    fn resume_errors_are_user_errnos() {
+        assert_eq!(resume_error(-2), ENOENT);
+        assert_eq!(resume_error(2), ENOENT);
+        assert_eq!(resume_error(-133), Error::from_errno(-133));
+        // Kernel-internal codes (ERESTARTSYS 512, ENOIOCTLCMD 515) and nonsense become EIO.
+        assert_eq!(resume_error(-512), EIO);
+        assert_eq!(resume_error(-515), EIO);
+        assert_eq!(resume_error(i32::MIN), EIO);
+        assert_eq!(resume_error(134), EIO);
     }
 }
