@@ -357,6 +357,30 @@ impl Info {
             && self.capacity <= u64::MAX >> lbs.trailing_zeros()
     }
 
+    /// A V-OXT 40-byte info (zero at offset 12), mostly valid: FLUSH, TRIM and PSZ in any
+    /// mix, physical 4096 at offset 0 or 1024, trim granularity 4096 or 8192, sometimes a bad
+    /// value.
+    fn random_oxt(rng: &mut Rng) -> Self {
+        let flags = *rng.pick(&[
+            0,
+            uapi::DEVICE_FLUSH,
+            uapi::DEVICE_TRIM,
+            uapi::DEVICE_FLUSH | uapi::DEVICE_TRIM,
+            uapi::DEVICE_FLUSH | uapi::DEVICE_TRIM | uapi::DEVICE_PSZ,
+            uapi::DEVICE_RO | uapi::DEVICE_PSZ | 0x10,
+        ]);
+        let phys = u64::from(*rng.pick(&[4096u32, 4096, 512, 3000]));
+        let offset = u64::from(*rng.pick(&[0u32, 0, 1024, 4096]));
+        let gran = u64::from(*rng.pick(&[4096u32, 4096, 8192, 0]));
+        Self {
+            capacity: 2048 * rng.range(1, 8),
+            lbs: 512,
+            pbs: 0,
+            flags,
+            rsvd: [phys | offset << 32, gran, 0, 0],
+        }
+    }
+
     fn random(rng: &mut Rng) -> Self {
         let lbs = *rng.pick(&[512, 512, 4096, 1024, 2048, 0, 256, 511, 513, 8192, u32::MAX]);
         let shift = if lbs.is_power_of_two() && lbs >= 512 {
@@ -1573,7 +1597,7 @@ impl Walk<'_> {
                 } else {
                     *self.rng.pick(&PTRS)
                 };
-                let info = if self.rng.chance(60) {
+                let info = if self.rng.chance(50) {
                     Info {
                         capacity: 2048 * self.rng.range(1, 8),
                         lbs: 512,
@@ -1581,6 +1605,8 @@ impl Walk<'_> {
                         flags: 0,
                         rsvd: [0; 4],
                     }
+                } else if self.rng.chance(30) {
+                    Info::random_oxt(&mut self.rng)
                 } else {
                     Info::random(&mut self.rng)
                 };
