@@ -469,6 +469,12 @@ impl Tap {
         }
     }
 
+    /// Checks that the caller may use the ring ioctls (else `EACCES`), as each of them does
+    /// again under `ctl`: lets an ioctl answer `EACCES` before it checks its argument further.
+    pub(crate) fn check_caller(&self) -> Result {
+        Self::check_owner(&self.ctl.lock())
+    }
+
     /// Checks that the calling task's address space owns the ring mapping (else `EACCES`).
     fn check_owner(ctl: &Ctl) -> Result {
         match (ctl.mapping, task::current_mm_id()) {
@@ -531,26 +537,50 @@ impl Tap {
     /// wait for itself. `disk_change` is held throughout: a second caller, or a removal, waits
     /// for this one (`ctl.creating` tells the `pool` attribute), and the result is kept only if
     /// the same mapping is still there when `ctl` is taken again.
+    ///
+    /// `claims`: the call carries its features (V-OXT's flags, in `config`'s agreement), which
+    /// the disk gets (minus those switched off), or must have already; a session that
+    /// negotiated must claim the same agreement, else `EINVAL`. The claim holds for this call
+    /// only (it is not the session's agreement). Otherwise the disk gets what the session
+    /// negotiated, if anything.
     pub(crate) fn create_device(
         this: ArcBorrow<'_, Self>,
         config: Result<DeviceConfig>,
         name: Option<&[u8]>,
+        claims: bool,
     ) -> Result {
         let _change = this.disk_change.lock();
         let mapping = {
             let mut ctl = this.ctl.lock();
             Self::check_owner(&ctl)?;
+            let claimed = match &config {
+                Ok(c) if claims => Some(c.agreement.without(ctl.switched_off)),
+                _ => None,
+            };
+            if let (Some(claimed), Some(negotiated)) = (claimed, ctl.session) {
+                if claimed != negotiated {
+                    pr_warn!(
+                        "{}: CREATE_DEVICE refused: its flags ask for features {:#x}, the \
+                         session negotiated {:#x} (and limits)\n",
+                        DiskName::new(this.minor),
+                        claimed.features,
+                        negotiated.features
+                    );
+                    return Err(EINVAL);
+                }
+            }
+            let session = claimed.or(ctl.session);
             if let Some(disk) = ctl.config.map(|c| c.agreement) {
                 // A new daemon finding the disk of its predecessor (tapdisk and blktapd go on
                 // on EEXIST): it is ready for the requests held for it, if it agreed on the
                 // disk's features (a V-XS daemon must never be sent an op it does not know).
-                let session = ctl.session.unwrap_or_default();
-                if session != disk {
+                let agreed = session.unwrap_or_default();
+                if agreed != disk {
                     pr_warn!(
                         "{}: the daemon agreed on features {:#x}, the disk has {:#x} (and \
                          limits): refusing it\n",
                         DiskName::new(this.minor),
-                        session.features,
+                        agreed.features,
                         disk.features
                     );
                     return Err(EINVAL);
@@ -560,9 +590,10 @@ impl Tap {
                 return Err(EEXIST);
             }
             ctl.creating = true;
-            (ctl.mapping, ctl.sessions, ctl.session.unwrap_or_default())
+            (ctl.mapping, ctl.sessions, session)
         };
-        let (mapping, session, agreement) = mapping;
+        let (mapping, session, agreed) = mapping;
+        let agreement = agreed.unwrap_or_default();
         let config = config.map(|c| DeviceConfig { agreement, ..c });
         let created = Self::new_disk(this, config, name);
         let mut ctl = this.ctl.lock();
@@ -628,6 +659,7 @@ impl Tap {
             capacity_sectors: config.capacity,
             logical_block_size: config.logical_block_size,
             physical_block_size: config.physical_block_size,
+            alignment_offset: config.alignment_offset,
             max_segments: SEGMENT_MAX as u16,
             max_segment_size: kernel::page::PAGE_SIZE as u32,
             seg_boundary_mask: kernel::page::PAGE_SIZE as u64 - 1,

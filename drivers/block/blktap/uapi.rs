@@ -98,6 +98,12 @@ pub(crate) const MAX_DISCARD_GRANULARITY: u32 = 0x4000_0000;
 
 /// `DeviceInfo::flags`: the disk is read-only.
 pub(crate) const DEVICE_RO: u64 = 0x1;
+/// `OxtDeviceInfo::flags`: physical block size and offset given.
+pub(crate) const DEVICE_PSZ: u64 = 0x2;
+/// `OxtDeviceInfo::flags`: volatile write cache (`OP_FLUSH`).
+pub(crate) const DEVICE_FLUSH: u64 = 0x4;
+/// `OxtDeviceInfo::flags`: discard (`OP_DISCARD`, V-OXT's TRIM); trim size and offset given.
+pub(crate) const DEVICE_TRIM: u64 = 0x8;
 /// Length of `Blktap2Params::name`, NUL included.
 pub(crate) const NAME_MAX: usize = 256;
 
@@ -134,6 +140,29 @@ pub(crate) struct DeviceInfo {
 
 // SAFETY: integers only, no padding; any bit pattern is valid.
 unsafe impl FromBytes for DeviceInfo {}
+
+/// V-OXT's argument of `IOCTL_CREATE_DEVICE` (40 bytes; `pad` is 0 where V-XS has its
+/// `physical_sector_size`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct OxtDeviceInfo {
+    /// Size in 512-byte sectors.
+    pub(crate) capacity: u64,
+    /// Logical block size.
+    pub(crate) sector_size: u32,
+    /// Zero: selects this layout.
+    pub(crate) pad: u32,
+    /// `DEVICE_RO`, `DEVICE_PSZ`, `DEVICE_FLUSH`, `DEVICE_TRIM`.
+    pub(crate) flags: u64,
+    /// Physical block size (read only with `DEVICE_PSZ`).
+    pub(crate) phys_block_size: u32,
+    /// Offset of the first physical block, in bytes (read only with `DEVICE_PSZ`).
+    pub(crate) phys_block_offset: u32,
+    /// Discard granularity in bytes (read only with `DEVICE_TRIM`).
+    pub(crate) trim_block_size: u32,
+    /// Offset of the first discard granule, in bytes (read only with `DEVICE_TRIM`).
+    pub(crate) trim_block_offset: u32,
+}
 
 /// Argument of `IOCTL_CREATE_DEVICE_COMPAT` (272 bytes).
 #[repr(C)]
@@ -289,6 +318,9 @@ const _: () = {
     assert!(MAX_DISCARD_GRANULARITY == 1073741824); // BLKTAP_MAX_DISCARD_GRANULARITY
     assert!(RSP_OKAY == 0); // BLKTAP_RSP_OKAY
     assert!(DEVICE_RO == 1); // BLKTAP_DEVICE_RO
+    assert!(DEVICE_PSZ == 2); // BLKTAP_DEVICE_PSZ
+    assert!(DEVICE_FLUSH == 4); // BLKTAP_DEVICE_FLUSH
+    assert!(DEVICE_TRIM == 8); // BLKTAP_DEVICE_TRIM
     assert!(NAME_MAX == 256); // BLKTAP2_MAX_MESSAGE_LEN
 
     // struct blktap_info
@@ -304,6 +336,17 @@ const _: () = {
     assert!(offset_of!(DeviceInfo, physical_sector_size) == 12);
     assert!(offset_of!(DeviceInfo, flags) == 16);
     assert!(offset_of!(DeviceInfo, reserved) == 24); // __rsvd
+
+    // struct blktap_device_info_oxt
+    assert!(size_of::<OxtDeviceInfo>() == 40);
+    assert!(offset_of!(OxtDeviceInfo, capacity) == 0);
+    assert!(offset_of!(OxtDeviceInfo, sector_size) == 8);
+    assert!(offset_of!(OxtDeviceInfo, pad) == 12); // __pad
+    assert!(offset_of!(OxtDeviceInfo, flags) == 16);
+    assert!(offset_of!(OxtDeviceInfo, phys_block_size) == 24);
+    assert!(offset_of!(OxtDeviceInfo, phys_block_offset) == 28);
+    assert!(offset_of!(OxtDeviceInfo, trim_block_size) == 32);
+    assert!(offset_of!(OxtDeviceInfo, trim_block_offset) == 36);
 
     // struct blktap2_params
     assert!(size_of::<Blktap2Params>() == 272);
@@ -388,6 +431,15 @@ mod tests {
         assert_eq!(offset_of!(DeviceInfo, flags), 16);
         assert_eq!(offset_of!(DeviceInfo, reserved), 24);
         assert_eq!(size_of::<Blktap2Params>(), 272);
+    }
+
+    #[test]
+    fn oxt_device_info_layout() {
+        assert_eq!(size_of::<OxtDeviceInfo>(), 40);
+        assert_eq!(offset_of!(OxtDeviceInfo, pad), 12);
+        assert_eq!(offset_of!(OxtDeviceInfo, flags), 16);
+        assert_eq!(offset_of!(OxtDeviceInfo, phys_block_size), 24);
+        assert_eq!(offset_of!(OxtDeviceInfo, trim_block_size), 32);
     }
 
     #[test]

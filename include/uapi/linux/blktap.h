@@ -60,13 +60,44 @@ struct blktap_info {
 /* struct blktap_device_info.flags */
 #define BLKTAP_DEVICE_RO			0x1UL
 
-/* Argument of BLKTAP_IOCTL_CREATE_DEVICE: 56 bytes. */
+/* Argument of BLKTAP_IOCTL_CREATE_DEVICE (V-XS layout, what tapdisk sends): 56 bytes. */
 struct blktap_device_info {
 	__u64 capacity;			/* size in 512-byte sectors, non-zero */
 	__u32 sector_size;		/* logical block size: power of two in [512, 4096] */
 	__u32 physical_sector_size;	/* power of two, at least 512 */
 	__u64 flags;			/* BLKTAP_DEVICE_RO; other bits ignored (unsigned long) */
 	__u64 __rsvd[4];		/* ignored */
+};
+
+/*
+ * V-DS/V-OXT's argument of BLKTAP_IOCTL_CREATE_DEVICE: 40 bytes, the same ioctl number. The module
+ * tells the two layouts apart by the 32-bit word at offset 12: V-XS's physical_sector_size, which
+ * V-XS requires to be a power of two of at least 512 (0 was always EINVAL), is padding here, and
+ * 0 there selects this layout. The module then reads bytes 0..23, bytes 24..31 only with
+ * BLKTAP_DEVICE_PSZ and bytes 32..39 only with BLKTAP_DEVICE_TRIM, checks them (EINVAL and a
+ * kernel log line), writes flags & (RO | PSZ | FLUSH | TRIM) back into the caller's flags (EFAULT,
+ * and no disk, if it cannot), and only then creates the disk.
+ *
+ * BLKTAP_DEVICE_FLUSH gives the disk a volatile write cache (BLKTAP_OP_FLUSH, no FUA),
+ * BLKTAP_DEVICE_TRIM discard (BLKTAP_OP_DISCARD, V-OXT's TRIM: struct blktap_ring_range_request,
+ * at most BLKTAP_MAX_RANGE_SECTORS each), exactly as if the daemon had negotiated
+ * BLKTAP_FEAT_FLUSH and BLKTAP_FEAT_DISCARD with these limits (the bits are the same): this call
+ * is the session's agreement, and the rules of BLKTAP_IOCTL_NEGOTIATE for an existing disk apply.
+ * A session that negotiated already must send the flags of the same agreement, else EINVAL.
+ */
+#define BLKTAP_DEVICE_PSZ			0x2UL	/* phys_block_size/offset given */
+#define BLKTAP_DEVICE_FLUSH			0x4UL	/* volatile write cache: BLKTAP_OP_FLUSH */
+#define BLKTAP_DEVICE_TRIM			0x8UL	/* discard: BLKTAP_OP_DISCARD; trim_* given */
+
+struct blktap_device_info_oxt {
+	__u64 capacity;			/* size in 512-byte sectors, non-zero */
+	__u32 sector_size;		/* logical block size: power of two in [512, 4096] */
+	__u32 __pad;			/* 0: selects this layout */
+	__u64 flags;			/* BLKTAP_DEVICE_{RO,PSZ,FLUSH,TRIM}; written back masked */
+	__u32 phys_block_size;		/* PSZ: power of two, at least sector_size */
+	__u32 phys_block_offset;	/* PSZ: multiple of sector_size, below phys_block_size */
+	__u32 trim_block_size;		/* TRIM: power of two in [sector_size, 1 GiB] */
+	__u32 trim_block_offset;	/* TRIM: multiple of sector_size, below trim_block_size */
 };
 
 #define BLKTAP2_MAX_MESSAGE_LEN			256

@@ -50,6 +50,14 @@ pub const MAX_DEVICES: u32 = 16384;
 /// [`DeviceInfo::flags`] bit: the disk is read-only.
 pub const DEVICE_RO: u64 = 0x1;
 
+/// [`OxtDeviceInfo::flags`] bit: `phys_block_size` and `phys_block_offset` are given.
+pub const DEVICE_PSZ: u64 = 0x2;
+/// [`OxtDeviceInfo::flags`] bit: a volatile write cache ([`OP_FLUSH`]).
+pub const DEVICE_FLUSH: u64 = 0x4;
+/// [`OxtDeviceInfo::flags`] bit: discard ([`OP_DISCARD`], V-OXT's TRIM); `trim_block_size`
+/// and `trim_block_offset` are given.
+pub const DEVICE_TRIM: u64 = 0x8;
+
 /// Size of [`Blktap2Params::name`].
 pub const MAX_MESSAGE_LEN: usize = 256;
 
@@ -161,6 +169,42 @@ impl DeviceInfo {
             physical_sector_size: sector_size,
             flags: if read_only { DEVICE_RO } else { 0 },
             rsvd: [0; 4],
+        }
+    }
+}
+
+/// V-OXT's argument of `CREATE_DEVICE` (`struct blktap_device_info_oxt`, 40 bytes): the word
+/// at offset 12, V-XS's `physical_sector_size`, is 0, which tells the kernel this layout. The
+/// kernel writes `flags` back, masked with what it serves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OxtDeviceInfo {
+    /// Size in 512-byte sectors; must be non-zero.
+    pub capacity: u64,
+    /// Logical block size: a power of two in 512..=4096.
+    pub sector_size: u32,
+    /// Zero.
+    pub pad: u32,
+    /// [`DEVICE_RO`], [`DEVICE_PSZ`], [`DEVICE_FLUSH`], [`DEVICE_TRIM`].
+    pub flags: u64,
+    /// With [`DEVICE_PSZ`]: physical block size (a power of two, at least `sector_size`).
+    pub phys_block_size: u32,
+    /// With [`DEVICE_PSZ`]: offset of the first physical block, in bytes.
+    pub phys_block_offset: u32,
+    /// With [`DEVICE_TRIM`]: discard granularity in bytes.
+    pub trim_block_size: u32,
+    /// With [`DEVICE_TRIM`]: offset of the first discard granule, in bytes.
+    pub trim_block_offset: u32,
+}
+
+impl OxtDeviceInfo {
+    /// Device info with `flags` and no physical or trim geometry.
+    pub fn new(capacity: u64, sector_size: u32, flags: u64) -> Self {
+        Self {
+            capacity,
+            sector_size,
+            flags,
+            ..Self::default()
         }
     }
 }
@@ -540,6 +584,50 @@ mod tests {
             ),
             off!("struct blktap_device_info", DeviceInfo, "flags", flags),
             off!("struct blktap_device_info", DeviceInfo, "__rsvd", rsvd),
+            size!("struct blktap_device_info_oxt", OxtDeviceInfo),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "capacity",
+                capacity
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "sector_size",
+                sector_size
+            ),
+            off!("struct blktap_device_info_oxt", OxtDeviceInfo, "__pad", pad),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "flags",
+                flags
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "phys_block_size",
+                phys_block_size
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "phys_block_offset",
+                phys_block_offset
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "trim_block_size",
+                trim_block_size
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "trim_block_offset",
+                trim_block_offset
+            ),
             size!("struct blktap2_params", Blktap2Params),
             off!("struct blktap2_params", Blktap2Params, "name", name),
             off!("struct blktap2_params", Blktap2Params, "capacity", capacity),
@@ -716,6 +804,9 @@ mod tests {
             konst!("BLKTAP_MAX_DISCARD_GRANULARITY", MAX_DISCARD_GRANULARITY),
             konst!("BLKTAP_MAX_DEVICES", MAX_DEVICES),
             konst!("BLKTAP_DEVICE_RO", DEVICE_RO),
+            konst!("BLKTAP_DEVICE_PSZ", DEVICE_PSZ),
+            konst!("BLKTAP_DEVICE_FLUSH", DEVICE_FLUSH),
+            konst!("BLKTAP_DEVICE_TRIM", DEVICE_TRIM),
             konst!("BLKTAP2_MAX_MESSAGE_LEN", MAX_MESSAGE_LEN),
             konst!("BLKTAP_RING_SIZE", RING_SIZE),
             konst!("BLKTAP_SEGMENT_MAX", SEGMENT_MAX),

@@ -419,6 +419,8 @@ pub(crate) struct DiskParams {
     pub(crate) logical_block_size: u32,
     /// Physical block size in bytes.
     pub(crate) physical_block_size: u32,
+    /// Offset of the first physical block, in bytes.
+    pub(crate) alignment_offset: u32,
     /// Most segments in one request.
     pub(crate) max_segments: u16,
     /// Largest segment, in bytes.
@@ -535,6 +537,7 @@ impl<T: Operations> GenDisk<T> {
         let mut lim: bindings::queue_limits = pin_init::zeroed();
         lim.logical_block_size = params.logical_block_size;
         lim.physical_block_size = params.physical_block_size;
+        lim.alignment_offset = params.alignment_offset;
         lim.max_hw_sectors = params.max_hw_sectors;
         lim.max_segments = params.max_segments;
         lim.max_segment_size = params.max_segment_size;
