@@ -6,7 +6,7 @@
 #   sh bench-guest.sh CONFIG
 #
 # CONFIG is a shell fragment setting:
-#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file loop ublk-loop
+#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file blktap-file-sync loop ublk-loop
 #             tapdisk-blktap tapdisk-nbd (the real tapdisk serving the image through its tap,
 #             or through its NBD socket and the kernel's NBD client: one tapdisk process each)
 #   JOBS      space-separated job names (see job_args below)
@@ -99,10 +99,11 @@ image() {
 	# Written through, so that every target reads real tmpfs pages, not holes.
 	dd if=/dev/zero of="$IMG" bs=1M count="$IMG_MB" 2>/dev/null || fail "image"
 }
-blktap_dev() { # blktap_dev SPEC
+blktap_dev() { # blktap_dev SPEC [BLKTAP-CTL CREATE ARGS...]
 	load blktap
 	old=$(pidof blktapd)
-	DEV=$(on_cpu0 blktap-ctl create --backend "$1" --log /tmp/blktapd.log) || fail "blktap-ctl create $1"
+	spec=$1; shift
+	DEV=$(on_cpu0 blktap-ctl create --backend "$spec" "$@" --log /tmp/blktapd.log) || fail "blktap-ctl create $spec $*"
 	wait_blk "$DEV" || fail "no $DEV"
 	SRV=$(new_pid blktapd "$old")
 }
@@ -200,6 +201,7 @@ setup_target() {
 	case "$1" in
 	blktap-null) blktap_dev null:1G ;;
 	blktap-file) image; blktap_dev "file:$IMG" ;;
+	blktap-file-sync) image; blktap_dev "file:$IMG" --io sync ;;
 	ublk-null) ublk_dev 0 null ;;
 	ublk-loop) image; ublk_dev 1 loop -f "$IMG" ;;
 	tapdisk-blktap) image; tapdisk_dev "$1" ;;
