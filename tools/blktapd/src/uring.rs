@@ -5,7 +5,9 @@
 //! synchronous path does) becomes one SQE, a FLUSH an `fsync(DATASYNC)` SQE, a FUA write a
 //! write SQE linked to an `fsync(DATASYNC)` one; the same call waits for all their
 //! completions, and the batch is answered with one `RESPOND`, as before. DISCARD and
-//! WRITE_ZEROES stay on the synchronous code (`fallocate`, `BLKDISCARD`, `BLKZEROOUT`).
+//! WRITE_ZEROES stay on the synchronous code (`fallocate`, `BLKDISCARD`, `BLKZEROOUT`). A batch
+//! of a single operation (one request, or one sequential run) has nothing to overlap and goes
+//! to the synchronous path directly.
 //!
 //! The ring's data pages are registered as one fixed buffer where the kernel allows it (blktap-rs
 //! inserts all of them at `mmap` time and keeps them for the mapping's life, so a registration
@@ -132,6 +134,26 @@ pub struct UringStats {
     pub fixed: u64,
     /// Requests served again on the synchronous path after an SQE failed or came back short.
     pub redone: u64,
+    /// Batches of a single operation, served on the synchronous path.
+    pub single: u64,
+}
+
+/// The end of the run of requests starting at `ios[start]`: reads (or writes) continuing one
+/// another on the disk, which one SQE serves; a flush, a FUA write, a discard or a
+/// write-zeroes is a run of its own.
+fn run_end(ios: &[Io], start: usize) -> usize {
+    let op = ios[start].req.op;
+    let mut end = start + 1;
+    if !matches!(op, Op::Read | Op::Write) || ios[start].req.fua() {
+        return end;
+    }
+    let mut next = ios[start].offset + ios[start].req.len_bytes();
+    while end < ios.len() && ios[end].req.op == op && !ios[end].req.fua() && ios[end].offset == next
+    {
+        next += ios[end].req.len_bytes();
+        end += 1;
+    }
+    end
 }
 
 /// Whether the ring's data pages are registered as fixed buffer 0.
@@ -312,6 +334,14 @@ impl UringFile {
         }
     }
 
+    /// Whether the batch is a single read, write or flush (sequential runs count as one):
+    /// nothing to overlap, so the synchronous path serves it at less cost (an SQE a file
+    /// system cannot issue without blocking goes through an io_uring worker thread: on tmpfs
+    /// that made 4 KiB reads at depth 1 2.4 times slower).
+    fn single_operation(ios: &[Io]) -> bool {
+        ios.is_empty() || run_end(ios, 0) == ios.len()
+    }
+
     /// Queues the SQEs of the batch; returns how many. Serves DISCARD and WRITE_ZEROES at once
     /// (synchronously).
     fn queue(&mut self, ios: &mut [Io], mem: RingMemory<'_>) -> usize {
@@ -342,17 +372,8 @@ impl UringFile {
                     },
                 ));
             } else {
-                // A run of reads or writes continuing one another on the disk; FUA writes alone.
-                let mut next = first + ios[start].req.len_bytes();
-                while !fua
-                    && end < ios.len()
-                    && ios[end].req.op == op
-                    && !ios[end].req.fua()
-                    && ios[end].offset == next
-                {
-                    next += ios[end].req.len_bytes();
-                    end += 1;
-                }
+                end = run_end(ios, start);
+                let next = ios[end - 1].offset + ios[end - 1].req.len_bytes();
                 let n0 = niov;
                 for io in &ios[start..end] {
                     niov = n0 + push_iovecs(&io.req, mem, &mut self.iov[n0..], niov - n0);
@@ -536,6 +557,10 @@ impl Backend for UringFile {
         if self.broken {
             return self.file.serve(ios, mem);
         }
+        if Self::single_operation(ios) {
+            self.stats.single += 1;
+            return self.file.serve(ios, mem);
+        }
         self.register(mem);
         self.redo.clear();
         self.redo.resize(ios.len(), false);
@@ -562,8 +587,8 @@ impl Backend for UringFile {
         let s = self.stats;
         Some(format!(
             "io_uring: {} io_uring_enter for {} batches, {} SQEs ({} fixed-buffer), {} requests \
-             served again synchronously",
-            s.enters, s.batches, s.sqes, s.fixed, s.redone
+             served again synchronously; {} single-operation batches served synchronously",
+            s.enters, s.batches, s.sqes, s.fixed, s.redone, s.single
         ))
     }
 }
