@@ -6,7 +6,8 @@
 #   sh bench-guest.sh CONFIG
 #
 # CONFIG is a shell fragment setting:
-#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file blktap-file-sync loop ublk-loop
+#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file blktap-file-sync
+#             blktap-file-uring loop ublk-loop
 #             tapdisk-blktap tapdisk-nbd (the real tapdisk serving the image through its tap,
 #             or through its NBD socket and the kernel's NBD client: one tapdisk process each)
 #   JOBS      space-separated job names (see job_args below)
@@ -202,6 +203,7 @@ setup_target() {
 	blktap-null) blktap_dev null:1G ;;
 	blktap-file) image; blktap_dev "file:$IMG" ;;
 	blktap-file-sync) image; blktap_dev "file:$IMG" --io sync ;;
+	blktap-file-uring) image; blktap_dev "file:$IMG" --io uring ;;
 	ublk-null) ublk_dev 0 null ;;
 	ublk-loop) image; ublk_dev 1 loop -f "$IMG" ;;
 	tapdisk-blktap) image; tapdisk_dev "$1" ;;

@@ -16,9 +16,9 @@
 #   --targets     subset/order of: blktap-null ublk-null nullb blktap-file loop ublk-loop
 #                 tapdisk-blktap tapdisk-nbd (the tapdisk-* targets are skipped, with the reason,
 #                 when scripts/build-tapdisk.sh has no tapdisk to give, or, for tapdisk-nbd, when
-#                 the kernel has no nbd.ko or the host no nbd-client); blktap-file-sync (blktapd
-#                 --io sync, the synchronous path; blktap-file uses io_uring where the kernel
-#                 allows it) is run only when named
+#                 the kernel has no nbd.ko or the host no nbd-client); blktap-file-sync and
+#                 blktap-file-uring (blktapd --io sync, --io uring; blktap-file is --io auto,
+#                 which is sync on the tmpfs image) are run only when named
 #   --jobs        subset/order of: randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1
 #                 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8
 #                 write-1m-qd8
@@ -97,7 +97,7 @@ for v in "$reps" "$runtime" "$ramp"; do
 	case "$v" in ''|*[!0-9]*) die "--reps, --runtime and --ramp take whole numbers" ;; esac
 done
 for t in $targets; do
-	case " $ALL_TARGETS blktap-file-sync " in *" $t "*) ;; *) die "unknown target $t (known: $ALL_TARGETS blktap-file-sync)" ;; esac
+	case " $ALL_TARGETS blktap-file-sync blktap-file-uring " in *" $t "*) ;; *) die "unknown target $t (known: $ALL_TARGETS blktap-file-sync blktap-file-uring)" ;; esac
 done
 wants() { case " $targets " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # A target whose prerequisites are missing is dropped from the run, and the reason is printed

@@ -8,8 +8,10 @@
 # every 8 writes, plus O_SYNC (FUA) sequential writes at 128 KiB; blkdiscard and BLKZEROOUT read
 # back as zeroes with their neighbours intact; the image equals the disk; and at exit the io_uring
 # daemon reports exactly one io_uring_enter per batch and nothing served again synchronously.
-# The existing file-backend tests (data_02, feature_02, feature_03) run on either path with
-# BLKTAPD_IO=sync or BLKTAPD_IO=uring in the environment (blktapd's default is auto).
+# The image is on tmpfs, where --io auto would choose sync (test_data_06): --io uring forces
+# io_uring. The existing file-backend tests (data_02, feature_02, feature_03) run on either path
+# with BLKTAPD_IO=sync or BLKTAPD_IO=uring in the environment (scripts/vm-run.sh --append
+# blktap.io=uring).
 # timeout: 300
 . "$(dirname "$0")/lib/common.sh"
 
@@ -45,7 +47,7 @@ for io in sync uring; do
 		printf 'verify_fatal=1\nrandrepeat=1\n'
 		off=0
 		for bs in 4k 44k 128k 1M; do
-			case $bs in 4k) size=2m ;; 44k) size=4m ;; *) size=8m ;; esac
+			case $bs in 4k) size=1m ;; 44k) size=2m ;; *) size=4m ;; esac
 			printf '[randwrite-%s-qd16-fsync8]\nstonewall\nbs=%s\nrw=randwrite\n' "$bs" "$bs"
 			printf 'iodepth=16\nfsync=8\noffset=%dm\nsize=%s\n' "$off" "$size"
 			off=$((off + 8))
@@ -73,7 +75,7 @@ for io in sync uring; do
 		set -- $(echo "$rep" | sed 's/.*io_uring: \([0-9]*\) io_uring_enter for \([0-9]*\) batches, \([0-9]*\) SQEs (\([0-9]*\) fixed-buffer), \([0-9]*\) requests.*/\1 \2 \3 \4 \5/')
 		[ "$#" = 5 ] || fail "uring: cannot parse '$rep'"
 		[ "$1" = "$2" ] || fail "uring: $1 io_uring_enter for $2 batches, expected one each"
-		[ "$2" -gt 100 ] || fail "uring: only $2 batches went through io_uring"
+		[ "$2" -gt 50 ] || fail "uring: only $2 batches went through io_uring"
 		[ "$4" -gt 0 ] || fail "uring: no SQE used the registered buffer"
 		[ "$5" = 0 ] || fail "uring: $5 requests were served again synchronously"
 		log "uring: $(echo "$rep" | sed 's/^blktapd\[[0-9]*\]: //')"
