@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # blktapd where io_uring is forbidden by policy (issue 22): with sysctl
 # kernel.io_uring_disabled=2, io_uring_setup fails with EPERM for every process. blktapd with
-# --io auto (its default) then serves the file backend with the synchronous preadv/pwritev path
+# --io auto (its default; given explicitly, so that BLKTAPD_IO does not override it) then serves the file backend with the synchronous preadv/pwritev path
 # and says so in its log, naming the reason; fio write-then-verify (4 KiB and 1 MiB, flushes
 # mixed in) passes and the image equals the disk. --io uring refuses to start instead
 # (blktap-ctl create fails, the log says why). The sysctl is restored at exit.
@@ -36,7 +36,7 @@ log "--io uring refused: $(grep -m1 -- '--io uring' "$dlog" | sed 's/^blktapd\[[
 # Default (auto): the synchronous path, with the reason.
 dlog=$PWD/blktapd.auto.log
 rm -f "$dlog"
-tap_create --backend "file:$img" --features flush --log "$dlog"
+tap_create --backend "file:$img" --features flush --io auto --log "$dlog"
 grep -q 'I/O path: synchronous preadv/pwritev: io_uring is unavailable (Operation not permitted' "$dlog" ||
 	{ cat "$dlog"; fail "auto: the log does not say io_uring is refused and sync serves"; }
 log "auto: $(grep -m1 'I/O path' "$dlog" | sed 's/^blktapd\[[0-9]*\]: //')"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
-# blktapd --io auto (the default) picks io_uring only where it pays (issue 22): on an image on
+# blktapd --io auto (the default; given explicitly against BLKTAPD_IO) picks io_uring only where it pays (issue 22): on an image on
 # tmpfs, whose file system cannot start I/O without blocking (preadv2 RWF_NOWAIT: EOPNOTSUPP),
 # io_uring would hand every request to a worker thread, so the log says the synchronous path
 # serves it; on an image on ext4 (on a loop device), which can, io_uring serves it, and fio
@@ -18,7 +18,7 @@ rm -f "$img"
 atexit "rm -f $img"
 truncate -s 8M "$img" || fail "cannot create $img"
 dlog=$PWD/blktapd.tmpfs.log
-tap_create --backend "file:$img" --log "$dlog"
+tap_create --backend "file:$img" --io auto --log "$dlog"
 grep -q 'I/O path: synchronous preadv/pwritev: the image.s file system cannot start I/O without blocking' "$dlog" ||
 	{ cat "$dlog"; fail "auto on tmpfs: the log does not say sync serves it and why"; }
 log "tmpfs: $(grep -m1 'I/O path' "$dlog" | sed 's/^blktapd\[[0-9]*\]: //')"
@@ -39,7 +39,7 @@ atexit "umount $PWD/mnt"
 img=$PWD/mnt/disk.img
 dd if=/dev/zero of="$img" bs=1M count=32 status=none || fail "cannot write $img"
 dlog=$PWD/blktapd.ext4.log
-tap_create --backend "file:$img" --features flush --log "$dlog"
+tap_create --backend "file:$img" --features flush --io auto --log "$dlog"
 grep 'I/O path' "$dlog" | grep -q 'io_uring (' ||
 	{ cat "$dlog"; fail "auto on ext4: io_uring does not serve the image"; }
 ! grep -q 'worker thread' "$dlog" || { cat "$dlog"; fail "auto on ext4: the image is said to block"; }
