@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # blktapd where io_uring is forbidden by policy (issue 22): with sysctl
 # kernel.io_uring_disabled=2, io_uring_setup fails with EPERM for every process. blktapd with
-# --io auto (its default; given explicitly, so that BLKTAPD_IO does not override it) then serves the file backend with the synchronous preadv/pwritev path
-# and says so in its log, naming the reason; fio write-then-verify (4 KiB and 1 MiB, flushes
+# --io auto (its default; given explicitly, so that BLKTAPD_IO does not override it) then serves
+# the file backend with the synchronous preadv/pwritev path and says so in its log, naming the
+# reason; fio write-then-verify (4 KiB and 1 MiB, flushes
 # mixed in) passes and the image equals the disk. --io uring refuses to start instead
 # (blktap-ctl create fails, the log says why). The sysctl is restored at exit.
 # timeout: 180
