@@ -14,7 +14,9 @@ APT_PACKAGES=(clang-19 libclang-19-dev lld-19 llvm-19 bc flex bison libelf-dev l
 	linux-libc-dev python3-docutils dkms udev
 	# the real tapdisk 3.55.5 (scripts/build-tapdisk.sh) and the NBD client it is benchmarked with
 	build-essential autoconf automake libtool pkg-config libaio-dev libxen-dev uuid-dev
-	zlib1g-dev nbd-client)
+	zlib1g-dev nbd-client
+	# OpenXT's legacy userspace (scripts/build-openxt.sh) applies its build patch
+	patch)
 
 apt_ensure "${APT_PACKAGES[@]}"
 

@@ -5,6 +5,13 @@
 # client this driver exists for) for the busybox test VM, and print the directory that holds
 # them: tapdisk, tap-ctl, vhd-util.
 #
+#   scripts/build-tapdisk.sh [--openxt-name]
+#
+# --openxt-name builds the stand-in for OpenXT's current userspace instead: the same tree with
+# only BLKTAP2_CONTROL_NAME set to "blktap-control" (OpenXT's one kernel-facing patch to it) and
+# tapdisk's directory, compiled into tap-ctl, moved to /usr/libexec/blktap-oxt so that both
+# builds fit in one VM. It is cached apart (SKIP-REASON in $CACHE_DIR/tapdisk-oxt/).
+#
 # The source is, in this order: $BLKTAP_TAPDISK_TARBALL; ../shared/vendor/blktap-3.55.5.tar.gz
 # beside the project (checked against its .sha256); a git clone of the upstream tag (machines
 # with internet access). Nothing of it is copied into this repository: it is unpacked and built
@@ -19,7 +26,15 @@ set -euo pipefail
 VERSION=3.55.5
 UPSTREAM=https://github.com/xapi-project/blktap.git
 UPSTREAM_COMMIT=8450aed5c7f720033d36ed09f7c09965ce10102a
-cache=$CACHE_DIR/tapdisk
+variant=
+control_name=
+libexecdir=/usr/libexec
+case "${1:-}" in
+'') ;;
+--openxt-name) variant=oxt; control_name=blktap-control; libexecdir=/usr/libexec/blktap-oxt ;;
+*) die "usage: $0 [--openxt-name]" ;;
+esac
+cache=$CACHE_DIR/tapdisk${variant:+-$variant}
 mkdir -p "$cache"
 skip_file=$cache/SKIP-REASON
 
@@ -41,7 +56,8 @@ if [ -z "$tarball" ] && [ -f "$vendor" ]; then
 	fi
 fi
 if [ -z "$tarball" ]; then
-	tarball=$cache/blktap-$VERSION.tar.gz
+	tarball=$CACHE_DIR/tapdisk/blktap-$VERSION.tar.gz
+	mkdir -p "$CACHE_DIR/tapdisk"
 	if [ ! -f "$tarball" ]; then
 		log "no $vendor: trying upstream $UPSTREAM tag v$VERSION"
 		tmp=$(mktemp -d)
@@ -60,27 +76,20 @@ fi
 [ -f "$tarball" ] || unavailable "no such file: $tarball"
 
 # --- cached build ---------------------------------------------------------------------------
-key=$( { sha256sum < "$tarball"; cat "$0"; gcc --version | head -n1; } | sha256sum | cut -c1-16)
-out=$cache/$VERSION-$key
-bins=(tapdisk tap-ctl vhd-util)
-if [ -f "$out/.built" ]; then rm -f "$skip_file"; echo "$out/bin"; exit 0; fi
-
-exec 9>"$cache/.lock"
-flock 9
-if [ -f "$out/.built" ]; then rm -f "$skip_file"; echo "$out/bin"; exit 0; fi
+key=$( { sha256sum < "$tarball"; cat "$0"; gcc --version | head -n1; echo "$variant"; } |
+	sha256sum | cut -c1-16)
+out=$cache/$VERSION${variant:+-$variant}-$key
+reuse_build "$out"
 
 # Build dependencies (scripts/bootstrap.sh installs them too; checked here for KDIR users).
-for h in /usr/include/libaio.h /usr/include/xenctrl.h /usr/include/uuid/uuid.h \
-	/usr/include/zlib.h /usr/include/openssl/evp.h; do
-	[ -f "$h" ] || unavailable "build dependency missing ($h): apt-get install libaio-dev libxen-dev uuid-dev zlib1g-dev libssl-dev"
-done
-for c in autoreconf libtoolize pkg-config make gcc; do
-	command -v "$c" >/dev/null || unavailable "build tool missing ($c): apt-get install build-essential autoconf automake libtool pkg-config"
-done
+need_build_deps "libaio-dev libxen-dev uuid-dev zlib1g-dev libssl-dev" /usr/include/libaio.h \
+	/usr/include/xenctrl.h /usr/include/uuid/uuid.h /usr/include/zlib.h /usr/include/openssl/evp.h
+need_build_deps "build-essential autoconf automake libtool pkg-config" autoreconf libtoolize \
+	pkg-config make gcc
 
 rm -rf "$out"
 mkdir -p "$out/bin"
-log "building tapdisk $VERSION from $tarball into $out (about a minute)"
+log "building tapdisk $VERSION${variant:+ ($variant variant)} from $tarball into $out (about a minute)"
 start=$(date +%s)
 tar -C "$out" -xzf "$tarball"
 src=$out/blktap-$VERSION
@@ -89,9 +98,16 @@ blog=$out/build.log
 	cd "$src"
 	# The release tree has no VERSION file, which version.m4 reads.
 	[ -f VERSION ] || printf '%s' "$VERSION" > VERSION
+	if [ -n "$control_name" ]; then
+		# Both headers define it; nothing else changes.
+		sed -i "s|^\(#define BLKTAP2_CONTROL_NAME[[:space:]]*\)\"blktap/control\"|\1\"$control_name\"|" \
+			include/blktap2.h include/blktap.h
+		[ "$(grep -c "^#define BLKTAP2_CONTROL_NAME.*\"$control_name\"" include/blktap2.h include/blktap.h |
+			awk -F: '{n += $2} END {print n}')" = 2 ] || { echo "BLKTAP2_CONTROL_NAME not replaced"; exit 1; }
+	fi
 	autoreconf -fi
 	# -Werror is hard-coded in every Makefile.am; gcc 12 trips -Wstringop-truncation.
-	./configure --disable-shared --enable-static --prefix=/usr --libexecdir=/usr/libexec \
+	./configure --disable-shared --enable-static --prefix=/usr --libexecdir="$libexecdir" \
 		CFLAGS='-O2 -g -Wno-error'
 	# Only these subdirectories make the three binaries, in this order.
 	for d in lvm vhd control drivers; do make -C "$d" -j"$(nproc)"; done
@@ -103,15 +119,4 @@ blog=$out/build.log
 	rm -f drivers/tapdisk
 	make -C drivers tapdisk LDFLAGS=-all-static LIBS='-lxentoollog -lxentoolcore'
 ) > "$blog" 2>&1 || { tail -n 30 "$blog" >&2; unavailable "tapdisk build failed (log: $blog)"; }
-cp "$src/drivers/tapdisk" "$src/control/tap-ctl" "$src/vhd/vhd-util" "$out/bin/"
-strip "$out/bin/"*
-for b in "${bins[@]}"; do
-	# A dynamic binary would not run in the VM: say so now, not as a mystery there.
-	if ldd "$out/bin/$b" >/dev/null 2>&1; then unavailable "$b is not static (see $blog)"; fi
-done
-# The tree itself is only needed to rebuild; keep the log and binaries.
-rm -rf "$src"
-log "tapdisk built in $(( $(date +%s) - start )) s"
-touch "$out/.built"
-rm -f "$skip_file"
-echo "$out/bin"
+finish_build "$out" "$src" "$blog" tapdisk "$start" drivers/tapdisk control/tap-ctl vhd/vhd-util

@@ -47,6 +47,13 @@ BLKTAP_IOCTL_CREATE_DEVICE_COMPAT             |   202 | IOCTL_CREATE_DEVICE_COMP
 BLKTAP_IOCTL_REMOVE_DEVICE                    |   207 | IOCTL_REMOVE_DEVICE
 BLKTAP_IOCTL_CREATE_DEVICE                    |   208 | IOCTL_CREATE_DEVICE
 BLKTAP_IOCTL_NEGOTIATE                        |   209 | IOCTL_NEGOTIATE
+BLKTAP2_IOCTL_SET_PARAMS                      |   203 | IOCTL_SET_PARAMS
+BLKTAP2_IOCTL_PAUSE                           |   204 | IOCTL_PAUSE
+BLKTAP2_IOCTL_REOPEN                          |   205 | IOCTL_REOPEN
+BLKTAP2_IOCTL_RESUME                          |   206 | IOCTL_RESUME
+BLKTAP2_RING_MESSAGE_PAUSE                    |     1 | RING_MESSAGE_PAUSE
+BLKTAP2_RING_MESSAGE_RESUME                   |     2 | RING_MESSAGE_RESUME
+BLKTAP2_RING_MESSAGE_CLOSE                    |     3 | RING_MESSAGE_CLOSE
 BLKTAP_MAX_DEVICES                            | 16384 | MAX_DEVICES
 BLKTAP_RING_SIZE                              |    32 | RING_SIZE
 BLKTAP_SEGMENT_MAX                            |    11 | SEGMENT_MAX
@@ -72,6 +79,9 @@ BLKTAP_RSP_OKAY                               |     0 | RSP_OKAY
 BLKTAP_RSP_ERROR                              |    -1 | -
 BLKTAP_RSP_EOPNOTSUPP                         |    -2 | -
 BLKTAP_DEVICE_RO                              |     1 | DEVICE_RO
+BLKTAP_DEVICE_PSZ                             |     2 | DEVICE_PSZ
+BLKTAP_DEVICE_FLUSH                           |     4 | DEVICE_FLUSH
+BLKTAP_DEVICE_TRIM                            |     8 | DEVICE_TRIM
 BLKTAP2_MAX_MESSAGE_LEN                       |   256 | NAME_MAX
 sizeof(struct blktap_info)                    |    12 | size_of::<BlktapInfo>()
 offsetof(struct blktap_info, ring_major)      |     0 | offset_of!(BlktapInfo, ring_major)
@@ -83,6 +93,15 @@ offsetof(struct blktap_device_info, sector_size) | 8 | offset_of!(DeviceInfo, se
 offsetof(struct blktap_device_info, physical_sector_size) | 12 | offset_of!(DeviceInfo, physical_sector_size)
 offsetof(struct blktap_device_info, flags)    |    16 | offset_of!(DeviceInfo, flags)
 offsetof(struct blktap_device_info, __rsvd)   |    24 | offset_of!(DeviceInfo, reserved)
+sizeof(struct blktap_device_info_oxt)         |    40 | size_of::<OxtDeviceInfo>()
+offsetof(struct blktap_device_info_oxt, capacity) | 0 | offset_of!(OxtDeviceInfo, capacity)
+offsetof(struct blktap_device_info_oxt, sector_size) | 8 | offset_of!(OxtDeviceInfo, sector_size)
+offsetof(struct blktap_device_info_oxt, __pad) | 12 | offset_of!(OxtDeviceInfo, pad)
+offsetof(struct blktap_device_info_oxt, flags) | 16 | offset_of!(OxtDeviceInfo, flags)
+offsetof(struct blktap_device_info_oxt, phys_block_size) | 24 | offset_of!(OxtDeviceInfo, phys_block_size)
+offsetof(struct blktap_device_info_oxt, phys_block_offset) | 28 | offset_of!(OxtDeviceInfo, phys_block_offset)
+offsetof(struct blktap_device_info_oxt, trim_block_size) | 32 | offset_of!(OxtDeviceInfo, trim_block_size)
+offsetof(struct blktap_device_info_oxt, trim_block_offset) | 36 | offset_of!(OxtDeviceInfo, trim_block_offset)
 sizeof(struct blktap2_params)                 |   272 | size_of::<Blktap2Params>()
 offsetof(struct blktap2_params, name)         |     0 | offset_of!(Blktap2Params, name)
 offsetof(struct blktap2_params, capacity)     |   256 | offset_of!(Blktap2Params, capacity)
@@ -123,7 +142,7 @@ offsetof(struct blktap_sring, req_prod)       |     0 | shm.rs:REQ_PROD_OFFSET
 offsetof(struct blktap_sring, req_event)      |     4 | shm.rs:REQ_EVENT_OFFSET
 offsetof(struct blktap_sring, rsp_prod)       |     8 | shm.rs:RSP_PROD_OFFSET
 offsetof(struct blktap_sring, rsp_event)      |    12 | shm.rs:RSP_EVENT_OFFSET
-offsetof(struct blktap_sring, msg)            |    16 | -
+offsetof(struct blktap_sring, msg)            |    16 | shm.rs:MESSAGE_OFFSET
 offsetof(struct blktap_sring, __pad)          |    17 | -
 offsetof(struct blktap_sring, ring)           |    64 | RING_HEADER_SIZE
 offsetof(struct blktap_sring, ring[1])        |   176 | RING_HEADER_SIZE + RING_ENTRY_SIZE

@@ -10,7 +10,9 @@
 #      DESTDIR install/uninstall and a DKMS round trip (whose module then loads in a VM) work;
 #   3. VM (debug kernel: KASAN, lockdep, Rust debug assertions): KUnit suites at insmod and the
 #      selftests of tests/, failing on any kernel splat; the tapdisk interop tests with the
-#      real tapdisk 3.55.5 (built from ../shared/vendor; SKIP with the reason without it);
+#      real tapdisk 3.55.5, and the openxt tests with OpenXT's legacy tapdisk2/tap-ctl and a
+#      tapdisk 3.55.5 built with OpenXT's control name (all built from ../shared/vendor; SKIP
+#      with the reason without them);
 #   4. a second, short VM with kmemleak on for the fault-injection test;
 #   5. Debian's stock kernels: the module built through the DKMS path for 7.3.4+deb13-amd64
 #      and sid's 7.2.13+deb14-amd64 (Rust metadata rebuilt from their linux-source) and
@@ -78,16 +80,27 @@ if ! (cd tools && cargo build --release --target "$target" 2>&1) > "$results/car
 fi
 check_cmd "install/uninstall (DESTDIR)" "$TOP/scripts/test-install.sh"
 check_cmd "DKMS add/build/install + load" "$TOP/scripts/test-dkms.sh"
-# The real tapdisk 3.55.5 for the tapdisk interop tests (built from ../shared/vendor, cached).
-# Without it those tests report SKIP with the reason, and the summary says so.
-tapdisk_skip=
-if td=$("$TOP/scripts/build-tapdisk.sh" 2> "$results/tapdisk-build.log"); then
-	tapdisk_opt=(--tapdisk "$td")
-else
-	tapdisk_skip=$(cat "$CACHE_DIR/tapdisk/SKIP-REASON" 2>/dev/null || tail -n 1 "$results/tapdisk-build.log")
-	log "tapdisk interop tests will SKIP: $tapdisk_skip"
-	tapdisk_opt=(--tapdisk-skip "$tapdisk_skip")
-fi
+# The real clients for the interop tests, built from ../shared/vendor and cached: tapdisk 3.55.5,
+# OpenXT's legacy userspace and tapdisk 3.55.5 with OpenXT's control name. Without one, its tests
+# report SKIP with the reason, and the summary says so.
+client_opts=()
+client_skips=()
+client() { # OPTION CACHE WHAT BUILD...
+	local opt=$1 cache=$2 what=$3 dir reason
+	shift 3
+	if dir=$("$@" 2> "$results/$cache-build.log"); then
+		client_opts+=("--$opt" "$dir")
+	else
+		reason=$(cat "$CACHE_DIR/$cache/SKIP-REASON" 2>/dev/null || tail -n 1 "$results/$cache-build.log")
+		log "$what tests will SKIP: $reason"
+		client_opts+=("--$opt-skip" "$reason")
+		client_skips+=("$what tests SKIPPED: $reason")
+	fi
+}
+client tapdisk tapdisk "tapdisk interop" "$TOP/scripts/build-tapdisk.sh"
+client openxt openxt "OpenXT legacy (openxt)" "$TOP/scripts/build-openxt.sh"
+client tapdisk-oxt tapdisk-oxt "tapdisk with OpenXT's control name (openxt_05)" \
+	"$TOP/scripts/build-tapdisk.sh" --openxt-name
 bins=()
 for b in blktapd blktap-ctl blktap-test; do
 	[ -x "tools/target/$target/release/$b" ] && bins+=(--bin "tools/target/$target/release/$b")
@@ -103,7 +116,7 @@ fi
 # limit (vm-run's default is 10 minutes) leaves room for a loaded one.
 vm_out="$results/vm.out"
 "$TOP/scripts/vm-run.sh" --kdir "$kdir" --module drivers/block/blktap/blktap.ko "${extra_modules[@]}" \
-	"${bins[@]}" "${tapdisk_opt[@]}" --tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --timeout 2400 --quiet \
+	"${bins[@]}" "${client_opts[@]}" --tests "${BLKTAP_TESTS:-all}" --results "$results/vm" --timeout 2400 --quiet \
 	> "$vm_out" 2>&1
 vm_rc=$?
 cat "$vm_out"
@@ -164,6 +177,6 @@ fi
 echo
 echo "== summary ($(( $(date +%s) - start )) s) =="
 printf '%s\n' "${summary[@]}"
-[ -z "$tapdisk_skip" ] || echo "tapdisk interop tests SKIPPED: $tapdisk_skip"
+[ ${#client_skips[@]} -eq 0 ] || printf '%s\n' "${client_skips[@]}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -6,6 +6,8 @@
 #   scripts/mkinitramfs.sh OUT.cpio.gz [--module PATH.ko]... [--bin PATH]... [--tests DIR]
 #                          [--file SRC:DEST]... [--init PATH] [--no-fio]
 #                          [--tapdisk DIR | --tapdisk-skip REASON]
+#                          [--openxt DIR | --openxt-skip REASON]
+#                          [--tapdisk-oxt DIR | --tapdisk-oxt-skip REASON]
 #
 # The archive is two concatenated cpio archives (the kernel unpacks them in order):
 #   1. a cached "base" with busybox-static, e2fsprogs and fio plus every shared library they
@@ -20,12 +22,19 @@
 # tap-ctl expects it: /usr/libexec/tapdisk (compiled into tap-ctl), /usr/sbin/tap-ctl and
 # /usr/sbin/vhd-util. --tapdisk-skip REASON writes REASON to /etc/blktap-rs/tapdisk-skip
 # instead, which the tapdisk tests report as their SKIP reason.
+#
+# --openxt DIR puts OpenXT's legacy userspace of scripts/build-openxt.sh (tapdisk2, tap-ctl,
+# vhd-util) in /opt/openxt/bin, where its tap-ctl does not shadow tapdisk 3.55.5's (tap-ctl finds
+# tapdisk2 by PATH or $TAPDISK2). --tapdisk-oxt DIR puts the tapdisk 3.55.5 built with OpenXT's
+# control name (scripts/build-tapdisk.sh --openxt-name) in /usr/libexec/blktap-oxt, the directory
+# compiled into its tap-ctl, which goes beside it. Their -skip forms write the reason to
+# /etc/blktap-rs/openxt-skip and /etc/blktap-rs/tapdisk-oxt-skip.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
 usage() {
-	sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -38,6 +47,10 @@ init_script="$TOP/scripts/vm-init.sh"
 with_fio=1
 tapdisk_dir=
 tapdisk_skip=
+openxt_dir=
+openxt_skip=
+tapdisk_oxt_dir=
+tapdisk_oxt_skip=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--module) modules+=("${2:?--module needs a path}"); shift 2 ;;
@@ -48,6 +61,10 @@ while [ $# -gt 0 ]; do
 	--no-fio) with_fio=0; shift ;;
 	--tapdisk) tapdisk_dir=${2:?--tapdisk needs a directory}; shift 2 ;;
 	--tapdisk-skip) tapdisk_skip=${2:?--tapdisk-skip needs a reason}; shift 2 ;;
+	--openxt) openxt_dir=${2:?--openxt needs a directory}; shift 2 ;;
+	--openxt-skip) openxt_skip=${2:?--openxt-skip needs a reason}; shift 2 ;;
+	--tapdisk-oxt) tapdisk_oxt_dir=${2:?--tapdisk-oxt needs a directory}; shift 2 ;;
+	--tapdisk-oxt-skip) tapdisk_oxt_skip=${2:?--tapdisk-oxt-skip needs a reason}; shift 2 ;;
 	-h|--help) usage ;;
 	-*) die "unknown option $1" ;;
 	*) [ -z "$out" ] || die "more than one output file given"; out=$1; shift ;;
@@ -151,17 +168,27 @@ if [ -n "$tests_dir" ]; then
 	mkdir -p "$root/tests"
 	cp -a "$tests_dir/." "$root/tests/"
 fi
-if [ -n "$tapdisk_dir" ]; then
-	for b in tapdisk tap-ctl vhd-util; do
-		[ -x "$tapdisk_dir/$b" ] || die "--tapdisk: no executable $tapdisk_dir/$b"
-	done
-	install_exe "$root" "$tapdisk_dir/tapdisk" /usr/libexec/tapdisk
-	install_exe "$root" "$tapdisk_dir/tap-ctl" /usr/sbin/tap-ctl
-	install_exe "$root" "$tapdisk_dir/vhd-util" /usr/sbin/vhd-util
-elif [ -n "$tapdisk_skip" ]; then
-	mkdir -p "$root/etc/blktap-rs"
-	printf '%s\n' "$tapdisk_skip" > "$root/etc/blktap-rs/tapdisk-skip"
-fi
+# client OPTION DIR SKIP-REASON SKIP-FILE NAME:DEST...: install the prebuilt client userspace
+# binaries DIR/NAME at DEST, or write SKIP-REASON (if any) to /etc/blktap-rs/SKIP-FILE.
+client() {
+	local opt=$1 dir=$2 reason=$3 skip_file=$4 spec
+	shift 4
+	if [ -n "$dir" ]; then
+		for spec; do
+			[ -x "$dir/${spec%%:*}" ] || die "$opt: no executable $dir/${spec%%:*}"
+			install_exe "$root" "$dir/${spec%%:*}" "${spec#*:}"
+		done
+	elif [ -n "$reason" ]; then
+		mkdir -p "$root/etc/blktap-rs"
+		printf '%s\n' "$reason" > "$root/etc/blktap-rs/$skip_file"
+	fi
+}
+client --tapdisk "$tapdisk_dir" "$tapdisk_skip" tapdisk-skip \
+	tapdisk:/usr/libexec/tapdisk tap-ctl:/usr/sbin/tap-ctl vhd-util:/usr/sbin/vhd-util
+client --openxt "$openxt_dir" "$openxt_skip" openxt-skip \
+	tapdisk2:/opt/openxt/bin/tapdisk2 tap-ctl:/opt/openxt/bin/tap-ctl vhd-util:/opt/openxt/bin/vhd-util
+client --tapdisk-oxt "$tapdisk_oxt_dir" "$tapdisk_oxt_skip" tapdisk-oxt-skip \
+	tapdisk:/usr/libexec/blktap-oxt/tapdisk tap-ctl:/usr/libexec/blktap-oxt/tap-ctl
 for spec in "${files[@]}"; do
 	src=${spec%%:*} dest=${spec#*:}
 	if [ "$src" = "$spec" ] || [ ! -f "$src" ]; then die "--file wants an existing SRC:DEST, got '$spec'"; fi

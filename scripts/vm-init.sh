@@ -149,7 +149,7 @@ select_tests() {
 # timeout's process-group kill misses them) and may still hold taps and open disks, which
 # would fail every later test that unloads the module. Stop them and free every tap.
 reset_after_failure() {
-	killall -KILL blktapd tapdisk fio blktap-test 2>/dev/null
+	killall -KILL blktapd tapdisk tapdisk2 fio blktap-test 2>/dev/null
 	sleep 1
 	command -v blktap-ctl >/dev/null || return 0
 	for d in /sys/class/blktap2/blktap!blktap*; do

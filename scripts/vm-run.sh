@@ -7,7 +7,9 @@
 #                     [--timeout SECS] [--test-timeout SECS] [--append "cmdline"] [--insmod]
 #                     [--interactive | --run SCRIPT] [--log FILE] [--results DIR]
 #                     [--tests-dir DIR] [--fio auto|yes|no] [--mem SIZE] [--smp N] [--kvm] [--qemu-opt ARG]...
-#                     [--tapdisk DIR|auto|no] [--tapdisk-skip REASON] [--quiet] [--keep]
+#                     [--tapdisk DIR|auto|no] [--tapdisk-skip REASON]
+#                     [--openxt DIR|auto|no] [--openxt-skip REASON]
+#                     [--tapdisk-oxt DIR|auto|no] [--tapdisk-oxt-skip REASON] [--quiet] [--keep]
 #
 #   --kdir DIR          kernel build tree (default: $KDIR, else the newest finished debug build
 #                       in the cache); boots DIR/arch/x86/boot/bzImage
@@ -33,6 +35,14 @@
 #                       them when a selected test or the --run script mentions tap-ctl, and
 #                       otherwise passes the reason they are missing on to the tapdisk tests
 #   --tapdisk-skip STR  no tapdisk; the tapdisk tests report SKIP with reason STR
+#   --openxt DIR|auto|no  OpenXT's legacy tapdisk2/tap-ctl/vhd-util (static, from
+#                       scripts/build-openxt.sh) in /opt/openxt/bin; auto (default) as for
+#                       --tapdisk, for tests that say require_openxt
+#   --openxt-skip STR   no OpenXT userspace; its tests report SKIP with reason STR
+#   --tapdisk-oxt DIR|auto|no  tapdisk 3.55.5 with OpenXT's control name (scripts/build-tapdisk.sh
+#                       --openxt-name) in /usr/libexec/blktap-oxt; auto as above, for tests that
+#                       say require_tapdisk_oxt
+#   --tapdisk-oxt-skip STR  no such tapdisk; its tests report SKIP with reason STR
 #   --kvm               use KVM (also BLKTAP_KVM=1); TCG by default, KVM hangs on our CI hosts
 #   --quiet             do not stream the console to stderr while the VM runs
 #   --keep              keep the initramfs in the results directory
@@ -45,7 +55,7 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
-usage() { sed -n '4,43p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,53p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 fatal() { printf 'vm: error: %s\n' "$*" >&2; exit 2; }
 
 kdir=${KDIR:-}
@@ -68,6 +78,10 @@ qemu_opts=()
 fio=auto
 tapdisk=auto
 tapdisk_skip=
+openxt=auto
+openxt_skip=
+tapdisk_oxt=auto
+tapdisk_oxt_skip=
 quiet=0
 keep=0
 while [ $# -gt 0 ]; do
@@ -90,6 +104,10 @@ while [ $# -gt 0 ]; do
 	--fio) fio=${2:?}; shift 2 ;;
 	--tapdisk) tapdisk=${2:?}; shift 2 ;;
 	--tapdisk-skip) tapdisk=no; tapdisk_skip=${2:?}; shift 2 ;;
+	--openxt) openxt=${2:?}; shift 2 ;;
+	--openxt-skip) openxt=no; openxt_skip=${2:?}; shift 2 ;;
+	--tapdisk-oxt) tapdisk_oxt=${2:?}; shift 2 ;;
+	--tapdisk-oxt-skip) tapdisk_oxt=no; tapdisk_oxt_skip=${2:?}; shift 2 ;;
 	--kvm) kvm=1; shift ;;
 	--qemu-opt) qemu_opts+=("${2:?}"); shift 2 ;;
 	--quiet) quiet=1; shift ;;
@@ -143,17 +161,29 @@ no) ;;
 auto) if [ "$mode" = shell ] || uses fio; then fio=yes; else fio=no; fi ;;
 *) fatal "--fio takes auto, yes or no" ;;
 esac
-tapdisk_opts=()
-case "$tapdisk" in
-no) [ -z "$tapdisk_skip" ] || tapdisk_opts=(--tapdisk-skip "$tapdisk_skip") ;;
-auto)
-	if [ "$mode" = shell ] || uses tap-ctl; then
-		if td=$("$TOP/scripts/build-tapdisk.sh"); then tapdisk_opts=(--tapdisk "$td")
-		else tapdisk_opts=(--tapdisk-skip "$(cat "$CACHE_DIR/tapdisk/SKIP-REASON" 2>/dev/null ||
-			echo "scripts/build-tapdisk.sh failed")"); fi
-	fi ;;
-*) tapdisk_opts=(--tapdisk "$tapdisk") ;;
-esac
+# client OPTION SETTING SKIP WORD CACHE BUILD...: the mkinitramfs options for one prebuilt client
+# userspace (--OPTION DIR or --OPTION-skip REASON) into client_opts. SETTING auto builds or reuses
+# it with BUILD when a selected test mentions WORD (or for --interactive); a failed build passes
+# on the reason it left in $CACHE_DIR/CACHE/SKIP-REASON.
+client_opts=()
+client() {
+	local opt=$1 setting=$2 skip=$3 word=$4 cache=$5 dir
+	shift 5
+	case "$setting" in
+	no) [ -z "$skip" ] || client_opts+=("--$opt-skip" "$skip") ;;
+	auto)
+		if [ "$mode" = shell ] || uses "$word"; then
+			if dir=$("$@"); then client_opts+=("--$opt" "$dir")
+			else client_opts+=("--$opt-skip" "$(cat "$CACHE_DIR/$cache/SKIP-REASON" 2>/dev/null ||
+				echo "${*#"$TOP/"} failed")"); fi
+		fi ;;
+	*) client_opts+=("--$opt" "$setting") ;;
+	esac
+}
+client tapdisk "$tapdisk" "$tapdisk_skip" tap-ctl tapdisk "$TOP/scripts/build-tapdisk.sh"
+client openxt "$openxt" "$openxt_skip" require_openxt openxt "$TOP/scripts/build-openxt.sh"
+client tapdisk-oxt "$tapdisk_oxt" "$tapdisk_oxt_skip" require_tapdisk_oxt tapdisk-oxt \
+	"$TOP/scripts/build-tapdisk.sh" --openxt-name
 
 if [ -z "$results" ]; then
 	results=$(mktemp -d "${TMPDIR:-/tmp}/blktap-vm.XXXXXX")
@@ -168,7 +198,7 @@ mk=("$TOP/scripts/mkinitramfs.sh" "$initrd" --tests "$tests_dir")
 for m in "${modules[@]}"; do mk+=(--module "$m"); done
 for b in "${bins[@]}"; do mk+=(--bin "$b"); done
 [ "$fio" = yes ] || mk+=(--no-fio)
-mk+=("${tapdisk_opts[@]}")
+mk+=("${client_opts[@]}")
 [ "$mode" != run ] || mk+=(--file "$run_script:/demo/$(basename "$run_script")")
 t0=$(date +%s.%N)
 "${mk[@]}"

@@ -9,13 +9,21 @@ TD_MINORS=
 TD_SYSLOG=/var/log/messages
 
 # tapdisk_env: skip the test when tapdisk is not in the VM (with the reason the host gave);
-# otherwise make what tapdisk needs at run time (/var/run for its control sockets, /var/log,
-# syslog on /dev/log), load blktap.ko and register the cleanup of every tap made by td_create.
+# otherwise td_runtime_env.
 tapdisk_env() {
 	if [ ! -x /usr/libexec/tapdisk ] || ! command -v tap-ctl >/dev/null 2>&1; then
 		skip "real tapdisk not in the VM: $(cat /etc/blktap-rs/tapdisk-skip 2>/dev/null ||
 			echo 'the VM was built without --tapdisk')"
 	fi
+	td_runtime_env
+}
+
+# td_runtime_env: make what the tapdisks need at run time (/var/run for their control sockets,
+# /var/log, syslog on /dev/log), load blktap.ko and register the cleanup of every tap made by
+# td_create (once, whichever client's setup calls it first).
+td_runtime_env() {
+	[ -z "${_td_env_done:-}" ] || return 0
+	_td_env_done=1
 	mkdir -p /var/run /var/log /run || fail "cannot create /var/run, /var/log"
 	if [ ! -S /dev/log ]; then
 		# Started once, it outlives the test (it daemonises): later tests reuse it.
@@ -26,6 +34,10 @@ tapdisk_env() {
 	load_blktap
 	atexit td_cleanup
 }
+
+# td_ctl MINOR: the tap-ctl that made tap MINOR with td_create_with (tap-ctl, 3.55.5's, if none
+# did): the control protocols of the clients differ, so each tap is driven by its own.
+td_ctl() { eval "echo \"\${TD_CTL_$1:-tap-ctl}\""; }
 
 # td_log: what tapdisk and tap-ctl logged since tapdisk_env (last 40 lines).
 td_log() {
@@ -52,16 +64,23 @@ td_run() {
 # td_create [tap-ctl create ARGS...]: tap-ctl create (allocate, spawn, attach, open). Sets
 # TD_MINOR, TD_DEV (the node tap-ctl made, /dev/xen/blktap-2/tapdevN), TD_DISK (tdX) and TD_PID
 # (the tapdisk serving it); the tap is destroyed at exit.
-td_create() {
+td_create() { td_create_with tap-ctl "$@"; }
+
+# td_create_with TAP-CTL [create ARGS...]: td_create with another client's tap-ctl (OpenXT's),
+# which then also lists, destroys and cleans up that tap (td_ctl).
+td_create_with() {
+	_tc_ctl=$1
+	shift
 	_tc_rc=0
-	td_run td-create tap-ctl create "$@" || _tc_rc=$?
-	[ "$_tc_rc" = 0 ] || { cat td-create.err; td_fail "tap-ctl create $* failed (rc=$_tc_rc)"; }
+	td_run td-create "$_tc_ctl" create "$@" || _tc_rc=$?
+	[ "$_tc_rc" = 0 ] || { cat td-create.err; td_fail "$_tc_ctl create $* failed (rc=$_tc_rc)"; }
 	TD_DEV=$(tail -n 1 td-create.out)
 	TD_MINOR=${TD_DEV##*tapdev}
 	case "$TD_MINOR" in
 	'' | *[!0-9]*) td_fail "tap-ctl create $* printed '$TD_DEV', expected $TD_NODE_DIR/tapdev<N>" ;;
 	esac
 	TD_MINORS="$TD_MINORS $TD_MINOR"
+	eval "TD_CTL_$TD_MINOR=\$_tc_ctl"
 	TD_DISK=$(disk_name "$TD_MINOR")
 	[ -b "$TD_DEV" ] || td_fail "$TD_DEV is not a block device"
 	wait_for 5 test -b "/dev/$TD_DISK" || td_fail "no /dev/$TD_DISK for tap $TD_MINOR"
@@ -70,9 +89,10 @@ td_create() {
 }
 
 # td_list_field MINOR FIELD: FIELD (pid, state, args) of MINOR's line in "tap-ctl list -m MINOR",
-# whose lines read "pid=P minor=M state=0xS args=TYPE:PATH" when stdout is not a terminal.
+# whose lines read "pid=P minor=M state=0xS args=TYPE:PATH" when stdout is not a terminal (the
+# same in OpenXT's tap-ctl).
 td_list_field() {
-	tap-ctl list -m "$1" 2>/dev/null < /dev/null | awk -v m="$1" -v f="$2" '
+	"$(td_ctl "$1")" list -m "$1" 2>/dev/null < /dev/null | awk -v m="$1" -v f="$2" '
 		{ delete kv; for (i = 1; i <= NF; i++) { split($i, p, "="); kv[p[1]] = substr($i, length(p[1]) + 2) } }
 		kv["minor"] == m && (f in kv) { print kv[f]; exit }'
 }
@@ -86,8 +106,8 @@ td_destroy() {
 	_td_pid=$(td_pid "$1")
 	[ -n "$_td_pid" ] || td_fail "no tapdisk serves minor $1"
 	_td_rc=0
-	td_run "td-destroy-$1" tap-ctl destroy -p "$_td_pid" -m "$1" || _td_rc=$?
-	[ "$_td_rc" = 0 ] || { cat "td-destroy-$1.err"; td_fail "tap-ctl destroy -p $_td_pid -m $1 failed (rc=$_td_rc)"; }
+	td_run "td-destroy-$1" "$(td_ctl "$1")" destroy -p "$_td_pid" -m "$1" || _td_rc=$?
+	[ "$_td_rc" = 0 ] || { cat "td-destroy-$1.err"; td_fail "$(td_ctl "$1") destroy -p $_td_pid -m $1 failed (rc=$_td_rc)"; }
 	wait_for 10 td_gone "$1" "$_td_pid" || td_fail "tap $1 or its tapdisk $_td_pid still there after destroy"
 	TD_MINORS=$(echo "$TD_MINORS" | tr ' ' '\n' | grep -vx "$1" | tr '\n' ' ')
 }
@@ -104,7 +124,7 @@ td_cleanup() {
 	for _m in $TD_MINORS; do
 		[ -d "$(tap_sysfs "$_m")" ] || continue
 		_p=$(td_pid "$_m")
-		if [ -n "$_p" ] && td_run "td-cleanup-$_m" tap-ctl destroy -p "$_p" -m "$_m" -t 20; then
+		if [ -n "$_p" ] && td_run "td-cleanup-$_m" "$(td_ctl "$_m")" destroy -p "$_p" -m "$_m" -t 20; then
 			continue
 		fi
 		[ -z "$_p" ] || kill -KILL "$_p" 2>/dev/null

@@ -463,16 +463,44 @@ pub(crate) fn free_tap(minor: u32) -> Result {
     // Without `TAPS`: this deletes an idle disk (`del_gendisk` must not run under `TAPS`) or
     // waits for a removal in flight. Only one caller succeeds (the tap is then marked freed).
     tap.prepare_free()?;
+    unregister(minor, &tap, |remove_device| remove_device())
+}
+
+/// sysfs `remove` of `tap` (V-OXT): frees the tap once its daemon is gone and its disk closed
+/// (see [`Tap::remove`]). `detached` is given the removal of the tap's sysfs device to run: the
+/// caller is a callback of that device, whose removal waits for its callbacks unless told
+/// otherwise.
+pub(crate) fn remove_tap(tap: &Tap, detached: impl FnOnce(&mut dyn FnMut())) -> Result {
+    let minor = tap.minor();
+    // The table's reference, which outlives the device whose callback borrows `tap`.
+    let tap = lookup_entry(minor)
+        .filter(|t| core::ptr::eq(&**t, tap))
+        .ok_or(ENODEV)?;
+    // The module's code runs on after the tap's own reference is dropped with its entry: this
+    // one is dropped by the tap's work item, which module exit waits for.
+    let module = ModuleRef::get()?;
+    if Tap::remove(&tap)? {
+        unregister(minor, &tap, detached)?;
+        pr_info!("{}: tap removed\n", crate::ring::DiskName::new(minor));
+    }
+    Tap::put_module_later(tap, module);
+    Ok(())
+}
+
+/// Takes the freed `tap` out of slot `minor` and removes its sysfs device, by the function that
+/// `detached` is given to run.
+fn unregister(minor: u32, tap: &Arc<Tap>, detached: impl FnOnce(&mut dyn FnMut())) -> Result {
     let mut guard = TAPS.lock();
     let slot = guard.taps.get_mut(minor as usize).ok_or(ENODEV)?;
     // A freed tap keeps its slot until here: nothing else empties a used slot.
-    if !slot.entry().is_some_and(|e| Arc::ptr_eq(&e.tap, &tap)) {
+    if !slot.entry().is_some_and(|e| Arc::ptr_eq(&e.tap, tap)) {
         return Err(ENODEV);
     }
-    let entry = core::mem::replace(slot, Slot::Freeing);
+    let mut entry = Some(core::mem::replace(slot, Slot::Freeing));
     drop(guard);
     // Without the lock: removing the sysfs device waits for its attribute callbacks, which may
     // take it. Then the module is unpinned (the caller's open control file still pins it).
+    detached(&mut || drop(entry.take()));
     drop(entry);
     let mut guard = TAPS.lock();
     if let Some(slot) = guard.taps.get_mut(minor as usize) {

@@ -20,8 +20,12 @@ use crate::{
         Blktap2Params,
         DeviceInfo,
         Features,
+        OxtDeviceInfo,
         RingResponse,
+        DEVICE_FLUSH,
+        DEVICE_PSZ,
         DEVICE_RO,
+        DEVICE_TRIM,
         FEATURES_SIZE_V1,
         FEATURES_VERSION,
         FEAT_DISCARD,
@@ -448,6 +452,8 @@ pub(crate) struct DeviceConfig {
     pub(crate) logical_block_size: u32,
     /// Physical block size.
     pub(crate) physical_block_size: u32,
+    /// Offset of the first physical block, in bytes (V-OXT's `phys_block_offset`; else 0).
+    pub(crate) alignment_offset: u32,
     /// Read-only disk.
     pub(crate) read_only: bool,
     /// Features beyond V-XS agreed by the daemon that made the disk.
@@ -473,8 +479,59 @@ impl DeviceConfig {
             logical_block_size: lbs,
             // The block layer requires physical >= logical; V-XS does not check it.
             physical_block_size: pbs.max(lbs),
+            alignment_offset: 0,
             read_only: info.flags & DEVICE_RO != 0,
             agreement: Agreement::default(),
+        })
+    }
+
+    /// Validates a V-OXT `CREATE_DEVICE` argument (the fields its flags do not select are
+    /// ignored) as V-OXT does, with V-XS's bounds on the logical block size and the capacity.
+    /// Its features become the disk's agreement: `DEVICE_FLUSH` is `FEAT_FLUSH` (no FUA),
+    /// `DEVICE_TRIM` is `FEAT_DISCARD` with the trim size and offset as granularity and
+    /// alignment. On refusal (`EINVAL` for the daemon), what is wrong, for the log.
+    pub(crate) fn from_oxt(info: &OxtDeviceInfo) -> Result<Self, &'static str> {
+        let lbs = info.sector_size;
+        if !lbs.is_power_of_two() || !(512..=4096).contains(&lbs) {
+            return Err("logical block size");
+        }
+        if info.capacity == 0 || info.capacity > u64::MAX >> lbs.trailing_zeros() {
+            return Err("capacity");
+        }
+        // A block size at least the logical one, and an offset of whole logical blocks inside
+        // one block.
+        let geometry = |size: u32, offset: u32| {
+            size.is_power_of_two() && size >= lbs && offset % lbs == 0 && offset < size
+        };
+        let (pbs, offset) = if info.flags & DEVICE_PSZ != 0 {
+            if !geometry(info.phys_block_size, info.phys_block_offset) {
+                return Err("physical block size or offset");
+            }
+            (info.phys_block_size, info.phys_block_offset)
+        } else {
+            (lbs, 0)
+        };
+        let mut agreement = Agreement::default();
+        if info.flags & DEVICE_FLUSH != 0 {
+            agreement.features |= FEAT_FLUSH;
+        }
+        if info.flags & DEVICE_TRIM != 0 {
+            let (g, a) = (info.trim_block_size, info.trim_block_offset);
+            if !geometry(g, a) || g > MAX_DISCARD_GRANULARITY {
+                return Err("trim block size or offset");
+            }
+            agreement.features |= FEAT_DISCARD;
+            agreement.discard_granularity = g;
+            agreement.discard_alignment = a;
+            agreement.max_discard_sectors = MAX_RANGE_SECTORS;
+        }
+        Ok(Self {
+            capacity: info.capacity,
+            logical_block_size: lbs,
+            physical_block_size: pbs,
+            alignment_offset: offset,
+            read_only: info.flags & DEVICE_RO != 0,
+            agreement,
         })
     }
 
@@ -487,6 +544,56 @@ impl DeviceConfig {
             physical_sector_size: size,
             ..DeviceInfo::default()
         })
+    }
+}
+
+/// The `OxtDeviceInfo::flags` this module serves, written back to the daemon masked with this.
+pub(crate) const OXT_FLAGS_KNOWN: u64 = DEVICE_RO | DEVICE_PSZ | DEVICE_FLUSH | DEVICE_TRIM;
+
+/// Bytes of a `CREATE_DEVICE` argument read first: up to and including the flags, which both
+/// layouts have at offset 16.
+pub(crate) const CREATE_HEAD_SIZE: usize = 24;
+
+/// Whether a `CREATE_DEVICE` argument whose first [`CREATE_HEAD_SIZE`] bytes are `head` is in
+/// V-OXT's 40-byte layout: the word at offset 12, V-XS's `physical_sector_size`, which V-XS
+/// requires to be a power of two of at least 512, is V-OXT's zero padding.
+pub(crate) fn is_oxt_layout(head: &[u8; CREATE_HEAD_SIZE]) -> bool {
+    head[12..16] == [0; 4]
+}
+
+/// Bytes of a V-OXT `CREATE_DEVICE` argument the module reads, for `flags`: the physical
+/// block fields only with `DEVICE_PSZ`, the trim fields (after them) only with `DEVICE_TRIM`.
+pub(crate) fn oxt_len(flags: u64) -> usize {
+    if flags & DEVICE_TRIM != 0 {
+        40
+    } else if flags & DEVICE_PSZ != 0 {
+        32
+    } else {
+        CREATE_HEAD_SIZE
+    }
+}
+
+/// A V-OXT `CREATE_DEVICE` argument from the bytes read (`oxt_len` of them; the rest zero).
+pub(crate) fn oxt_info(bytes: &[u8; 40]) -> OxtDeviceInfo {
+    let u32_at = |o: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[o..o + 4]);
+        u32::from_ne_bytes(b)
+    };
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[o..o + 8]);
+        u64::from_ne_bytes(b)
+    };
+    OxtDeviceInfo {
+        capacity: u64_at(0),
+        sector_size: u32_at(8),
+        pad: u32_at(12),
+        flags: u64_at(16),
+        phys_block_size: u32_at(24),
+        phys_block_offset: u32_at(28),
+        trim_block_size: u32_at(32),
+        trim_block_offset: u32_at(36),
     }
 }
 
@@ -773,6 +880,91 @@ mod tests {
             ..ok
         });
         assert_eq!(ro.map(|c| c.read_only), Ok(true));
+    }
+
+    #[test]
+    fn oxt_device_info() {
+        // Layout detection: the V-XS physical size at offset 12 is never 0.
+        let mut head = [0u8; CREATE_HEAD_SIZE];
+        assert!(is_oxt_layout(&head));
+        head[13] = 2; // 512
+        assert!(!is_oxt_layout(&head));
+        assert_eq!(oxt_len(0), 24);
+        assert_eq!(oxt_len(DEVICE_PSZ), 32);
+        assert_eq!(oxt_len(DEVICE_TRIM), 40);
+        assert_eq!(oxt_len(DEVICE_PSZ | DEVICE_TRIM | 0x10), 40);
+        let mut bytes = [0u8; 40];
+        bytes[0..8].copy_from_slice(&2048u64.to_ne_bytes());
+        bytes[8..12].copy_from_slice(&512u32.to_ne_bytes());
+        bytes[16..24].copy_from_slice(&(DEVICE_FLUSH | DEVICE_TRIM).to_ne_bytes());
+        bytes[32..36].copy_from_slice(&4096u32.to_ne_bytes());
+        let info = oxt_info(&bytes);
+        assert_eq!(info.capacity, 2048);
+        assert_eq!(info.trim_block_size, 4096);
+        let c = DeviceConfig::from_oxt(&info).unwrap();
+        assert_eq!(c.physical_block_size, 512);
+        assert_eq!(c.agreement.features, FEAT_FLUSH | FEAT_DISCARD);
+        assert_eq!(c.agreement.discard_granularity, 4096);
+        assert_eq!(c.agreement.max_discard_sectors, MAX_RANGE_SECTORS);
+        // No flags: nothing beyond V-XS, whatever the other fields say.
+        let plain = OxtDeviceInfo {
+            flags: 0,
+            phys_block_size: 3,
+            ..info
+        };
+        assert_eq!(
+            DeviceConfig::from_oxt(&plain).map(|c| c.agreement),
+            Ok(Agreement::default())
+        );
+        let psz = OxtDeviceInfo {
+            flags: DEVICE_PSZ,
+            phys_block_size: 4096,
+            phys_block_offset: 1024,
+            ..info
+        };
+        let c = DeviceConfig::from_oxt(&psz).unwrap();
+        assert_eq!((c.physical_block_size, c.alignment_offset), (4096, 1024));
+        for bad in [
+            OxtDeviceInfo { capacity: 0, ..psz },
+            OxtDeviceInfo {
+                sector_size: 768,
+                ..psz
+            },
+            OxtDeviceInfo {
+                sector_size: 8192,
+                ..psz
+            },
+            OxtDeviceInfo {
+                phys_block_size: 256,
+                ..psz
+            },
+            OxtDeviceInfo {
+                phys_block_offset: 4096,
+                ..psz
+            },
+            OxtDeviceInfo {
+                phys_block_offset: 100,
+                ..psz
+            },
+            OxtDeviceInfo {
+                flags: DEVICE_TRIM,
+                trim_block_size: 0,
+                ..psz
+            },
+            OxtDeviceInfo {
+                flags: DEVICE_TRIM,
+                trim_block_size: 4096,
+                trim_block_offset: 4096,
+                ..psz
+            },
+            OxtDeviceInfo {
+                flags: DEVICE_TRIM,
+                trim_block_size: MAX_DISCARD_GRANULARITY * 2,
+                ..psz
+            },
+        ] {
+            assert!(DeviceConfig::from_oxt(&bad).is_err());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use kernel::{
 
 use crate::{
     kernel_ext::class::{
+        AttrFile,
         Attributes,
         SysfsWriter, //
     },
@@ -52,6 +53,10 @@ impl Attributes for Tap {
         (c"recovery", 0o644),
         (c"discard", 0o644),
         (c"write_zeroes", 0o644),
+        (c"pause", 0o200),
+        (c"resume", 0o200),
+        (c"remove", 0o200),
+        (c"message_timeout", 0o644),
     ];
     const CLASS_ATTRS: &'static [(&'static CStr, u16)] =
         &[(c"verbosity", 0o644), (c"devices", 0o444)];
@@ -67,6 +72,7 @@ impl Attributes for Tap {
             b"pool" => tap.show_pool(out).map_err(fmt_err),
             b"timeout" => writeln!(out, "{}", tap.timeout_secs()).map_err(fmt_err),
             b"recovery" => writeln!(out, "{}", tap.recovery_secs()).map_err(fmt_err),
+            b"message_timeout" => writeln!(out, "{}", tap.message_timeout_secs()).map_err(fmt_err),
             b"discard" => {
                 writeln!(out, "{}", u8::from(tap.offered() & FEAT_DISCARD != 0)).map_err(fmt_err)
             }
@@ -78,7 +84,7 @@ impl Attributes for Tap {
         }
     }
 
-    fn store(tap: &Tap, name: &CStr, input: &[u8]) -> Result {
+    fn store(tap: &Tap, name: &CStr, input: &[u8], file: &AttrFile<'_>) -> Result {
         match name.to_bytes() {
             b"name" => tap.set_name(input),
             b"pool" => tap.set_pool(input),
@@ -94,6 +100,15 @@ impl Attributes for Tap {
             b"write_zeroes" => tap.switch_feature(FEAT_WRITE_ZEROES, parse_switch(input)?),
             // Any write aborts ("1" by convention).
             b"abort" => tap.abort(),
+            // V-OXT: any write pauses, resumes or removes ("1" by convention).
+            b"pause" => tap.pause(),
+            b"resume" => tap.resume(),
+            // The tap's device goes with the tap, from this callback (see
+            // `AttrFile::unprotected`).
+            b"remove" => registry::remove_tap(tap, |remove_device| file.unprotected(remove_device)),
+            b"message_timeout" => {
+                tap.set_message_timeout_secs(u32::try_from(parse_int(input)?).map_err(|_| EINVAL)?)
+            }
             _ => Err(EINVAL),
         }
     }

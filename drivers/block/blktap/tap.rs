@@ -20,13 +20,14 @@
 
 use kernel::{
     mm::virt::VmaNew,
-    new_mutex, new_poll_condvar, new_spinlock,
+    new_condvar, new_mutex, new_poll_condvar, new_spinlock,
     prelude::*,
     sync::{
         aref::ARef,
         poll::PollCondVar,
         Arc,
         ArcBorrow,
+        CondVar,
         Mutex,
         MutexGuard,
         SpinLock,
@@ -57,7 +58,11 @@ use crate::{
             MappingOwner,
             SharedRing, //
         },
-        task,
+        task::{
+            self,
+            ModuleRef, //
+        },
+        workqueue as module_wq,
     },
     ring::{
         checked_name,
@@ -165,6 +170,13 @@ struct Io {
     /// `FEAT_*` whose operations may be sent to the current ring: those its daemon agreed on
     /// for the disk (minus any the administrator switched off since). `0`: V-XS.
     ops_allowed: u64,
+    /// Kernel-driven pause (V-OXT): what may be sent, the ring message, the waiting writer.
+    pause: Pause,
+    /// The ring file is open (mirrors `Ctl::task`, for the writer of `remove` to wait on).
+    ring_open: bool,
+    /// sysfs `remove` was written: the ring cannot be opened or mapped, nor the disk opened;
+    /// the tap goes once its daemon is gone and its disk closed.
+    removing: bool,
     stats: Stats,
 }
 
@@ -194,6 +206,8 @@ struct Ctl {
     /// `FEAT_*` the administrator switched off for this tap (sysfs `discard`,
     /// `write_zeroes`): never offered, and taken off a live disk.
     switched_off: u64,
+    /// A module reference that the removal work drops (see [`Tap::put_module_later`]).
+    module: Option<ModuleRef>,
 }
 
 /// What [`Tap::undo_negotiation`] restores.
@@ -230,16 +244,26 @@ pub(crate) struct Tap {
     dispatch: Mutex<()>,
     #[pin]
     poll: PollCondVar,
+    /// Writers of `pause`, `resume` and `remove` wait here for the daemon (with the guard of
+    /// `io`, under which everything they wait for changes).
+    #[pin]
+    admin_wait: CondVar,
     #[pin]
     remove_work: Work<Tap>,
 }
 
 mod attrs;
 mod datapath;
+mod pause;
 mod queue;
 mod recovery;
 
 pub(crate) use queue::TapQueue;
+
+use pause::{
+    Hold,
+    Pause, //
+};
 
 use recovery::{
     Doomed,
@@ -288,6 +312,7 @@ impl Tap {
                     sessions: 0,
                     disk_session: 0,
                     switched_off: 0,
+                    module: None,
                 }),
                 io <- new_spinlock!(Io {
                     ring: None,
@@ -302,10 +327,14 @@ impl Tap {
                     recovery: Recovery::new(),
                     ring_ready: false,
                     ops_allowed: 0,
+                    pause: Pause::new(),
+                    ring_open: false,
+                    removing: false,
                     stats: Stats::default(),
                 }),
                 dispatch <- new_mutex!(()),
                 poll <- new_poll_condvar!(),
+                admin_wait <- new_condvar!(),
                 remove_work <- new_work!(),
             }),
             GFP_KERNEL,
@@ -323,23 +352,37 @@ impl Tap {
     /// The ring device is being opened by the calling task.
     pub(crate) fn open_ring(&self) -> Result {
         let mut ctl = self.ctl.lock();
-        if ctl.freed {
+        let mut io = self.io.lock();
+        if ctl.freed || io.removing {
             return Err(ENXIO);
         }
         if ctl.task.is_some() {
             return Err(EBUSY);
         }
         ctl.task = Some(task::current_pid());
+        io.ring_open = true;
         Ok(())
     }
 
     /// The last reference to the ring file is gone (close and unmap both happened).
     pub(crate) fn release_ring(&self) {
+        self.release_ring_disk();
+        // A writer of `remove` may be waiting for the ring to go.
+        self.admin_wait.notify_all();
+    }
+
+    /// [`Tap::release_ring`]: removes the disk unless it is open or held for recovery.
+    fn release_ring_disk(&self) {
         let change = self.disk_change.lock();
         let disk = {
             let mut ctl = self.ctl.lock();
             ctl.task = None;
-            if let Some(secs) = self.io.lock().recovery.left() {
+            let left = {
+                let mut io = self.io.lock();
+                io.ring_open = false;
+                io.recovery.left()
+            };
+            if let Some(secs) = left {
                 pr_info!(
                     "{}: daemon gone; holding its requests for a new one for {} s\n",
                     DiskName::new(self.minor),
@@ -372,6 +415,9 @@ impl Tap {
         if ctl.mapping.is_some() {
             return Err(EBUSY);
         }
+        if this.io.lock().removing {
+            return Err(ENXIO);
+        }
         // Everything that can fail comes before `map`, which installs the VMA callbacks (and
         // their tap reference) last: a failed mmap never calls `close`, and would leak it.
         let id = shm.map(vma, Arc::from(this))?;
@@ -401,6 +447,8 @@ impl Tap {
         // even if it waits (epoll, `IOCB_CMD_POLL`) before its first poll.
         io.daemon_notified = false;
         io.requests_published = false;
+        // A new session is not paused (the last one's pause ended with it).
+        io.pause.hold = Hold::Running;
         Ok(())
     }
 
@@ -419,6 +467,12 @@ impl Tap {
             );
             self.poll.notify_all();
         }
+    }
+
+    /// Checks that the caller may use the ring ioctls (else `EACCES`), as each of them does
+    /// again under `ctl`: lets an ioctl answer `EACCES` before it checks its argument further.
+    pub(crate) fn check_caller(&self) -> Result {
+        Self::check_owner(&self.ctl.lock())
     }
 
     /// Checks that the calling task's address space owns the ring mapping (else `EACCES`).
@@ -447,6 +501,9 @@ impl Tap {
                 io.recovery.open();
             }
             let mut failed = Doomed::new();
+            // The session's pause ends with it; its requests go the recovery way below.
+            Self::end_pause(io, ENXIO);
+            io.pause.hold = Hold::Running;
             if let Some(r) = ring.as_mut() {
                 for id in 0..RING_SIZE {
                     if let Some(pending) = r.slots.take(id) {
@@ -467,6 +524,7 @@ impl Tap {
         }
         drop(ctl);
         drop(ring);
+        self.admin_wait.notify_all();
     }
 
     // ---------------------------------------------------------------------------------------
@@ -479,26 +537,50 @@ impl Tap {
     /// wait for itself. `disk_change` is held throughout: a second caller, or a removal, waits
     /// for this one (`ctl.creating` tells the `pool` attribute), and the result is kept only if
     /// the same mapping is still there when `ctl` is taken again.
+    ///
+    /// `claims`: the call carries its features (V-OXT's flags, in `config`'s agreement), which
+    /// the disk gets (minus those switched off), or must have already; a session that
+    /// negotiated must claim the same agreement, else `EINVAL`. The claim holds for this call
+    /// only (it is not the session's agreement). Otherwise the disk gets what the session
+    /// negotiated, if anything.
     pub(crate) fn create_device(
         this: ArcBorrow<'_, Self>,
         config: Result<DeviceConfig>,
         name: Option<&[u8]>,
+        claims: bool,
     ) -> Result {
         let _change = this.disk_change.lock();
         let mapping = {
             let mut ctl = this.ctl.lock();
             Self::check_owner(&ctl)?;
+            let claimed = match &config {
+                Ok(c) if claims => Some(c.agreement.without(ctl.switched_off)),
+                _ => None,
+            };
+            if let (Some(claimed), Some(negotiated)) = (claimed, ctl.session) {
+                if claimed != negotiated {
+                    pr_warn!(
+                        "{}: CREATE_DEVICE refused: its flags ask for features {:#x}, the \
+                         session negotiated {:#x} (and limits)\n",
+                        DiskName::new(this.minor),
+                        claimed.features,
+                        negotiated.features
+                    );
+                    return Err(EINVAL);
+                }
+            }
+            let session = claimed.or(ctl.session);
             if let Some(disk) = ctl.config.map(|c| c.agreement) {
                 // A new daemon finding the disk of its predecessor (tapdisk and blktapd go on
                 // on EEXIST): it is ready for the requests held for it, if it agreed on the
                 // disk's features (a V-XS daemon must never be sent an op it does not know).
-                let session = ctl.session.unwrap_or_default();
-                if session != disk {
+                let agreed = session.unwrap_or_default();
+                if agreed != disk {
                     pr_warn!(
                         "{}: the daemon agreed on features {:#x}, the disk has {:#x} (and \
                          limits): refusing it\n",
                         DiskName::new(this.minor),
-                        session.features,
+                        agreed.features,
                         disk.features
                     );
                     return Err(EINVAL);
@@ -508,9 +590,10 @@ impl Tap {
                 return Err(EEXIST);
             }
             ctl.creating = true;
-            (ctl.mapping, ctl.sessions, ctl.session.unwrap_or_default())
+            (ctl.mapping, ctl.sessions, session)
         };
-        let (mapping, session, agreement) = mapping;
+        let (mapping, session, agreed) = mapping;
+        let agreement = agreed.unwrap_or_default();
         let config = config.map(|c| DeviceConfig { agreement, ..c });
         let created = Self::new_disk(this, config, name);
         let mut ctl = this.ctl.lock();
@@ -576,6 +659,7 @@ impl Tap {
             capacity_sectors: config.capacity,
             logical_block_size: config.logical_block_size,
             physical_block_size: config.physical_block_size,
+            alignment_offset: config.alignment_offset,
             max_segments: SEGMENT_MAX as u16,
             max_segment_size: kernel::page::PAGE_SIZE as u32,
             seg_boundary_mask: kernel::page::PAGE_SIZE as u64 - 1,
@@ -803,7 +887,22 @@ impl Tap {
             disk
         };
         self.delete_disk(&change, disk);
+        drop(change);
+        // A writer of `remove` waits for the tap to be freed, by whoever frees it.
+        self.admin_wait.notify_all();
         Ok(())
+    }
+}
+
+impl Tap {
+    /// Drops `module`, a reference on this module, from the tap's work item: a sysfs callback
+    /// that has just freed its tap may hold the module's last reference, and module code must
+    /// not run after that reference is gone, except on the module's workqueue, which module
+    /// exit drains.
+    pub(crate) fn put_module_later(this: Arc<Self>, module: ModuleRef) {
+        this.ctl.lock().module = Some(module);
+        // Already queued: that run drops it.
+        module_wq::enqueue(this);
     }
 }
 
@@ -816,19 +915,41 @@ impl MappingOwner for Tap {
 impl WorkItem for Tap {
     type Pointer = Arc<Tap>;
 
-    /// Removes a disk whose daemon is gone, once its last opener has closed it.
+    /// Removes a disk whose daemon is gone, once its last opener has closed it; then, if
+    /// sysfs `remove` asked for it and its writer no longer waits, frees the tap.
     fn run(this: Arc<Tap>) {
+        // Dropped when this function returns (see `Tap::put_module_later`).
+        let _module = this.ctl.lock().module.take();
         let change = this.disk_change.lock();
-        let disk = {
+        let (disk, free) = {
             let mut ctl = this.ctl.lock();
-            if ctl.mapping.is_some() || ctl.task.is_some() || this.io.lock().recovery.is_open() {
+            let (recovering, free) = {
+                let io = this.io.lock();
+                let free = io.removing && io.pause.waiter.is_none() && !ctl.freed;
+                (io.recovery.is_open(), free)
+            };
+            if ctl.mapping.is_some() || ctl.task.is_some() || recovering {
                 // A new daemon serves the disk now, or the ring file is still open (its release
                 // removes the disk, as documented in `Documentation/design.rst`).
                 return;
             }
             // Still open (reopened since the work was queued): its last close queues us again.
-            this.take_idle_disk(&change, &mut ctl).unwrap_or(None)
+            (this.take_idle_disk(&change, &mut ctl).unwrap_or(None), free)
         };
         this.delete_disk(&change, disk);
+        drop(change);
+        this.admin_wait.notify_all();
+        if free {
+            // A removal whose writer gave up while the disk was open. `EBUSY`: still open.
+            match crate::registry::free_tap(this.minor) {
+                Ok(()) => pr_info!("{}: tap removed\n", DiskName::new(this.minor)),
+                Err(e) if e == EBUSY || e == ENODEV => {}
+                Err(e) => pr_warn!(
+                    "{}: removing the tap failed: {:?}\n",
+                    DiskName::new(this.minor),
+                    e
+                ),
+            }
+        }
     }
 }

@@ -34,6 +34,20 @@ pub(crate) const IOCTL_REMOVE_DEVICE: u32 = 207;
 pub(crate) const IOCTL_CREATE_DEVICE: u32 = 208;
 /// Ring ioctl: negotiate features beyond V-XS (`Features`, in/out).
 pub(crate) const IOCTL_NEGOTIATE: u32 = 209;
+/// Ring ioctl (V-OXT): new capacity and name while paused, from a `Blktap2Params`.
+pub(crate) const IOCTL_SET_PARAMS: u32 = 203;
+/// Ring ioctl (V-OXT): the daemon has paused, answering [`RING_MESSAGE_PAUSE`].
+pub(crate) const IOCTL_PAUSE: u32 = 204;
+/// Ring ioctl (V-OXT): copy the tap's name (`type:path`) out, while paused.
+pub(crate) const IOCTL_REOPEN: u32 = 205;
+/// Ring ioctl (V-OXT): the daemon's resume result (0 or `-errno`, by value).
+pub(crate) const IOCTL_RESUME: u32 = 206;
+/// Ring message byte (V-OXT): pause.
+pub(crate) const RING_MESSAGE_PAUSE: u8 = 1;
+/// Ring message byte (V-OXT): resume.
+pub(crate) const RING_MESSAGE_RESUME: u8 = 2;
+/// Ring message byte (V-OXT): close the ring (the tap is being removed).
+pub(crate) const RING_MESSAGE_CLOSE: u8 = 3;
 
 /// Number of taps (minors) supported.
 pub(crate) const MAX_DEVICES: u32 = 16384;
@@ -84,6 +98,12 @@ pub(crate) const MAX_DISCARD_GRANULARITY: u32 = 0x4000_0000;
 
 /// `DeviceInfo::flags`: the disk is read-only.
 pub(crate) const DEVICE_RO: u64 = 0x1;
+/// `OxtDeviceInfo::flags`: physical block size and offset given.
+pub(crate) const DEVICE_PSZ: u64 = 0x2;
+/// `OxtDeviceInfo::flags`: volatile write cache (`OP_FLUSH`).
+pub(crate) const DEVICE_FLUSH: u64 = 0x4;
+/// `OxtDeviceInfo::flags`: discard (`OP_DISCARD`, V-OXT's TRIM); trim size and offset given.
+pub(crate) const DEVICE_TRIM: u64 = 0x8;
 /// Length of `Blktap2Params::name`, NUL included.
 pub(crate) const NAME_MAX: usize = 256;
 
@@ -120,6 +140,29 @@ pub(crate) struct DeviceInfo {
 
 // SAFETY: integers only, no padding; any bit pattern is valid.
 unsafe impl FromBytes for DeviceInfo {}
+
+/// V-OXT's argument of `IOCTL_CREATE_DEVICE` (40 bytes; `pad` is 0 where V-XS has its
+/// `physical_sector_size`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct OxtDeviceInfo {
+    /// Size in 512-byte sectors.
+    pub(crate) capacity: u64,
+    /// Logical block size.
+    pub(crate) sector_size: u32,
+    /// Zero: selects this layout.
+    pub(crate) pad: u32,
+    /// `DEVICE_RO`, `DEVICE_PSZ`, `DEVICE_FLUSH`, `DEVICE_TRIM`.
+    pub(crate) flags: u64,
+    /// Physical block size (read only with `DEVICE_PSZ`).
+    pub(crate) phys_block_size: u32,
+    /// Offset of the first physical block, in bytes (read only with `DEVICE_PSZ`).
+    pub(crate) phys_block_offset: u32,
+    /// Discard granularity in bytes (read only with `DEVICE_TRIM`).
+    pub(crate) trim_block_size: u32,
+    /// Offset of the first discard granule, in bytes (read only with `DEVICE_TRIM`).
+    pub(crate) trim_block_offset: u32,
+}
 
 /// Argument of `IOCTL_CREATE_DEVICE_COMPAT` (272 bytes).
 #[repr(C)]
@@ -247,6 +290,13 @@ const _: () = {
     assert!(IOCTL_REMOVE_DEVICE == 207); // BLKTAP_IOCTL_REMOVE_DEVICE
     assert!(IOCTL_CREATE_DEVICE == 208); // BLKTAP_IOCTL_CREATE_DEVICE
     assert!(IOCTL_NEGOTIATE == 209); // BLKTAP_IOCTL_NEGOTIATE
+    assert!(IOCTL_SET_PARAMS == 203); // BLKTAP2_IOCTL_SET_PARAMS
+    assert!(IOCTL_PAUSE == 204); // BLKTAP2_IOCTL_PAUSE
+    assert!(IOCTL_REOPEN == 205); // BLKTAP2_IOCTL_REOPEN
+    assert!(IOCTL_RESUME == 206); // BLKTAP2_IOCTL_RESUME
+    assert!(RING_MESSAGE_PAUSE == 1); // BLKTAP2_RING_MESSAGE_PAUSE
+    assert!(RING_MESSAGE_RESUME == 2); // BLKTAP2_RING_MESSAGE_RESUME
+    assert!(RING_MESSAGE_CLOSE == 3); // BLKTAP2_RING_MESSAGE_CLOSE
     assert!(MAX_DEVICES == 16384); // BLKTAP_MAX_DEVICES
     assert!(RING_SIZE == 32); // BLKTAP_RING_SIZE
     assert!(SEGMENT_MAX == 11); // BLKTAP_SEGMENT_MAX
@@ -268,6 +318,9 @@ const _: () = {
     assert!(MAX_DISCARD_GRANULARITY == 1073741824); // BLKTAP_MAX_DISCARD_GRANULARITY
     assert!(RSP_OKAY == 0); // BLKTAP_RSP_OKAY
     assert!(DEVICE_RO == 1); // BLKTAP_DEVICE_RO
+    assert!(DEVICE_PSZ == 2); // BLKTAP_DEVICE_PSZ
+    assert!(DEVICE_FLUSH == 4); // BLKTAP_DEVICE_FLUSH
+    assert!(DEVICE_TRIM == 8); // BLKTAP_DEVICE_TRIM
     assert!(NAME_MAX == 256); // BLKTAP2_MAX_MESSAGE_LEN
 
     // struct blktap_info
@@ -283,6 +336,17 @@ const _: () = {
     assert!(offset_of!(DeviceInfo, physical_sector_size) == 12);
     assert!(offset_of!(DeviceInfo, flags) == 16);
     assert!(offset_of!(DeviceInfo, reserved) == 24); // __rsvd
+
+    // struct blktap_device_info_oxt
+    assert!(size_of::<OxtDeviceInfo>() == 40);
+    assert!(offset_of!(OxtDeviceInfo, capacity) == 0);
+    assert!(offset_of!(OxtDeviceInfo, sector_size) == 8);
+    assert!(offset_of!(OxtDeviceInfo, pad) == 12); // __pad
+    assert!(offset_of!(OxtDeviceInfo, flags) == 16);
+    assert!(offset_of!(OxtDeviceInfo, phys_block_size) == 24);
+    assert!(offset_of!(OxtDeviceInfo, phys_block_offset) == 28);
+    assert!(offset_of!(OxtDeviceInfo, trim_block_size) == 32);
+    assert!(offset_of!(OxtDeviceInfo, trim_block_offset) == 36);
 
     // struct blktap2_params
     assert!(size_of::<Blktap2Params>() == 272);
@@ -367,6 +431,15 @@ mod tests {
         assert_eq!(offset_of!(DeviceInfo, flags), 16);
         assert_eq!(offset_of!(DeviceInfo, reserved), 24);
         assert_eq!(size_of::<Blktap2Params>(), 272);
+    }
+
+    #[test]
+    fn oxt_device_info_layout() {
+        assert_eq!(size_of::<OxtDeviceInfo>(), 40);
+        assert_eq!(offset_of!(OxtDeviceInfo, pad), 12);
+        assert_eq!(offset_of!(OxtDeviceInfo, flags), 16);
+        assert_eq!(offset_of!(OxtDeviceInfo, phys_block_size), 24);
+        assert_eq!(offset_of!(OxtDeviceInfo, trim_block_size), 32);
     }
 
     #[test]

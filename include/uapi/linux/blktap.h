@@ -31,6 +31,22 @@
  */
 #define BLKTAP_IOCTL_NEGOTIATE			209	/* arg: struct blktap_features * (in/out) */
 
+/*
+ * V-OXT kernel-driven pause, resume and removal (OpenXT's legacy tapdisk2). The kernel writes a
+ * message into the ring's msg byte (offset 16) when the tap's sysfs pause, resume or remove file
+ * is written, and poll reports the ring readable while the byte is non-zero; the daemon answers
+ * with these ioctls. A daemon that never sees a non-zero byte never needs them.
+ */
+#define BLKTAP2_IOCTL_SET_PARAMS		203	/* arg: struct blktap2_params * (in); paused */
+#define BLKTAP2_IOCTL_PAUSE			204	/* no arg; answers BLKTAP2_RING_MESSAGE_PAUSE */
+#define BLKTAP2_IOCTL_REOPEN			205	/* arg: char[BLKTAP2_MAX_MESSAGE_LEN] (out) */
+#define BLKTAP2_IOCTL_RESUME			206	/* arg: 0 or -errno, by value; ends a resume */
+
+/* Values of struct blktap_sring.msg, written only by the kernel. */
+#define BLKTAP2_RING_MESSAGE_PAUSE		1	/* drain, close the image, answer PAUSE */
+#define BLKTAP2_RING_MESSAGE_RESUME		2	/* REOPEN, reopen, SET_PARAMS, answer RESUME */
+#define BLKTAP2_RING_MESSAGE_CLOSE		3	/* close the image, unmap and close the ring */
+
 /* Number of taps (and so of minors) the driver supports. */
 #define BLKTAP_MAX_DEVICES			16384
 
@@ -44,13 +60,44 @@ struct blktap_info {
 /* struct blktap_device_info.flags */
 #define BLKTAP_DEVICE_RO			0x1UL
 
-/* Argument of BLKTAP_IOCTL_CREATE_DEVICE: 56 bytes. */
+/* Argument of BLKTAP_IOCTL_CREATE_DEVICE (V-XS layout, what tapdisk sends): 56 bytes. */
 struct blktap_device_info {
 	__u64 capacity;			/* size in 512-byte sectors, non-zero */
 	__u32 sector_size;		/* logical block size: power of two in [512, 4096] */
 	__u32 physical_sector_size;	/* power of two, at least 512 */
 	__u64 flags;			/* BLKTAP_DEVICE_RO; other bits ignored (unsigned long) */
 	__u64 __rsvd[4];		/* ignored */
+};
+
+/*
+ * V-DS/V-OXT's argument of BLKTAP_IOCTL_CREATE_DEVICE: 40 bytes, the same ioctl number. The module
+ * tells the two layouts apart by the 32-bit word at offset 12: V-XS's physical_sector_size, which
+ * V-XS requires to be a power of two of at least 512 (0 was always EINVAL), is padding here, and
+ * 0 there selects this layout. The module then reads bytes 0..23, bytes 24..31 only with
+ * BLKTAP_DEVICE_PSZ and bytes 32..39 only with BLKTAP_DEVICE_TRIM, checks them (EINVAL and a
+ * kernel log line), writes flags & (RO | PSZ | FLUSH | TRIM) back into the caller's flags (EFAULT,
+ * and no disk, if it cannot), and only then creates the disk.
+ *
+ * BLKTAP_DEVICE_FLUSH gives the disk a volatile write cache (BLKTAP_OP_FLUSH, no FUA),
+ * BLKTAP_DEVICE_TRIM discard (BLKTAP_OP_DISCARD, V-OXT's TRIM: struct blktap_ring_range_request,
+ * at most BLKTAP_MAX_RANGE_SECTORS each), exactly as if the daemon had negotiated
+ * BLKTAP_FEAT_FLUSH and BLKTAP_FEAT_DISCARD with these limits (the bits are the same): this call
+ * is the session's agreement, and the rules of BLKTAP_IOCTL_NEGOTIATE for an existing disk apply.
+ * A session that negotiated already must send the flags of the same agreement, else EINVAL.
+ */
+#define BLKTAP_DEVICE_PSZ			0x2UL	/* phys_block_size/offset given */
+#define BLKTAP_DEVICE_FLUSH			0x4UL	/* volatile write cache: BLKTAP_OP_FLUSH */
+#define BLKTAP_DEVICE_TRIM			0x8UL	/* discard: BLKTAP_OP_DISCARD; trim_* given */
+
+struct blktap_device_info_oxt {
+	__u64 capacity;			/* size in 512-byte sectors, non-zero */
+	__u32 sector_size;		/* logical block size: power of two in [512, 4096] */
+	__u32 __pad;			/* 0: selects this layout */
+	__u64 flags;			/* BLKTAP_DEVICE_{RO,PSZ,FLUSH,TRIM}; written back masked */
+	__u32 phys_block_size;		/* PSZ: power of two, at least sector_size */
+	__u32 phys_block_offset;	/* PSZ: multiple of sector_size, below phys_block_size */
+	__u32 trim_block_size;		/* TRIM: power of two in [sector_size, 1 GiB] */
+	__u32 trim_block_offset;	/* TRIM: multiple of sector_size, below trim_block_size */
 };
 
 #define BLKTAP2_MAX_MESSAGE_LEN			256
@@ -138,7 +185,7 @@ struct blktap_sring {
 	__u32 req_event;	/* initialised to 1 */
 	__u32 rsp_prod;		/* written by the daemon */
 	__u32 rsp_event;	/* initialised to 1 */
-	__u8 msg;		/* message byte, unused by this ABI variant */
+	__u8 msg;		/* BLKTAP2_RING_MESSAGE_* or 0 (V-OXT); never written by the daemon */
 	__u8 __pad[47];
 	union blktap_ring_entry ring[BLKTAP_RING_SIZE];
 };

@@ -130,6 +130,11 @@ pub struct CreateArgs {
     #[arg(long, value_name = "LIST")]
     pub features: Option<String>,
 
+    /// Driver ABI for blktapd to speak (its `--abi`): xs (default) or oxt (V-OXT: the 40-byte
+    /// device info with FLUSH and TRIM, and the ring message byte).
+    #[arg(long, value_name = "ABI", conflicts_with = "features")]
+    pub abi: Option<String>,
+
     /// Discard granularity in bytes, passed to blktapd (with discard).
     #[arg(long, value_name = "BYTES")]
     pub discard_granularity: Option<u32>,

@@ -253,6 +253,9 @@ fn start_daemon(
     if let Some(s) = args.sector_size {
         cmd.arg("--sector-size").arg(s.to_string());
     }
+    if let Some(a) = &args.abi {
+        cmd.arg("--abi").arg(a);
+    }
     if let Some(f) = &args.features {
         cmd.arg("--features").arg(f);
     }

@@ -280,6 +280,72 @@ impl Info {
         b
     }
 
+    /// V-OXT's reading of these bytes (issue 21), if the word at offset 12 (`pbs`) is 0: the
+    /// 40-byte layout, whose physical fields are the two halves of `rsvd[0]` (read only with
+    /// PSZ) and trim fields those of `rsvd[1]` (only with TRIM).
+    fn oxt(&self) -> Option<Oxt> {
+        if self.pbs != 0 {
+            return None;
+        }
+        let lbs = self.lbs;
+        let lo = |w: u64| w as u32;
+        let hi = |w: u64| (w >> 32) as u32;
+        let geometry = |size: u32, offset: u32| {
+            size.is_power_of_two() && size >= lbs && offset % lbs == 0 && offset < size
+        };
+        let mut valid = self.capacity != 0
+            && lbs.is_power_of_two()
+            && (512..=4096).contains(&lbs)
+            && self.capacity <= u64::MAX >> lbs.trailing_zeros();
+        if self.flags & uapi::DEVICE_PSZ != 0 {
+            valid &= geometry(lo(self.rsvd[0]), hi(self.rsvd[0]));
+        }
+        let flush = self.flags & uapi::DEVICE_FLUSH != 0;
+        // The agreement, as a key of the walk's model (see `Tap::session`): 0 V-XS, 1 FLUSH
+        // (what NEGOTIATE FLUSH agrees on, too); with TRIM one of its own per geometry.
+        let agreement = if self.flags & uapi::DEVICE_TRIM != 0 {
+            let (g, a) = (lo(self.rsvd[1]), hi(self.rsvd[1]));
+            valid &= geometry(g, a) && g <= uapi::MAX_DISCARD_GRANULARITY;
+            ((1 << 63) * usize::from(flush)) | ((g as usize) << 32) | a as usize
+        } else {
+            usize::from(flush)
+        };
+        Some(Oxt { valid, agreement })
+    }
+
+    /// What CREATE_DEVICE with these bytes at `p` returns, by the model: [`create_want`] for
+    /// the V-XS layout; for V-OXT's, the argument (at most 40 bytes, so a truncated pointer
+    /// still reads), the mapping, the geometry, the flags written back, then the agreement
+    /// against the session's negotiation and an existing disk's.
+    fn want(&self, p: Ptr, mapped: bool, disk: Option<usize>, session: Option<usize>) -> i32 {
+        let Some(oxt) = self.oxt() else {
+            let want = create_want(p, mapped, disk.is_some(), self.valid());
+            return match disk {
+                Some(d) if want == libc::EEXIST && session.unwrap_or(0) != d => libc::EINVAL,
+                _ => want,
+            };
+        };
+        if !(readable(p) || p == Ptr::Truncated) {
+            libc::EFAULT
+        } else if !mapped {
+            libc::EACCES
+        } else if !oxt.valid {
+            libc::EINVAL
+        } else if p == Ptr::ReadOnly {
+            libc::EFAULT
+        } else if session.is_some_and(|s| s != oxt.agreement) {
+            libc::EINVAL
+        } else if let Some(d) = disk {
+            if d == oxt.agreement {
+                libc::EEXIST
+            } else {
+                libc::EINVAL
+            }
+        } else {
+            0
+        }
+    }
+
     /// The validation the design documents (V-XS rules).
     fn valid(&self) -> bool {
         let (lbs, pbs) = (self.lbs, self.pbs);
@@ -333,6 +399,14 @@ impl Info {
             rsvd,
         }
     }
+}
+
+/// The model of a V-OXT `CREATE_DEVICE` (see [`Info::oxt`]).
+struct Oxt {
+    /// The geometry passes V-OXT's checks.
+    valid: bool,
+    /// The agreement the flags claim, as a key comparable with the negotiated ones.
+    agreement: usize,
 }
 
 /// A raw `blktap2_params` (272 bytes).
@@ -793,7 +867,7 @@ fn probes_ring(
                     };
                     n += 1;
                     let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE, arena.ptr(p, &info.bytes()));
-                    let want = if info.valid() { 0 } else { libc::EINVAL };
+                    let want = info.want(p, true, None, None);
                     if r != want {
                         wrong.push(format!("{info:?}: {}", util::errno_name(r)));
                     }
@@ -1506,13 +1580,17 @@ impl Walk<'_> {
                 } else {
                     Info::random(&mut self.rng)
                 };
-                let has_disk = self.taps[i].disk.is_some();
-                let want = self.agreed_create(i, create_want(p, mapped, has_disk, info.valid()));
+                let t = &self.taps[i];
+                let disk = t.disk.is_some().then_some(t.disk_agreement);
+                let want = info.want(p, mapped, disk, t.session);
                 let arg = self.arena.ptr(p, &info.bytes());
                 let r = ioctl(raw, uapi::IOCTL_CREATE_DEVICE, arg);
                 if self.expect(&format!("CREATE_DEVICE {minor} {p:?} {info:?}"), r, want) && r == 0
                 {
                     self.disk_made(i, info);
+                    if let Some(oxt) = info.oxt() {
+                        self.taps[i].disk_agreement = oxt.agreement;
+                    }
                 }
             }
             3 => {

@@ -14,6 +14,7 @@ mod fuzz;
 mod io;
 mod ktap;
 mod level;
+mod oxt;
 mod rng;
 mod security;
 mod storm;
@@ -142,6 +143,12 @@ enum Cmd {
     /// agreement is the intersection with what the tap offers (sysfs discard / write_zeroes);
     /// the disk's queue shows it; a second daemon on the disk must agree on the same features.
     Negotiate,
+
+    /// V-OXT's 40-byte CREATE_DEVICE (issue 21): the layout told from V-XS's by the word at
+    /// offset 12; only the bytes the flags select are read; bad geometry is EINVAL with nothing
+    /// written back; flags written back masked (EFAULT and no disk if they cannot be); the
+    /// queue follows FLUSH, TRIM and PSZ; the recovery rule and a prior NEGOTIATE must agree.
+    OxtInfo,
 
     /// BLKZEROOUT of LEN bytes at OFFSET of the block device DEV (exit status 1 on failure).
     Zeroout {
@@ -1029,6 +1036,7 @@ fn main() -> ExitCode {
         Cmd::StalePages => security::stale_pages(&env, &mut t),
         Cmd::Io(a) => io::run(&a, &mut t),
         Cmd::Negotiate => features::run(&env, &mut t),
+        Cmd::OxtInfo => oxt::run(&env, &mut t),
         Cmd::Dstate(_) | Cmd::Stuck(_) | Cmd::Withhold(_) | Cmd::Level(_) | Cmd::Zeroout { .. } => {
             unreachable!("handled above")
         }

@@ -9,10 +9,10 @@
 use crate::error::{cvt, Error, Result};
 use crate::sys;
 use crate::uapi::{
-    self, Blktap2Params, DeviceInfo, Features, RingRangeRequest, RingRequest, RingResponse,
-    Segment, SringHeader, FEAT_DISCARD, FEAT_FLUSH, FEAT_WRITE_ZEROES, MMAP_SIZE, OP_DISCARD,
-    OP_FLUSH, OP_READ, OP_WRITE, OP_WRITE_ZEROES, PAGE_SIZE, REQ_FUA, REQ_NOUNMAP, RING_SIZE,
-    RSP_ERROR, SECTORS_PER_PAGE, SECTOR_SIZE, SEGMENT_MAX,
+    self, Blktap2Params, DeviceInfo, Features, OxtDeviceInfo, RingRangeRequest, RingRequest,
+    RingResponse, Segment, SringHeader, FEAT_DISCARD, FEAT_FLUSH, FEAT_WRITE_ZEROES, MMAP_SIZE,
+    OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, OP_WRITE_ZEROES, PAGE_SIZE, REQ_FUA, REQ_NOUNMAP,
+    RING_SIZE, RSP_ERROR, SECTORS_PER_PAGE, SECTOR_SIZE, SEGMENT_MAX,
 };
 use std::fmt;
 use std::marker::PhantomData;
@@ -20,7 +20,7 @@ use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
 /// An owned memory mapping, unmapped on drop.
@@ -210,6 +210,16 @@ impl<'a> RingMemory<'a> {
     pub fn set_rsp_prod(&self, value: u32) {
         self.index(offset_of!(SringHeader, rsp_prod))
             .store(value, Ordering::Release);
+    }
+
+    /// The message byte (offset 16): a V-OXT kernel's PAUSE, RESUME or CLOSE for the daemon,
+    /// 0 when none (acquire: what the kernel wrote before it is visible after).
+    pub fn msg(&self) -> u8 {
+        // SAFETY: the message byte lies inside the valid ring page; it is only accessed
+        // atomically here (the kernel writes it with a single store).
+        let byte =
+            unsafe { AtomicU8::from_ptr(self.base.as_ptr().add(offset_of!(SringHeader, msg))) };
+        byte.load(Ordering::Acquire)
     }
 
     /// A copy of the ring header.
@@ -893,6 +903,14 @@ impl Ring {
     pub fn create_device_info(&self, info: &DeviceInfo) -> Result<()> {
         let arg = info as *const DeviceInfo as libc::c_ulong;
         self.ioctl("CREATE_DEVICE", uapi::IOCTL_CREATE_DEVICE, arg)
+            .map(drop)
+    }
+
+    /// `CREATE_DEVICE` (208) in V-OXT's 40-byte layout; the kernel writes the flags it
+    /// serves back into `info.flags` (before it creates the disk, so also on `EEXIST`).
+    pub fn create_device_oxt(&self, info: &mut OxtDeviceInfo) -> Result<()> {
+        let arg = info as *mut OxtDeviceInfo as libc::c_ulong;
+        self.ioctl("CREATE_DEVICE (V-OXT)", uapi::IOCTL_CREATE_DEVICE, arg)
             .map(drop)
     }
 

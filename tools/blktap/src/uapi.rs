@@ -23,6 +23,23 @@ pub const IOCTL_CREATE_DEVICE: u32 = 208;
 /// Ring ioctl: negotiate features beyond V-XS before `CREATE_DEVICE`; the argument points to a
 /// [`Features`] (in/out).
 pub const IOCTL_NEGOTIATE: u32 = 209;
+/// Ring ioctl (V-OXT): new capacity and name while paused; the argument points to a
+/// [`Blktap2Params`] (in).
+pub const IOCTL_SET_PARAMS: u32 = 203;
+/// Ring ioctl (V-OXT): the daemon has paused, answering [`RING_MESSAGE_PAUSE`].
+pub const IOCTL_PAUSE: u32 = 204;
+/// Ring ioctl (V-OXT): the tap's name (`type:path`) is copied into the
+/// [`MAX_MESSAGE_LEN`]-byte buffer the argument points to; paused only.
+pub const IOCTL_REOPEN: u32 = 205;
+/// Ring ioctl (V-OXT): ends a resume with the result passed by value (0 or `-errno`).
+pub const IOCTL_RESUME: u32 = 206;
+/// Ring message byte value (V-OXT): pause (drain, then [`IOCTL_PAUSE`]).
+pub const RING_MESSAGE_PAUSE: u8 = 1;
+/// Ring message byte value (V-OXT): resume ([`IOCTL_REOPEN`], [`IOCTL_SET_PARAMS`],
+/// [`IOCTL_RESUME`]).
+pub const RING_MESSAGE_RESUME: u8 = 2;
+/// Ring message byte value (V-OXT): close the ring (the tap is being removed).
+pub const RING_MESSAGE_CLOSE: u8 = 3;
 
 /// Kernel-internal `ENOIOCTLCMD`; tapdisk treats it like `ENOTTY` when probing ioctl 208.
 pub const ENOIOCTLCMD: i32 = 515;
@@ -32,6 +49,14 @@ pub const MAX_DEVICES: u32 = 16384;
 
 /// [`DeviceInfo::flags`] bit: the disk is read-only.
 pub const DEVICE_RO: u64 = 0x1;
+
+/// [`OxtDeviceInfo::flags`] bit: `phys_block_size` and `phys_block_offset` are given.
+pub const DEVICE_PSZ: u64 = 0x2;
+/// [`OxtDeviceInfo::flags`] bit: a volatile write cache ([`OP_FLUSH`]).
+pub const DEVICE_FLUSH: u64 = 0x4;
+/// [`OxtDeviceInfo::flags`] bit: discard ([`OP_DISCARD`], V-OXT's TRIM); `trim_block_size`
+/// and `trim_block_offset` are given.
+pub const DEVICE_TRIM: u64 = 0x8;
 
 /// Size of [`Blktap2Params::name`].
 pub const MAX_MESSAGE_LEN: usize = 256;
@@ -144,6 +169,42 @@ impl DeviceInfo {
             physical_sector_size: sector_size,
             flags: if read_only { DEVICE_RO } else { 0 },
             rsvd: [0; 4],
+        }
+    }
+}
+
+/// V-OXT's argument of `CREATE_DEVICE` (`struct blktap_device_info_oxt`, 40 bytes): the word
+/// at offset 12, V-XS's `physical_sector_size`, is 0, which tells the kernel this layout. The
+/// kernel writes `flags` back, masked with what it serves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OxtDeviceInfo {
+    /// Size in 512-byte sectors; must be non-zero.
+    pub capacity: u64,
+    /// Logical block size: a power of two in 512..=4096.
+    pub sector_size: u32,
+    /// Zero.
+    pub pad: u32,
+    /// [`DEVICE_RO`], [`DEVICE_PSZ`], [`DEVICE_FLUSH`], [`DEVICE_TRIM`].
+    pub flags: u64,
+    /// With [`DEVICE_PSZ`]: physical block size (a power of two, at least `sector_size`).
+    pub phys_block_size: u32,
+    /// With [`DEVICE_PSZ`]: offset of the first physical block, in bytes.
+    pub phys_block_offset: u32,
+    /// With [`DEVICE_TRIM`]: discard granularity in bytes.
+    pub trim_block_size: u32,
+    /// With [`DEVICE_TRIM`]: offset of the first discard granule, in bytes.
+    pub trim_block_offset: u32,
+}
+
+impl OxtDeviceInfo {
+    /// Device info with `flags` and no physical or trim geometry.
+    pub fn new(capacity: u64, sector_size: u32, flags: u64) -> Self {
+        Self {
+            capacity,
+            sector_size,
+            flags,
+            ..Self::default()
         }
     }
 }
@@ -523,6 +584,50 @@ mod tests {
             ),
             off!("struct blktap_device_info", DeviceInfo, "flags", flags),
             off!("struct blktap_device_info", DeviceInfo, "__rsvd", rsvd),
+            size!("struct blktap_device_info_oxt", OxtDeviceInfo),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "capacity",
+                capacity
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "sector_size",
+                sector_size
+            ),
+            off!("struct blktap_device_info_oxt", OxtDeviceInfo, "__pad", pad),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "flags",
+                flags
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "phys_block_size",
+                phys_block_size
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "phys_block_offset",
+                phys_block_offset
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "trim_block_size",
+                trim_block_size
+            ),
+            off!(
+                "struct blktap_device_info_oxt",
+                OxtDeviceInfo,
+                "trim_block_offset",
+                trim_block_offset
+            ),
             size!("struct blktap2_params", Blktap2Params),
             off!("struct blktap2_params", Blktap2Params, "name", name),
             off!("struct blktap2_params", Blktap2Params, "capacity", capacity),
@@ -677,6 +782,13 @@ mod tests {
             konst!("BLKTAP_IOCTL_REMOVE_DEVICE", IOCTL_REMOVE_DEVICE),
             konst!("BLKTAP_IOCTL_CREATE_DEVICE", IOCTL_CREATE_DEVICE),
             konst!("BLKTAP_IOCTL_NEGOTIATE", IOCTL_NEGOTIATE),
+            konst!("BLKTAP2_IOCTL_SET_PARAMS", IOCTL_SET_PARAMS),
+            konst!("BLKTAP2_IOCTL_PAUSE", IOCTL_PAUSE),
+            konst!("BLKTAP2_IOCTL_REOPEN", IOCTL_REOPEN),
+            konst!("BLKTAP2_IOCTL_RESUME", IOCTL_RESUME),
+            konst!("BLKTAP2_RING_MESSAGE_PAUSE", RING_MESSAGE_PAUSE),
+            konst!("BLKTAP2_RING_MESSAGE_RESUME", RING_MESSAGE_RESUME),
+            konst!("BLKTAP2_RING_MESSAGE_CLOSE", RING_MESSAGE_CLOSE),
             konst!("BLKTAP_OP_FLUSH", OP_FLUSH),
             konst!("BLKTAP_OP_DISCARD", OP_DISCARD),
             konst!("BLKTAP_OP_WRITE_ZEROES", OP_WRITE_ZEROES),
@@ -692,6 +804,9 @@ mod tests {
             konst!("BLKTAP_MAX_DISCARD_GRANULARITY", MAX_DISCARD_GRANULARITY),
             konst!("BLKTAP_MAX_DEVICES", MAX_DEVICES),
             konst!("BLKTAP_DEVICE_RO", DEVICE_RO),
+            konst!("BLKTAP_DEVICE_PSZ", DEVICE_PSZ),
+            konst!("BLKTAP_DEVICE_FLUSH", DEVICE_FLUSH),
+            konst!("BLKTAP_DEVICE_TRIM", DEVICE_TRIM),
             konst!("BLKTAP2_MAX_MESSAGE_LEN", MAX_MESSAGE_LEN),
             konst!("BLKTAP_RING_SIZE", RING_SIZE),
             konst!("BLKTAP_SEGMENT_MAX", SEGMENT_MAX),

@@ -45,6 +45,18 @@ pub fn parse_features(s: &str) -> Result<u64, String> {
     Ok(bits)
 }
 
+/// The driver line whose ABI blktapd speaks (`--abi`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Abi {
+    /// XenServer's (V-XS), as tapdisk 3.x: the 56-byte CREATE_DEVICE, and the negotiation
+    /// with --features.
+    #[default]
+    Xs,
+    /// OpenXT's (V-OXT): the 40-byte CREATE_DEVICE with FLUSH|TRIM|PSZ, and the ring message
+    /// byte (PAUSE, RESUME, CLOSE).
+    Oxt,
+}
+
 /// Default per-request maximum of discard and write-zeroes, in 512-byte sectors: the most the
 /// driver accepts, rounded down to a multiple of 4 KiB.
 pub const DEFAULT_MAX_RANGE_SECTORS: u32 = blktap::uapi::MAX_RANGE_SECTORS & !7;
@@ -140,6 +152,15 @@ pub struct Args {
     /// (ENOTTY) gives a V-XS disk, with a warning.
     #[arg(long, value_name = "LIST", value_parser = parse_features)]
     pub features: Option<u64>,
+
+    /// Driver ABI to speak: xs (the default: V-XS, with --features) or oxt (V-OXT: creates
+    /// the disk with the 40-byte device info asking for FLUSH (fdatasync of the file) and TRIM
+    /// (punched holes; zeroes on mem) with --discard-granularity, does not negotiate, and
+    /// answers the ring message byte: PAUSE closes the image and acknowledges, RESUME reopens
+    /// the image the kernel names (the tap's name, `type:path` or a path; empty: the same
+    /// one), CLOSE unmaps the ring and exits).
+    #[arg(long, value_enum, value_name = "ABI", default_value_t = Abi::Xs, conflicts_with = "features")]
+    pub abi: Abi,
 
     /// Discard granularity in bytes, with --features discard (a power of two, 512 or more).
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]

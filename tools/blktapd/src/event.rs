@@ -1,5 +1,6 @@
 //! The daemon's event loop: serve until SIGTERM/SIGINT, then remove the disk.
 
+use crate::oxt::Flow;
 use crate::serve::Server;
 use crate::AnyResult;
 use blktap::ring::{BackRing, Ring, RingMemory};
@@ -115,19 +116,30 @@ impl Batching {
     }
 }
 
+/// Handler of the ring message byte (`--abi oxt`): called once per message seen, after every
+/// published request was served.
+pub type OnMessage<'a> = &'a mut dyn FnMut(u8, &mut Server) -> AnyResult<Flow>;
+
+/// How long to wait before looking again at a message already handled that the kernel has
+/// not cleared yet (the ring stays readable while the byte is set).
+const MESSAGE_RECHECK: Duration = Duration::from_millis(10);
+
 /// Serves `ring` until a signal arrives, then retries REMOVE_DEVICE until it succeeds,
 /// polling with a short timeout and still serving I/O while the disk is open (so that its
-/// last user can finish and close it). Returns when the disk is gone.
+/// last user can finish and close it). Returns when the disk is gone, or when `on_message`
+/// says so.
 pub fn run(
     ring: &impl RingDevice,
     signals: &impl SignalSource,
     server: &mut Server,
     disk: &str,
+    mut on_message: Option<OnMessage<'_>>,
 ) -> AnyResult<()> {
     let mut back = BackRing::new();
     let mut batching = Batching::default();
     let mut stopping = false;
     let mut busy_logged = false;
+    let mut handled = 0u8;
     loop {
         if stopping {
             match ring.remove_device() {
@@ -175,6 +187,20 @@ pub fn run(
         // then reports the ring readable while anything lies beyond it, so a request published
         // during this pass makes the next poll return at once; the result is not needed.
         back.final_check_for_requests(mem);
+        if let Some(handler) = on_message.as_mut() {
+            let msg = mem.msg();
+            if msg == 0 {
+                handled = 0;
+            } else if msg != handled {
+                // Everything published was served above: nothing is in flight.
+                handled = msg;
+                if handler(msg, server)? == Flow::Exit {
+                    return Ok(());
+                }
+            } else {
+                std::thread::sleep(MESSAGE_RECHECK);
+            }
+        }
     }
 }
 
@@ -301,7 +327,7 @@ mod tests {
 
         let stats = std::thread::scope(|s| {
             let daemon = s.spawn(|| {
-                let r = run(&ring, &signals, &mut server, "tdtest");
+                let r = run(&ring, &signals, &mut server, "tdtest", None);
                 (r.map_err(|e| e.to_string()), server.stats())
             });
             let mut prod = 0u32;
@@ -405,7 +431,7 @@ mod tests {
         ring.0.mapping.memory().unwrap().init();
         let mut server = Server::new(Box::new(MemBackend::new(4096).unwrap()), false);
         write_byte(&sig_w, libc::SIGTERM as u8);
-        let err = run(&ring, &PipeSignals(sig_r), &mut server, "tdx").unwrap_err();
+        let err = run(&ring, &PipeSignals(sig_r), &mut server, "tdx", None).unwrap_err();
         assert!(err.to_string().contains("EACCES"), "{err}");
     }
 }

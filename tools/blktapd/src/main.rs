@@ -8,6 +8,7 @@ macro_rules! log {
 }
 
 mod event;
+mod oxt;
 mod serve;
 
 use blktap::node::{self, disk_name};
@@ -15,7 +16,7 @@ use blktap::ring::Ring;
 use blktap::sysfs;
 use blktap::uapi::{DeviceInfo, SECTOR_SIZE};
 use blktapd::backend::{self, BackendSpec};
-use blktapd::cli::Args;
+use blktapd::cli::{Abi, Args};
 use clap::Parser;
 use serve::Server;
 use std::error::Error;
@@ -228,14 +229,17 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         negotiate(&ring, args, wanted, &mut server, &disk)?;
     }
     let info = DeviceInfo::new(bytes / SECTOR_SIZE, args.sector_size, args.read_only);
-    let method = match ring.create_device(&info) {
-        Ok(m) => format!("{m:?}"),
-        // As tapdisk does: a disk left by an earlier daemon on this tap is served as it is.
-        Err(e) if e.is_errno(libc::EEXIST) => {
-            log!("warning: {disk} exists already; serving it with its existing geometry");
-            "existing disk".to_string()
-        }
-        Err(e) => return Err(e.into()),
+    let method = match args.abi {
+        Abi::Oxt => oxt::create_device(&ring, args, bytes, &mut server)?,
+        Abi::Xs => match ring.create_device(&info) {
+            Ok(m) => format!("{m:?}"),
+            // As tapdisk does: a disk left by an earlier daemon on this tap is served as it is.
+            Err(e) if e.is_errno(libc::EEXIST) => {
+                log!("warning: {disk} exists already; serving it with its existing geometry");
+                "existing disk".to_string()
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
     log!(
         "{disk}: {} sectors of 512 bytes, sector size {}{}, via {method}; backend {}",
@@ -251,7 +255,13 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         }
     }
 
-    let result = event::run(&ring, &signals, &mut server, &disk);
+    let mut messages = oxt::Messages::new(args);
+    let mut on_message = |msg: u8, server: &mut Server| messages.handle(&ring, server, msg);
+    let handler: Option<event::OnMessage<'_>> = match args.abi {
+        Abi::Oxt => Some(&mut on_message),
+        Abi::Xs => None,
+    };
+    let result = event::run(&ring, &signals, &mut server, &disk, handler);
     // Unmap before closing (the Ring drop order), which fails anything still in flight; the
     // backend lets go of the ring's pages first.
     server.backend_mut().release();

@@ -60,6 +60,12 @@ impl Server {
         self.features = features;
     }
 
+    /// Replaces the backend (a V-OXT pause closes the image, its resume reopens one); returns
+    /// the previous one.
+    pub fn replace_backend(&mut self, backend: Box<dyn Backend>) -> Box<dyn Backend> {
+        std::mem::replace(&mut self.backend, backend)
+    }
+
     /// What has been served so far.
     pub fn stats(&self) -> Stats {
         self.stats

@@ -419,6 +419,8 @@ pub(crate) struct DiskParams {
     pub(crate) logical_block_size: u32,
     /// Physical block size in bytes.
     pub(crate) physical_block_size: u32,
+    /// Offset of the first physical block, in bytes.
+    pub(crate) alignment_offset: u32,
     /// Most segments in one request.
     pub(crate) max_segments: u16,
     /// Largest segment, in bytes.
@@ -535,6 +537,7 @@ impl<T: Operations> GenDisk<T> {
         let mut lim: bindings::queue_limits = pin_init::zeroed();
         lim.logical_block_size = params.logical_block_size;
         lim.physical_block_size = params.physical_block_size;
+        lim.alignment_offset = params.alignment_offset;
         lim.max_hw_sectors = params.max_hw_sectors;
         lim.max_segments = params.max_segments;
         lim.max_segment_size = params.max_segment_size;
@@ -669,6 +672,18 @@ impl DiskRef {
             }
             to_result(bindings::queue_limits_commit_update_frozen(q, &mut lim))
         }
+    }
+}
+
+impl DiskRef {
+    /// Sets the disk's size to `sectors` (512-byte units) and, if it changed, tells userspace
+    /// (a `RESIZE=1` change uevent). Sleeps (the uevent allocates): call with no spinlock, and
+    /// with no lock that reclaim of this disk's dirty pages could need.
+    pub(crate) fn set_capacity(&self, sectors: u64) -> bool {
+        // SAFETY: by the type invariant the disk is live (or deleted, with its memory kept by
+        // the reference); `set_capacity_and_notify` takes the size lock itself and only sends
+        // the uevent for a disk still added.
+        unsafe { bindings::set_capacity_and_notify(self.0.as_ptr(), sectors) }
     }
 }
 

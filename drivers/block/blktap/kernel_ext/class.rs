@@ -78,6 +78,35 @@ pub(super) fn store_result(ret: Result, count: usize) -> isize {
     }
 }
 
+/// The attribute file whose `store` callback is running, handed to [`Attributes::store`].
+pub(crate) struct AttrFile<'a> {
+    dev: *mut bindings::device,
+    attr: *const bindings::device_attribute,
+    _callback: PhantomData<&'a ()>,
+}
+
+impl AttrFile<'_> {
+    /// Runs `f` with this file's callback no longer counted as running in it, so that `f` can
+    /// remove the file's whole device (drop its [`ClassDevice`]): removing a device waits for
+    /// the callbacks running in its files, this one included otherwise
+    /// (`sysfs_break_active_protection`, as SCSI's `delete` attribute does). The device's
+    /// memory stays valid until `f` has returned.
+    pub(crate) fn unprotected(&self, f: impl FnOnce()) {
+        // SAFETY: `dev` and `attr` are the device and attribute of the `store` callback running
+        // for the lifetime of `self`, so both are live. The call takes a reference on the
+        // device's kobject and on the file's node, which the unbreak below drops.
+        let kn = unsafe {
+            bindings::sysfs_break_active_protection(&raw mut (*self.dev).kobj, &(*self.attr).attr)
+        };
+        f();
+        if !kn.is_null() {
+            // SAFETY: `kn` came from `sysfs_break_active_protection` above and is not used
+            // after this call.
+            unsafe { bindings::sysfs_unbreak_active_protection(kn) };
+        }
+    }
+}
+
 /// Attributes of the class and of its devices, implemented by the per-device data type.
 pub(crate) trait Attributes: Send + Sync + Sized + 'static {
     /// `(name, mode)` of every per-device attribute.
@@ -87,8 +116,9 @@ pub(crate) trait Attributes: Send + Sync + Sized + 'static {
 
     /// Shows per-device attribute `name` of `this`.
     fn show(this: &Self, name: &CStr, out: &mut SysfsWriter) -> Result;
-    /// Stores `input` (exactly as written) into per-device attribute `name` of `this`.
-    fn store(this: &Self, name: &CStr, input: &[u8]) -> Result;
+    /// Stores `input` (exactly as written) into per-device attribute `name` of `this`, whose
+    /// file is `file`.
+    fn store(this: &Self, name: &CStr, input: &[u8], file: &AttrFile<'_>) -> Result;
     /// Shows class attribute `name`.
     fn show_class(name: &CStr, out: &mut SysfsWriter) -> Result;
     /// Stores `input` into class attribute `name`.
@@ -131,7 +161,12 @@ impl<T: Attributes> Callbacks<T> {
         let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
         // SAFETY: sysfs passes `count` readable bytes.
         let input = unsafe { store_input(buf, count) };
-        store_result(T::store(this, name, input), count)
+        let file = AttrFile {
+            dev,
+            attr,
+            _callback: PhantomData,
+        };
+        store_result(T::store(this, name, input, &file), count)
     }
 
     /// # Safety

@@ -58,6 +58,8 @@ const REQ_PROD_OFFSET: usize = 0;
 const REQ_EVENT_OFFSET: usize = 4;
 const RSP_PROD_OFFSET: usize = 8;
 const RSP_EVENT_OFFSET: usize = 12;
+/// The ring message byte (V-OXT): written only by the kernel, read by the daemon.
+const MESSAGE_OFFSET: usize = 16;
 
 /// The ring page and the data pages of one ring mapping.
 ///
@@ -135,6 +137,22 @@ impl SharedRing {
     pub(crate) fn request_event(&self) -> u32 {
         // SAFETY: the offset is 4-aligned within the live ring page.
         unsafe { atomic_load(self.base().add(REQ_EVENT_OFFSET).cast::<u32>(), Relaxed) }
+    }
+
+    /// Writes the ring message byte (V-OXT `BLKTAP2_RING_MESSAGE_*`, or 0 for none).
+    ///
+    /// The daemon reads it after `poll` reported the ring readable; the wake-up that follows
+    /// orders this store before that read.
+    pub(crate) fn set_message(&self, message: u8) {
+        // SAFETY: the offset is within the live ring page; a byte store is never torn.
+        unsafe { core::ptr::write_volatile(self.base().add(MESSAGE_OFFSET), message) };
+    }
+
+    /// The ring message byte, read once. The daemon may have written anything there: it only
+    /// decides what this daemon's own `poll` reports.
+    pub(crate) fn message(&self) -> u8 {
+        // SAFETY: as in `set_message`.
+        unsafe { core::ptr::read_volatile(self.base().add(MESSAGE_OFFSET)) }
     }
 
     fn entry(&self, index: u32) -> *mut u8 {

@@ -168,6 +168,16 @@ impl Tap {
             s.reissued,
             io.ring_ready
         )?;
+        let (hold, message, waiter, secs) = Self::pause_debug(&io);
+        writeln!(
+            out,
+            "pause:{} message:{} waiting:{} removing:{} message_timeout:{}",
+            hold.as_str(),
+            message,
+            waiter.map_or("none", |w| w.as_str()),
+            io.removing,
+            secs
+        )?;
         match io.ring.as_ref() {
             None => writeln!(out, "begin pending:0\nend pending"),
             Some(r) => {

@@ -94,6 +94,10 @@ impl Tap {
         self.dispatch();
         let mut guard = self.io.lock();
         let io = &mut *guard;
+        // V-OXT: readable while the kernel has a message in the ring (only after sysfs `pause`,
+        // `resume` or `remove`: a V-XS daemon never sees one). The kernel's own record, not
+        // the shared byte: what a daemon writes there changes nothing.
+        let message = io.ring.is_some() && Self::ring_message(io) != 0;
         let level = io.ring.as_mut().and_then(|ring| {
             let mark = ring.shm.request_event();
             ring.marks_taken |= mark != 1;
@@ -102,7 +106,7 @@ impl Tap {
             ring.marks_taken
                 .then(|| ring.req_prod_published != mark.wrapping_sub(1))
         });
-        let ready = level.unwrap_or(io.requests_published) || io.disk_closed;
+        let ready = level.unwrap_or(io.requests_published) || io.disk_closed || message;
         io.requests_published = false;
         io.disk_closed = false;
         if ready {
@@ -206,7 +210,7 @@ impl Tap {
             }
         }
 
-        let restart = {
+        let (restart, drained) = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             let mut ndone = 0;
@@ -223,8 +227,12 @@ impl Tap {
             if restart {
                 io.queue_busy = false;
             }
-            restart
+            (restart, Self::check_drained(io))
         };
+        if drained {
+            // A pause waited for these: `PAUSE` is in the ring now.
+            self.poll.notify_all();
+        }
         // Ended outside the spinlock: completion may run the queue, which takes it again.
         for (_, pending, status) in done.iter_mut().filter_map(Option::take) {
             pending.rq.end(status);
@@ -313,7 +321,8 @@ impl Tap {
     /// Whether the daemon must be woken for queued requests: only the first time since its
     /// last poll, so a busy daemon costs no wake-ups.
     fn notify(io: &mut Io) -> bool {
-        let queued = io.ring.as_ref().is_some_and(|r| r.slots.queued() != 0);
+        // Nothing is sent while paused: the end of the pause wakes the daemon.
+        let queued = io.pause.sends() && io.ring.as_ref().is_some_and(|r| r.slots.queued() != 0);
         let wake = queued && !core::mem::replace(&mut io.daemon_notified, true);
         io.stats.wakeups += u64::from(wake);
         wake
@@ -346,6 +355,10 @@ impl Tap {
         let (shm, base, allowed) = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
+            if !io.pause.sends() {
+                // Paused (V-OXT): queued requests wait for the resume.
+                return;
+            }
             let Some(ring) = io.ring.as_mut() else {
                 return;
             };
@@ -375,7 +388,7 @@ impl Tap {
         }
 
         let mut failed: [Option<(Request, bool)>; RING_SIZE] = [const { None }; RING_SIZE];
-        {
+        let drained = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             let same_ring = io
@@ -422,6 +435,11 @@ impl Tap {
                 // The caller is the poller: `poll` reports these itself, no wake-up needed.
                 Self::publish(io);
             }
+            // A pause may have waited for requests failed here.
+            Self::check_drained(io)
+        };
+        if drained {
+            self.poll.notify_all();
         }
         drop(shm);
         for (rq, bad) in failed.into_iter().flatten() {
@@ -538,6 +556,7 @@ impl Tap {
     pub(crate) fn timed_out(this: ArcBorrow<'_, Self>, id: RequestId) -> TimeoutAction {
         let mut failed = Doomed::new();
         let mut window_over = false;
+        let mut drained = false;
         let mut log = None;
         // Failures by timeout and abort so far, read with the counts updated (rate limit).
         let mut logged = 0;
@@ -622,9 +641,18 @@ impl Tap {
                 }
                 io.stats.failed += failed.len() as u64;
                 logged = io.stats.timeouts + io.stats.aborted;
+                // A pause may have waited for a request abandoned here.
+                drained = Self::check_drained(io);
                 TimeoutAction::Done
             }
         };
+        if drained {
+            this.poll.notify_all();
+        }
+        if log.is_some_and(|(why, sent, _)| sent && why == FailReason::TimedOut) {
+            // The session is poisoned: a pause in progress ended with it.
+            this.admin_wait.notify_all();
+        }
         if window_over {
             pr_warn!(
                 "{}: no new daemon within the recovery window: failing the held requests\n",
@@ -665,6 +693,9 @@ impl Tap {
         let before = failed.len();
         Self::fail_ring(io, failed);
         io.recovery.end(failed);
+        // A pause ends: nothing more goes to this daemon anyway, and a writer waiting for it
+        // would wait in vain.
+        Self::end_pause(io, EIO);
         if io.poisoned.is_none() {
             io.poisoned = Some(why);
         }
@@ -723,6 +754,10 @@ impl Tap {
         if let Some(disk) = &ctl.disk {
             disk.run_queue();
         }
+        drop(ctl);
+        // A pause ended with the session: its writer, and the daemon (the message is gone).
+        self.admin_wait.notify_all();
+        self.poll.notify_all();
         Ok(())
     }
 
@@ -732,7 +767,7 @@ impl Tap {
     /// only waiting to be removed: the open fails and the removal is queued.
     pub(crate) fn disk_opened(this: ArcBorrow<'_, Self>) -> Result {
         let mut io = this.io.lock();
-        if !io.disk_live {
+        if !io.disk_live || io.removing {
             return Err(ENXIO);
         }
         if io.ring.is_none() && io.recovery.expired() && io.recovery.held_count() == 0 {
@@ -755,8 +790,9 @@ impl Tap {
             io.disk_closed = true;
             io.ring.is_none()
         };
-        // Wakes a daemon retrying `REMOVE_DEVICE`.
+        // Wakes a daemon retrying `REMOVE_DEVICE`, and a writer of `remove`.
         this.poll.notify_all();
+        this.admin_wait.notify_all();
         if orphaned {
             // Removal takes the open mutex, which our caller holds: do it from the workqueue.
             module_wq::enqueue(Arc::from(this));
@@ -765,7 +801,7 @@ impl Tap {
 
     /// Whether the process of the ring's daemon is exiting. With recovery on, that opens the
     /// window: it will never answer, and the next daemon should get its requests.
-    fn owner_killed(io: &mut Io) -> bool {
+    pub(super) fn owner_killed(io: &mut Io) -> bool {
         let Some(ring) = io.ring.as_mut() else {
             return false;
         };
