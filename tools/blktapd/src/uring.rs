@@ -9,6 +9,10 @@
 //! of a single operation (one request, or one sequential run) has nothing to overlap and goes
 //! to the synchronous path directly.
 //!
+//! A FLUSH runs beside the writes of its own batch, not after them: the block layer sends a
+//! flush only for writes it has seen completed, which were answered in earlier batches (and
+//! REQ_PREFLUSH data is sequenced by blk-flush), so the `fsync` covers them as `fdatasync` did.
+//!
 //! The ring's data pages are registered as one fixed buffer where the kernel allows it (blktap-rs
 //! inserts all of them at `mmap` time and keeps them for the mapping's life, so a registration
 //! stays valid); a request whose buffers form one extent then uses `READ_FIXED`/`WRITE_FIXED`,
