@@ -6,9 +6,11 @@
 # of the data arrives as TRIM: the image loses that many blocks, the range reads zeroes and the
 # data on both sides stays; ext4's fstrim frees the blocks of a removed file; fio --verify with
 # fsync passes and the image equals the disk. A daemon that sends no flags (plain blktapd) gets
-# a write-through disk without discard, and none of its requests is a flush or a discard.
+# a write-through disk without discard, and none of its requests is a flush or a discard; nor
+# does tapdisk 3.55.5 (when the VM has it).
 # timeout: 300
 . "$(dirname "$0")/lib/common.sh"
+. "$(dirname "$0")/lib/tapdisk.sh"
 
 require_cmd fio blktap-ctl blktapd blkdiscard fstrim mkfs.ext4 stat
 load_blktap
@@ -115,3 +117,21 @@ blkdiscard -o 0 -l "$MiB" "$TAP_DEV" 2>/dev/null && fail "blkdiscard succeeded o
 [ "$(debug_counter "$TAP_MINOR" flushes)" = 0 ] || fail "a flush reached the plain daemon"
 [ "$(debug_counter "$TAP_MINOR" discards)" = 0 ] || fail "a discard reached the plain daemon"
 log "plain blktapd: write through, no discard, flushes 0, discards 0"
+tap_destroy "$TAP_MINOR" || fail "destroy failed"
+
+# tapdisk 3.55.5 (V-XS, never sends flags): the same.
+if [ -x /usr/libexec/tapdisk ] && command -v tap-ctl >/dev/null 2>&1; then
+	td_runtime_env
+	td_create -a "aio:$img"
+	TAP_DISK=$TD_DISK
+	[ "$(queue write_cache)" = "write through" ] || td_fail "tapdisk: write_cache is $(queue write_cache)"
+	[ "$(queue discard_max_bytes)" = 0 ] || td_fail "tapdisk: discard_max_bytes is $(queue discard_max_bytes)"
+	dd if=/dev/urandom of="$TD_DEV" bs=$MiB count=4 conv=fsync status=none || td_fail "cannot write the tapdisk disk"
+	blkdiscard -o 0 -l "$MiB" "$TD_DEV" 2>/dev/null && td_fail "blkdiscard succeeded on tapdisk's disk"
+	[ "$(debug_counter "$TD_MINOR" flushes)" = 0 ] || td_fail "a flush reached tapdisk"
+	[ "$(debug_counter "$TD_MINOR" discards)" = 0 ] || td_fail "a discard reached tapdisk"
+	td_destroy "$TD_MINOR"
+	log "tapdisk 3.55.5: write through, no discard, flushes 0, discards 0"
+else
+	log "tapdisk 3.55.5 not in the VM: its part is not run"
+fi

@@ -8,27 +8,13 @@ use crate::AnyResult;
 use blktap::ring::{Request, Ring, RingMemory};
 use blktap::uapi::{
     Blktap2Params, OxtDeviceInfo, DEVICE_FLUSH, DEVICE_PSZ, DEVICE_RO, DEVICE_TRIM, FEAT_DISCARD,
-    FEAT_FLUSH, MAX_MESSAGE_LEN, SECTOR_SIZE,
+    FEAT_FLUSH, IOCTL_PAUSE, IOCTL_REOPEN, IOCTL_RESUME, IOCTL_SET_PARAMS, MAX_MESSAGE_LEN,
+    RING_MESSAGE_CLOSE, RING_MESSAGE_PAUSE, RING_MESSAGE_RESUME, SECTOR_SIZE,
 };
 use blktapd::backend::{self, Backend, BackendSpec, IoMode};
 use blktapd::cli::Args;
 use std::io;
 use std::path::PathBuf;
-
-/// Ring message: the kernel asks the daemon to pause (finish its work, close the image).
-pub const MSG_PAUSE: u8 = 1;
-/// Ring message: the kernel asks the daemon to reopen the image and resume.
-pub const MSG_RESUME: u8 = 2;
-/// Ring message: the kernel asks the daemon to shut the VBD down.
-pub const MSG_CLOSE: u8 = 3;
-/// V-OXT ring ioctl: new parameters while paused (`struct blktap2_params`).
-pub const IOCTL_SET_PARAMS: u32 = 203;
-/// V-OXT ring ioctl: the daemon has paused (answers `MSG_PAUSE`).
-pub const IOCTL_PAUSE: u32 = 204;
-/// V-OXT ring ioctl: the image to reopen, as the tap's name (a 256-byte buffer, out).
-pub const IOCTL_REOPEN: u32 = 205;
-/// V-OXT ring ioctl: the resume's result (0 or `-errno`, by value).
-pub const IOCTL_RESUME: u32 = 206;
 
 /// Creates the disk with the 40-byte device info: FLUSH and TRIM (granularity
 /// `--discard-granularity`), PSZ with the sector size, RO as asked. Lets `server` accept what
@@ -144,7 +130,7 @@ impl Messages {
     /// nothing of this daemon is in flight).
     pub fn handle(&mut self, ring: &Ring, server: &mut Server, msg: u8) -> AnyResult<Flow> {
         match msg {
-            MSG_PAUSE => {
+            RING_MESSAGE_PAUSE => {
                 let size = server.backend().size();
                 let old = server.replace_backend(Box::new(Closed { size }));
                 if matches!(self.spec, BackendSpec::File(_)) {
@@ -156,7 +142,7 @@ impl Messages {
                 log!("PAUSE: image closed, paused");
                 Ok(Flow::Continue)
             }
-            MSG_RESUME => {
+            RING_MESSAGE_RESUME => {
                 let status = match self.reopen(ring, server) {
                     Ok(()) => 0,
                     Err(e) => {
@@ -168,7 +154,7 @@ impl Messages {
                 log!("RESUME: answered {status}");
                 Ok(Flow::Continue)
             }
-            MSG_CLOSE => {
+            RING_MESSAGE_CLOSE => {
                 log!("CLOSE: closing the ring and exiting");
                 Ok(Flow::Exit)
             }
