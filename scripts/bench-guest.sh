@@ -6,7 +6,8 @@
 #   sh bench-guest.sh CONFIG
 #
 # CONFIG is a shell fragment setting:
-#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file loop ublk-loop
+#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file blktap-file-sync
+#             blktap-file-uring blktap-ext4-sync blktap-ext4-uring loop ublk-loop
 #             tapdisk-blktap tapdisk-nbd (the real tapdisk serving the image through its tap,
 #             or through its NBD socket and the kernel's NBD client: one tapdisk process each)
 #   JOBS      space-separated job names (see job_args below)
@@ -99,10 +100,30 @@ image() {
 	# Written through, so that every target reads real tmpfs pages, not holes.
 	dd if=/dev/zero of="$IMG" bs=1M count="$IMG_MB" 2>/dev/null || fail "image"
 }
-blktap_dev() { # blktap_dev SPEC
+# The image on ext4 (on a loop device over a tmpfs file): a file system that can start I/O
+# without blocking (RWF_NOWAIT), where blktapd --io auto chooses io_uring; tmpfs cannot.
+EXT4_IMG=/tmp/bench-ext4/disk.img
+ext4_image() {
+	[ -f "$EXT4_IMG" ] && return 0
+	mkdir -p /tmp/bench-ext4-back /tmp/bench-ext4
+	mount -t tmpfs -o size=$((IMG_MB + 192))m tmpfs /tmp/bench-ext4-back || fail "tmpfs"
+	truncate -s $((IMG_MB + 128))M /tmp/bench-ext4-back/ext4.img || fail "ext4 backing file"
+	if [ -x /usr/bin/losetup ]; then
+		EXT4_LOOP=$(/usr/bin/losetup --direct-io=on --show -f /tmp/bench-ext4-back/ext4.img) ||
+			fail "losetup"
+	else
+		EXT4_LOOP=$(losetup -f) || fail "losetup"
+		losetup "$EXT4_LOOP" /tmp/bench-ext4-back/ext4.img || fail "losetup"
+	fi
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$EXT4_LOOP" || fail "mkfs.ext4"
+	mount -t ext4 "$EXT4_LOOP" /tmp/bench-ext4 || fail "mount ext4"
+	dd if=/dev/zero of="$EXT4_IMG" bs=1M count="$IMG_MB" conv=fsync 2>/dev/null || fail "image"
+}
+blktap_dev() { # blktap_dev SPEC [BLKTAP-CTL CREATE ARGS...]
 	load blktap
 	old=$(pidof blktapd)
-	DEV=$(on_cpu0 blktap-ctl create --backend "$1" --log /tmp/blktapd.log) || fail "blktap-ctl create $1"
+	spec=$1; shift
+	DEV=$(on_cpu0 blktap-ctl create --backend "$spec" "$@" --log /tmp/blktapd.log) || fail "blktap-ctl create $spec $*"
 	wait_blk "$DEV" || fail "no $DEV"
 	SRV=$(new_pid blktapd "$old")
 }
@@ -200,6 +221,10 @@ setup_target() {
 	case "$1" in
 	blktap-null) blktap_dev null:1G ;;
 	blktap-file) image; blktap_dev "file:$IMG" ;;
+	blktap-file-sync) image; blktap_dev "file:$IMG" --io sync ;;
+	blktap-file-uring) image; blktap_dev "file:$IMG" --io uring ;;
+	blktap-ext4-sync) ext4_image; blktap_dev "file:$EXT4_IMG" --io sync ;;
+	blktap-ext4-uring) ext4_image; blktap_dev "file:$EXT4_IMG" --io uring ;;
 	ublk-null) ublk_dev 0 null ;;
 	ublk-loop) image; ublk_dev 1 loop -f "$IMG" ;;
 	tapdisk-blktap) image; tapdisk_dev "$1" ;;
@@ -271,7 +296,7 @@ teardown() {
 		i=0
 		while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 	done
-	[ -z "${DEV_blktap_null:-}${DEV_blktap_file:-}" ] || {
+	set | grep -q '^DEV_blktap_' && {
 		blktap-ctl list
 		for m in $(blktap-ctl list | awk '$1 ~ /^[0-9]+$/ { print $1 }'); do
 			blktap-ctl destroy -m "$m" || say "destroy $m failed"

@@ -32,13 +32,18 @@ TARGET_LABEL = {
     "ublk-null": "ublk null (rublk)",
     "nullb": "null_blk",
     "blktap-file": "blktap-rs file",
+    "blktap-file-sync": "blktap-rs file (--io sync)",
+    "blktap-file-uring": "blktap-rs file (--io uring)",
+    "blktap-ext4-sync": "blktap-rs file on ext4 (--io sync)",
+    "blktap-ext4-uring": "blktap-rs file on ext4 (--io uring)",
     "loop": "loop (dio)",
     "ublk-loop": "ublk loop (rublk)",
     "tapdisk-blktap": "tapdisk via blktap-rs",
     "tapdisk-nbd": "tapdisk via NBD",
 }
 NULL_GROUP = ["blktap-null", "ublk-null", "nullb"]
-FILE_GROUP = ["blktap-file", "loop", "ublk-loop"]
+FILE_GROUP = ["blktap-file", "blktap-file-sync", "blktap-file-uring", "blktap-ext4-sync",
+              "blktap-ext4-uring", "loop", "ublk-loop"]
 # The real tapdisk serving the same image through its tap (blktap-rs) or through its NBD socket
 # and the kernel's NBD client.
 TAPDISK_GROUP = ["tapdisk-blktap", "tapdisk-nbd"]

@@ -16,7 +16,11 @@
 #   --targets     subset/order of: blktap-null ublk-null nullb blktap-file loop ublk-loop
 #                 tapdisk-blktap tapdisk-nbd (the tapdisk-* targets are skipped, with the reason,
 #                 when scripts/build-tapdisk.sh has no tapdisk to give, or, for tapdisk-nbd, when
-#                 the kernel has no nbd.ko or the host no nbd-client)
+#                 the kernel has no nbd.ko or the host no nbd-client); blktap-file-sync and
+#                 blktap-file-uring (blktapd --io sync, --io uring; blktap-file is --io auto,
+#                 which is sync on the tmpfs image) are run only when named, and so are
+#                 blktap-ext4-sync and blktap-ext4-uring (the image on ext4 on a loop device
+#                 over a tmpfs file: a file system that starts I/O without blocking)
 #   --jobs        subset/order of: randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1
 #                 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8
 #                 write-1m-qd8
@@ -56,10 +60,12 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
-usage() { sed -n '4,54p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,58p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 RUBLK_VERSION=0.2.15
 ALL_TARGETS="blktap-null ublk-null nullb blktap-file loop ublk-loop tapdisk-blktap tapdisk-nbd"
+# Run only when named: blktapd's file backend on either I/O path, on tmpfs and on ext4.
+EXTRA_TARGETS="blktap-file-sync blktap-file-uring blktap-ext4-sync blktap-ext4-uring"
 ALL_JOBS="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8 write-1m-qd8"
 smoke=0 reps=3 runtime=3 ramp=1 targets=$ALL_TARGETS jobs=$ALL_JOBS out='' doc=1 chart=1
 kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off profile=0
@@ -95,7 +101,7 @@ for v in "$reps" "$runtime" "$ramp"; do
 	case "$v" in ''|*[!0-9]*) die "--reps, --runtime and --ramp take whole numbers" ;; esac
 done
 for t in $targets; do
-	case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target $t (known: $ALL_TARGETS)" ;; esac
+	case " $ALL_TARGETS $EXTRA_TARGETS " in *" $t "*) ;; *) die "unknown target $t (known: $ALL_TARGETS $EXTRA_TARGETS)" ;; esac
 done
 wants() { case " $targets " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # A target whose prerequisites are missing is dropped from the run, and the reason is printed

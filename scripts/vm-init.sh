@@ -16,6 +16,9 @@
 #                         "# timeout: SECS" header line.
 #   blktap.run=PATH       run only this script, as a test named after its file (the demo mode).
 #   blktap.shell=1        interactive shell on the console instead of tests.
+#   blktap.io=MODE        export BLKTAPD_IO=MODE (sync, uring, auto): the I/O path of every
+#                         blktapd the tests start without --io (the file backend's tests on
+#                         either path: --append blktap.io=sync).
 #
 # Markers written to /dev/kmsg (and so interleaved with kernel messages in the console log),
 # which scripts/check-kmsg.sh uses to blame a kernel splat on a test:
@@ -92,6 +95,7 @@ for w in $(cat /proc/cmdline); do
 	blktap.timeout=*) TIMEOUT=$v ;;
 	blktap.run=*) RUN=$v ;;
 	blktap.shell=*) SHELL_MODE=$v ;;
+	blktap.io=*) export BLKTAPD_IO="$v" ;;
 	esac
 done
 set +f

@@ -139,6 +139,10 @@ pub struct CreateArgs {
     #[arg(long, value_name = "BYTES")]
     pub discard_granularity: Option<u32>,
 
+    /// The file backend's I/O path, passed to blktapd (its `--io`): uring, sync or auto.
+    #[arg(long, value_name = "MODE")]
+    pub io: Option<String>,
+
     /// Request timeout of the tap, passed to blktapd (its `--timeout`): a request that waits
     /// SECS seconds for the daemon fails with EIO, and so does every later one until the
     /// daemon is restarted; 0: never.

@@ -262,6 +262,9 @@ fn start_daemon(
     if let Some(g) = args.discard_granularity {
         cmd.arg("--discard-granularity").arg(g.to_string());
     }
+    if let Some(m) = &args.io {
+        cmd.arg("--io").arg(m);
+    }
     if let Some(l) = &args.log {
         cmd.arg("--log").arg(l);
     }

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use crate::uring::IoMode;
+
 /// Parses a size in bytes: a number with an optional binary suffix `K`, `M`, `G` or `T`
 /// (case-insensitive, optionally followed by `iB` or `B`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -147,14 +149,35 @@ pub trait Backend: Send {
             io.result = self.serve_one(io, mem);
         }
     }
+    /// Called once the ring is mapped, before the disk exists, with the memory every batch
+    /// will come from (the io_uring backend registers its data pages). Nothing by default.
+    fn prepare(&mut self, _mem: RingMemory<'_>) {}
+    /// Called before the ring is unmapped: drop whatever refers to its memory. Nothing by
+    /// default.
+    fn release(&mut self) {}
+    /// What the I/O path did, for the daemon's last log line (`None`: nothing to say).
+    fn io_report(&self) -> Option<String> {
+        None
+    }
 }
 
-/// Opens the backend described by `spec`. `size` is the `--size` option, used when the
-/// spec carries no size (and refused for files).
+/// Opens the backend described by `spec` with the synchronous I/O path (see [`open_with`]).
 pub fn open(
     spec: &BackendSpec,
     size: Option<u64>,
     read_only: bool,
+) -> Result<Box<dyn Backend>, String> {
+    open_with(spec, size, read_only, IoMode::Sync)
+}
+
+/// Opens the backend described by `spec`. `size` is the `--size` option, used when the
+/// spec carries no size (and refused for files). `io` (`--io`) chooses how a file backend
+/// does its I/O ([`crate::uring`]); the other backends have none.
+pub fn open_with(
+    spec: &BackendSpec,
+    size: Option<u64>,
+    read_only: bool,
+    io: IoMode,
 ) -> Result<Box<dyn Backend>, String> {
     let need_size = |s: Option<u64>, kind: &str| -> Result<u64, String> {
         let n = s.or(size).ok_or_else(|| {
@@ -172,7 +195,9 @@ pub fn open(
             if size.is_some() {
                 return Err("--size does not apply to the file backend".into());
             }
-            Box::new(FileBackend::open(p, read_only).map_err(|e| format!("{}: {e}", p.display()))?)
+            let file =
+                FileBackend::open(p, read_only).map_err(|e| format!("{}: {e}", p.display()))?;
+            crate::uring::file_backend(file, io)?
         }
     })
 }
@@ -345,6 +370,16 @@ impl FileBackend {
             size: size / 512 * 512,
             block_device,
         })
+    }
+
+    /// The image's descriptor (it changes when `O_DIRECT` is given up).
+    pub(crate) fn raw_fd(&self) -> libc::c_int {
+        self.fd.as_raw_fd()
+    }
+
+    /// Whether the image is open with `O_DIRECT`.
+    pub fn is_direct(&self) -> bool {
+        self.direct
     }
 
     fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
@@ -533,18 +568,23 @@ impl Backend for FileBackend {
     }
 }
 
-const EMPTY_IOVEC: libc::iovec = libc::iovec {
+pub(crate) const EMPTY_IOVEC: libc::iovec = libc::iovec {
     iov_base: std::ptr::null_mut(),
     iov_len: 0,
 };
 
 /// Most iovecs of a batch: every segment of every ring slot (well under `IOV_MAX`).
-const MAX_IOVECS: usize = (RING_SIZE * SEGMENT_MAX) as usize;
+pub(crate) const MAX_IOVECS: usize = (RING_SIZE * SEGMENT_MAX) as usize;
 
 /// Appends the request's buffers to the `n` iovecs in `iov`, merging buffers that are
 /// adjacent in memory (a segment ending a page followed by one starting the next page, also
 /// across requests). Returns the new iovec count.
-fn push_iovecs(req: &Request, mem: RingMemory<'_>, iov: &mut [libc::iovec], mut n: usize) -> usize {
+pub(crate) fn push_iovecs(
+    req: &Request,
+    mem: RingMemory<'_>,
+    iov: &mut [libc::iovec],
+    mut n: usize,
+) -> usize {
     for buf in req.buffers(mem) {
         if n > 0 {
             let last = &mut iov[n - 1];

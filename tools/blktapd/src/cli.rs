@@ -3,7 +3,7 @@
 //! It lives in the library so that `blktap-man` renders the manual page from the very
 //! definition the daemon parses.
 
-use crate::backend::{parse_size, BackendSpec};
+use crate::backend::{parse_size, BackendSpec, IoMode};
 use blktap::{node, sysfs};
 use clap::Parser;
 use std::os::fd::RawFd;
@@ -173,4 +173,29 @@ pub struct Args {
     /// Largest write-zeroes request in 512-byte sectors, with --features write-zeroes.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RANGE_SECTORS)]
     pub max_write_zeroes_sectors: u32,
+
+    /// How the file backend does its I/O: uring (io_uring: each batch taken from the ring is
+    /// one io_uring_enter, with the ring's data pages as registered buffers where the kernel
+    /// allows it; blktapd fails to start if io_uring is unavailable), sync (preadv/pwritev, one
+    /// system call per request or sequential run), or auto: io_uring unless the kernel refuses
+    /// it (kernel.io_uring_disabled, a seccomp filter, no io_uring), then sync. The log says
+    /// which path serves the disk. Without this option the BLKTAPD_IO environment variable
+    /// gives the mode; else auto.
+    #[arg(long, value_name = "MODE")]
+    pub io: Option<IoMode>,
+}
+
+impl Args {
+    /// The I/O path: `--io`, else `$BLKTAPD_IO`, else auto.
+    pub fn io_mode(&self) -> Result<IoMode, String> {
+        if let Some(m) = self.io {
+            return Ok(m);
+        }
+        match std::env::var(crate::uring::IO_ENV) {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map_err(|e| format!("{}: {e}", crate::uring::IO_ENV)),
+            _ => Ok(IoMode::default()),
+        }
+    }
 }

@@ -181,7 +181,7 @@ fn absolutize(args: &mut Args) -> io::Result<()> {
 
 fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     let signals = Signals::new()?;
-    let backend = backend::open(&args.backend, args.size, args.read_only)?;
+    let backend = backend::open_with(&args.backend, args.size, args.read_only, args.io_mode()?)?;
     let bytes = backend.size();
     if bytes % u64::from(args.sector_size) != 0 {
         log!(
@@ -203,6 +203,10 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     // Ask for the level-triggered poll from the start: the event loop keeps req_event the Xen
     // way (`BackRing::final_check_for_requests`). V-XS drivers ignore req_event.
     ring.memory().ok_or("ring is not mapped")?.set_req_event(0);
+    // The io_uring path registers the data pages (until `release` below).
+    server
+        .backend_mut()
+        .prepare(ring.memory().ok_or("ring is not mapped")?);
     let disk = disk_name(minor);
     let class = Path::new(sysfs::CLASS_DIR);
     match sysfs::write_tap_attr(class, minor, "timeout", &args.timeout.to_string()) {
@@ -258,7 +262,9 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         Abi::Xs => None,
     };
     let result = event::run(&ring, &signals, &mut server, &disk, handler);
-    // Unmap before closing (the Ring drop order), which fails anything still in flight.
+    // Unmap before closing (the Ring drop order), which fails anything still in flight; the
+    // backend lets go of the ring's pages first.
+    server.backend_mut().release();
     drop(ring);
     let s = server.stats();
     log!(
@@ -274,6 +280,9 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         s.invalid,
         s.batches
     );
+    if let Some(report) = server.backend().io_report() {
+        log!("{disk}: {report}");
+    }
     result.map(|()| log!("{disk} removed, exiting"))
 }
 

@@ -11,7 +11,7 @@ use blktap::uapi::{
     FEAT_FLUSH, IOCTL_PAUSE, IOCTL_REOPEN, IOCTL_RESUME, IOCTL_SET_PARAMS, MAX_MESSAGE_LEN,
     RING_MESSAGE_CLOSE, RING_MESSAGE_PAUSE, RING_MESSAGE_RESUME, SECTOR_SIZE,
 };
-use blktapd::backend::{self, Backend, BackendSpec};
+use blktapd::backend::{self, Backend, BackendSpec, IoMode};
 use blktapd::cli::Args;
 use std::io;
 use std::path::PathBuf;
@@ -100,6 +100,8 @@ pub struct Messages {
     size: Option<u64>,
     read_only: bool,
     sector_size: u32,
+    /// The file backend's I/O path (`--io`), for the reopened image.
+    io: IoMode,
     /// A RAM or null image kept across a pause (closing it would lose it).
     kept: Option<Box<dyn Backend>>,
 }
@@ -112,6 +114,8 @@ impl Messages {
             size: args.size,
             read_only: args.read_only,
             sector_size: args.sector_size,
+            // `run` has already refused an invalid mode.
+            io: args.io_mode().unwrap_or_default(),
             kept: None,
         }
     }
@@ -177,11 +181,11 @@ impl Messages {
             (Some(path), _) => {
                 log!("RESUME: reopening {}", path.display());
                 self.spec = BackendSpec::File(path.clone());
-                backend::open(&self.spec, None, self.read_only)
+                backend::open_with(&self.spec, None, self.read_only, self.io)
                     .map_err(|e| io::Error::other(e.to_string()))?
             }
             (None, Some(kept)) => kept,
-            (None, None) => backend::open(&self.spec, self.size, self.read_only)
+            (None, None) => backend::open_with(&self.spec, self.size, self.read_only, self.io)
                 .map_err(|e| io::Error::other(e.to_string()))?,
         };
         let mut params =

@@ -76,6 +76,11 @@ impl Server {
         self.backend.as_ref()
     }
 
+    /// The backend, to prepare or release it.
+    pub fn backend_mut(&mut self) -> &mut dyn Backend {
+        self.backend.as_mut()
+    }
+
     fn error(&mut self, req: &Request, what: &dyn std::fmt::Display) -> i16 {
         self.stats.errors += 1;
         if self.stats.errors <= MAX_LOGGED_ERRORS {
