@@ -15,7 +15,7 @@ use blktap::node::{self, disk_name};
 use blktap::ring::Ring;
 use blktap::sysfs;
 use blktap::uapi::{DeviceInfo, SECTOR_SIZE};
-use blktapd::backend::{self, BackendSpec};
+use blktapd::backend::{self, BackendSpec, IoMode};
 use blktapd::cli::{Abi, Args};
 use clap::Parser;
 use serve::Server;
@@ -179,9 +179,47 @@ fn absolutize(args: &mut Args) -> io::Result<()> {
     Ok(())
 }
 
+/// The I/O path for a tap whose requests may be held for a new daemon (`--recover`, or the
+/// tap's `recovery` already set): synchronous only. When a process is killed, the writes its
+/// io_uring has in flight are not waited for before its ring mapping goes, so a write the
+/// kernel reissued to the next daemon could be overtaken by the old copy landing late
+/// (`Documentation/userspace-api.rst`, "Recovery and asynchronous I/O"); a system call in
+/// progress is always finished first.
+fn io_mode_with_recovery(args: &Args, minor: u32) -> AnyResult<IoMode> {
+    let mode = args.io_mode()?;
+    let class = Path::new(sysfs::CLASS_DIR);
+    let window = args.recover.unwrap_or_else(|| {
+        std::fs::read_to_string(sysfs::tap_dir(class, minor).join("recovery"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    });
+    if window == 0 || mode == IoMode::Sync {
+        return Ok(mode);
+    }
+    if mode == IoMode::Uring {
+        return Err(format!(
+            "--io uring cannot serve a tap with a recovery window ({window} s): a killed \
+             daemon's io_uring writes could land after their reissued copies"
+        )
+        .into());
+    }
+    log!("I/O path: synchronous: the tap has a recovery window ({window} s), which io_uring's writes in flight at a kill would break");
+    Ok(IoMode::Sync)
+}
+
 fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     let signals = Signals::new()?;
-    let backend = backend::open_with(&args.backend, args.size, args.read_only, args.io_mode()?)?;
+    let path = ring_path(args)?;
+    let mut ring = Ring::open(&path)?;
+    let minor = ring.minor()?;
+    if let Some(m) = args.minor {
+        if m != minor {
+            return Err(format!("{} has minor {minor}, not {m}", path.display()).into());
+        }
+    }
+    let io = io_mode_with_recovery(args, minor)?;
+    let backend = backend::open_with(&args.backend, args.size, args.read_only, io)?;
     let bytes = backend.size();
     if bytes % u64::from(args.sector_size) != 0 {
         log!(
@@ -191,14 +229,6 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     }
     let mut server = Server::new(backend, args.read_only);
 
-    let path = ring_path(args)?;
-    let mut ring = Ring::open(&path)?;
-    let minor = ring.minor()?;
-    if let Some(m) = args.minor {
-        if m != minor {
-            return Err(format!("{} has minor {minor}, not {m}", path.display()).into());
-        }
-    }
     ring.map()?;
     // Ask for the level-triggered poll from the start: the event loop keeps req_event the Xen
     // way (`BackRing::final_check_for_requests`). V-XS drivers ignore req_event.
