@@ -98,6 +98,8 @@ DOM0_PACKAGES=(xenstore-utils busybox-static kmod iproute2 procps e2fsprogs util
 # images in RAM; two 256 MiB guests or one 512 MiB guest run beside it.
 QEMU_MEM=3584
 DOM0_MEM=1536M
+# The trixie dom0's root file system is larger (~500 MB: xl's python, perl, DKMS, dpkg's records).
+[ "$flavour" = bookworm ] || { QEMU_MEM=4096; DOM0_MEM=2048M; }
 HOST_PACKAGES=(debootstrap qemu-system-x86 busybox-static fio cpio rsync e2fsprogs gzip xz-utils)
 
 t_start=$(date +%s.%N)
@@ -260,9 +262,10 @@ make_dom0() { # make_dom0 BASE DIR: BASE's root with the .debs in DIR/rootfs, pa
 	trim_rootfs "$root"
 	# What only building needs (rustc, the compilers, kernel sources and headers: ~1.5 GB),
 	# the initrd dom0 is not booted with, modules of hardware dom0 has not.
-	rm -rf "$root"/usr/src/linux-* "$root"/usr/lib/linux-kbuild-* "$root"/usr/lib/gcc "$root"/usr/libexec/gcc \
-		"$root"/usr/lib/rustlib "$root"/usr/lib/llvm-* "$root"/usr/lib/x86_64-linux-gnu/lib{rustc_driver,LLVM,clang}* \
-		"$root"/usr/lib/x86_64-linux-gnu/libstd-* "$root"/boot/initrd.img-* "$root"/var/lib/dkms/*/*/build \
+	local lib=$root/usr/lib/x86_64-linux-gnu
+	rm -rf "$root"/usr/src/{linux,rustc}-* "$root"/usr/lib/linux-kbuild-* "$root"/usr/lib/gcc "$root"/usr/libexec/gcc \
+		"$root"/usr/lib/rustlib "$root"/usr/lib/llvm-* "$lib"/lib{rustc_driver,LLVM,clang,z3}* "$lib"/lib*san.so* \
+		"$lib"/*.a "$lib"/libstd-* "$root"/usr/bin/*-lto-dump-* "$root"/boot/initrd.img-* "$root"/var/lib/dkms/*/*/build \
 		"$root/usr/lib/modules/$rel/kernel"/{sound,drivers/gpu,drivers/media,drivers/net/wireless,drivers/net/ethernet,drivers/infiniband,drivers/staging}
 	cpio_of "$root" > "$2/dom0.cpio"
 }
