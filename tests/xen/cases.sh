@@ -184,7 +184,7 @@ guest_start() {
 # busy), so the polling below reads the logs with one grep or sed and looks at the domain
 # list (xl, the slowest) only every few seconds.
 guest_logfile() { echo "$CONLOG/guest-$1.log"; }
-guest_log() { tr -d '\r' < "$(guest_logfile "$1")" 2>/dev/null; }
+guest_log() { { tr -d '\r' < "$(guest_logfile "$1")"; } 2>/dev/null; }
 guest_says() { grep -aq -- "$2" "$(guest_logfile "$1")" 2>/dev/null; }
 guest_alive() { xl domid "$1" > /dev/null 2>&1; }
 guest_gone() { ! guest_alive "$1"; }
@@ -578,7 +578,10 @@ block_attach_case() {
 	rm -f "$img"
 }
 case_block_attach() { block_attach_case phy; }
-case_blocktap_attach() { block_attach_case block-tap; }
+case_blocktap_attach() {
+	blktap_loaded
+	block_attach_case block-tap
+}
 
 # --- Xen's block-tap hotplug script (the trixie flavour) -----------------------------------------
 
@@ -588,10 +591,20 @@ case_blocktap_attach() { block_attach_case block-tap; }
 # run modprobe blktap.
 bt_disk() { echo "script=block-tap,vdev=$3,target=$1:$2"; }
 
-# taps_none: no tap (tap-ctl list, the blktap2 class's devices) and no tapdisk process.
+# taps_none: no tapdisk process and, with blktap loaded, no tap (tap-ctl list, the blktap2
+# class's devices).
 taps_none() {
-	[ -z "$(tap-ctl list < /dev/null 2>/dev/null)" ] && [ ! -s /sys/class/blktap2/devices ] &&
-		! pgrep -x tapdisk > /dev/null
+	! pgrep -x tapdisk > /dev/null || return 1
+	[ -d /sys/module/blktap ] || return 0
+	[ -z "$(tap-ctl list < /dev/null 2>/dev/null)" ] && [ ! -s /sys/class/blktap2/devices ]
+}
+
+# blktap_loaded: modprobe blktap unless it is loaded (each case of the trixie flavour can run
+# alone; blocktap_aio, the first, checks what happens without it).
+blktap_loaded() {
+	[ -d /sys/module/blktap ] && return 0
+	modprobe blktap || hard_fail "modprobe blktap failed"
+	log "modprobe blktap: $(modinfo -F filename blktap)"
 }
 taps_report() {
 	echo "tap-ctl list: '$(tap-ctl list < /dev/null 2>&1 | tr '\n' ';')'," \
@@ -677,6 +690,7 @@ vhd_sha() {
 # the tap is left.
 case_blocktap_vhd() {
 	local name=g-bt-vhd img=/srv/g-bt-vhd.vhd want got
+	blktap_loaded
 	rm -f "$img"
 	vhd-util create -n "$img" -s 64 > "$CASEDIR/vhd.out" 2>&1 || hard_fail "vhd-util create: $(cat "$CASEDIR/vhd.out")"
 	dd if=/dev/urandom of="$CASEDIR/pat" bs=1M count=8 status=none
@@ -701,13 +715,17 @@ case_blocktap_vhd() {
 
 # A tapdev served by blktapd, made with blktap-ctl as the admin guide says, given to a PV guest
 # as phy:/dev/xen/blktap-2/tapdevN.
-case_blktapd_phy() { guest_pattern_case pv blktapd; }
+case_blktapd_phy() {
+	blktap_loaded
+	guest_pattern_case pv blktapd
+}
 
 # Two guests at once through block-tap: a PV guest makes ext4 on its disk, a PVH guest runs the
 # pattern job on its own; then e2fsck and a loop mount in dom0 find the PV guest's tree
 # bit-exact, and the PVH guest's data is in its image.
 case_pv_pvh_ext4() {
 	local a=g-bt-ext4 b=g-bt-pvh
+	blktap_loaded
 	img_new "$a" 128
 	img_new "$b" 64 0 16
 	guest_start "$a" pv small 256 "xg.job=ext4" "$(bt_disk aio "/srv/$a.img" xvda)"
