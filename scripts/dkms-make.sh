@@ -54,6 +54,9 @@ if [ -f "$kdir/.blktap-rust-env" ]; then
 		RUSTDOC="$BLKTAP_RUST_PATH/rustdoc" BINDGEN="$BLKTAP_BINDGEN_PATH/bindgen")
 	if [ -n "$BLKTAP_RUSTC_FORCE_RUSTC_VERSION" ]; then
 		export RUSTC_FORCE_RUSTC_VERSION=$BLKTAP_RUSTC_FORCE_RUSTC_VERSION
+	else
+		# Set but empty, rustc would hash "" as its version into the module's symbol names.
+		unset RUSTC_FORCE_RUSTC_VERSION
 	fi
 fi
 KDIR=$kdir exec "$TOP/scripts/kmake.sh" "$target" "${args[@]}"

@@ -242,6 +242,8 @@ key=$( {
 	sha256sum "$headers/.config" "$headers/Module.symvers"
 	echo "$src $src_ver"; stat -L -c '%s %Y' "$src"
 	"$rustc_bin" -vV; echo "$force_version"
+	# Trees made without a forced version before it was unset instead of empty are wrong.
+	[ -n "$force_version" ] || echo "no forced version: unset"
 	"$bindgen_bin" --version; gcc --version | head -n1
 } 2>/dev/null | sha256sum | cut -c1-16)
 out=$STOCK_CACHE/kdir/$release-$key
@@ -291,12 +293,17 @@ fi
 # The pinned compilers come first in PATH (rustc, rustdoc and the host rustc alike).
 rust_path=$(dirname "$rustc_bin")
 bindgen_path=$(dirname "$bindgen_bin")
+# RUSTC_FORCE_RUSTC_VERSION only when there is a version to force: rustc takes a variable that is
+# set but empty as the version text "", and every crate's symbol hash changes with it (a
+# distribution's rustc that prints the kernel's text, Debian trixie's, then built metadata
+# whose symbols the kernel does not export: modpost "undefined!").
+force_env=(-u RUSTC_FORCE_RUSTC_VERSION)
+[ -z "$force_version" ] || force_env=("RUSTC_FORCE_RUSTC_VERSION=$force_version")
 kmake() {
-	PATH="$rust_path:$bindgen_path:$PATH" RUSTC_FORCE_RUSTC_VERSION=$force_version \
+	env "${force_env[@]}" PATH="$rust_path:$bindgen_path:$PATH" \
 		make -C "$srctree" O="$out" KERNELRELEASE="$release" RUSTC="$rustc_bin" \
 		HOSTRUSTC="$rustc_bin" RUSTDOC="$rust_path/rustdoc" BINDGEN="$bindgen_bin" "$@"
 }
-[ -n "$force_version" ] || unset RUSTC_FORCE_RUSTC_VERSION
 cp "$headers/.config" "$out/.config"
 if ! kmake olddefconfig >"$log" 2>&1; then
 	tail -n 30 "$log" >&2

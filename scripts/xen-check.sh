@@ -7,9 +7,11 @@
 # with xen-blkfront) on disks served through blktap.ko by blktapd and by the real tapdisk 3.55.5,
 # handed to them by xen-blkback as phy:/dev/xen/blktap-2/tapdevN.
 #
-#   scripts/xen-check.sh [--cases "a b"] [--timeout SECS] [--results DIR] [--keep]
-#                        [--setup-only] [--shell]
+#   scripts/xen-check.sh [--flavour bookworm|trixie] [--cases "a b"] [--timeout SECS]
+#                        [--results DIR] [--keep] [--setup-only] [--shell]
 #
+#   --flavour F      bookworm (default, `make xen-check`): as above; trixie (`make
+#                    xen-check-trixie`): a Debian 13 host as its administrator builds it, see below
 #   --cases LIST     cases of tests/xen/cases.sh to run (default: all)
 #   --timeout SECS   limit for the whole QEMU run (default 2400)
 #   --results DIR    where the logs go (default: $BLKTAP_RESULTS/xen, else results/xen)
@@ -24,6 +26,16 @@
 # before it exists and the domain dies at once (#PF at a 0xfffffbff... address in
 # xen_start_kernel / xen_pvh_init).
 #
+# The trixie flavour: Debian 13's Xen 4.20 (hypervisor and tools from its packages) with the
+# stock signed 7.3.4+deb13-amd64 kernel of trixie-backports as dom0 and guest kernel, and
+# blktap-rs installed in dom0 from the project's .deb packages (scripts/deb.sh) with apt:
+# tests/xen/trixie-install.sh runs the admin guide's steps in the chroot that becomes dom0, so
+# DKMS builds blktap.ko for the stock kernel there (trixie's rustc and bindgen are the kernel's
+# own). Nothing loads blktap at boot: Xen's block-tap hotplug script does, with modprobe.
+# Cached in ~/.cache/blktap-rs/xen/trixie/: the chroot after the base install (apt's archives
+# and debootstrap's too), the DKMS cache of the chroot (the kernel's prepared Rust metadata),
+# and dom0's image per set of .debs (trimmed of what only the build needs).
+#
 # Everything is cached in ~/.cache/blktap-rs/xen/: the hypervisor, the dom0 root file system
 # (debootstrap, trimmed, packed as a cpio archive), the module built for the chosen kernel.
 # Prints KTAP, every kernel report of dom0 with the case it happened in, and last
@@ -33,9 +45,10 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
-usage() { sed -n '10,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '10,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 fatal() { printf 'xen: error: %s\n' "$*" >&2; exit 2; }
 
+flavour=bookworm
 cases=all
 timeout=2400
 results=
@@ -43,6 +56,7 @@ keep=0
 mode=run
 while [ $# -gt 0 ]; do
 	case "$1" in
+	--flavour) flavour=${2:?}; shift 2 ;;
 	--cases) cases=${2?}; shift 2 ;;
 	--timeout) timeout=${2:?}; shift 2 ;;
 	--results) results=${2:?}; shift 2 ;;
@@ -54,20 +68,39 @@ while [ $# -gt 0 ]; do
 	esac
 done
 case "$timeout" in '' | *[!0-9]*) fatal "--timeout takes whole seconds" ;; esac
+# The trixie flavour's cases: Xen's block-tap hotplug script, the way the admin guide sets
+# guests up (tests/xen/cases.sh).
+TRIXIE_CASES="dom0_boot blocktap_aio blocktap_vhd blktapd_phy blocktap_attach pv_pvh_ext4 debs_purge"
 
-XCACHE=$CACHE_DIR/xen
-SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
-XEN_SERIES=4.17
+case "$flavour" in
+bookworm)
+	XCACHE=$CACHE_DIR/xen
+	SUITE=bookworm
+	XEN_SERIES=4.17
+	;;
+trixie)
+	XCACHE=$CACHE_DIR/xen/trixie
+	SUITE=trixie
+	XEN_SERIES=4.20
+	# trixie-backports' stock kernel, the one Debian 13 kernel with CONFIG_RUST=y
+	STOCK_RELEASE=7.3.4+deb13-amd64
+	[ "$cases" != all ] || cases=$TRIXIE_CASES
+	;;
+*) fatal "--flavour is bookworm or trixie" ;;
+esac
 # The dom0 user space: xl and its libraries, the block hotplug script's tools, fsck and a loop
-# mount for the checks, busybox for syslogd (tapdisk logs through syslog).
-DOM0_PACKAGES=("xen-utils-$XEN_SERIES" xenstore-utils busybox-static kmod iproute2 procps
-	e2fsprogs util-linux mount)
+# mount for the checks, busybox for syslogd (tapdisk logs through syslog). For trixie, xl,
+# the kernel and the rest come from tests/xen/trixie-install.sh.
+DOM0_PACKAGES=(xenstore-utils busybox-static kmod iproute2 procps e2fsprogs util-linux mount)
+[ "$flavour" != bookworm ] || DOM0_PACKAGES=("xen-utils-$XEN_SERIES" "${DOM0_PACKAGES[@]}")
 # Memory: dom0 holds its root file system, the guests' initramfs (fio's is ~90 MB) and the disk
 # images in RAM; two 256 MiB guests or one 512 MiB guest run beside it.
 QEMU_MEM=3584
 DOM0_MEM=1536M
-HOST_PACKAGES=(debootstrap qemu-system-x86 busybox-static fio cpio rsync e2fsprogs gzip)
+# The trixie dom0's root file system is larger (~500 MB: xl's python, perl, DKMS, dpkg's records).
+[ "$flavour" = bookworm ] || { QEMU_MEM=4096; DOM0_MEM=2048M; }
+HOST_PACKAGES=(debootstrap qemu-system-x86 busybox-static fio cpio rsync e2fsprogs gzip xz-utils)
 
 t_start=$(date +%s.%N)
 mkdir -p "$XCACHE"
@@ -78,43 +111,51 @@ flock 8 # one setup at a time: debootstrap and the module build are not re-entra
 apt_ensure "${HOST_PACKAGES[@]}"
 [ "$(id -u)" -eq 0 ] || fatal "debootstrap and the dom0 archive need root"
 
-# --- the kernel -----------------------------------------------------------------------------
-kasan_in() { grep -qx 'CONFIG_KASAN=y' "$@" 2>/dev/null; }
-if [ -n "${BLKTAP_XEN_KDIR:-}" ]; then
-	kdir=$BLKTAP_XEN_KDIR
-	flavour=custom
-else
-	flavour=xen
-	kdir=$("$TOP/scripts/build-kernel.sh" xen) || fatal "cannot build the xen kernel flavour"
-fi
-for opt in XEN_PV_DOM0=y XEN_PVH=y XEN_BLKDEV_BACKEND=m XEN_BLKDEV_FRONTEND=m XEN_GNTDEV=y \
-	XEN_DEV_EVTCHN=y XENFS=y XEN_PRIVCMD=y HVC_XEN=y BLK_DEV_LOOP=y; do
-	grep -qx "CONFIG_$opt" "$kdir/.config" || fatal "$kdir lacks CONFIG_$opt"
-done
-! kasan_in "$kdir/.config" || fatal "$kdir has KASAN: it cannot boot as a Xen PV or PVH domain"
-bzimage=$kdir/arch/x86/boot/bzImage
-blkback=$kdir/drivers/block/xen-blkback/xen-blkback.ko
-blkfront=$kdir/drivers/block/xen-blkfront.ko
-for f in "$bzimage" "$blkback" "$blkfront"; do [ -f "$f" ] || fatal "missing $f"; done
-log "xen: kernel ($flavour) $kdir"
+# --- the kernel and blktap.ko (bookworm: our xen flavour; trixie: from its dom0, below) -----
+if [ "$flavour" = bookworm ]; then
+	kasan_in() { grep -qx 'CONFIG_KASAN=y' "$@" 2>/dev/null; }
+	if [ -n "${BLKTAP_XEN_KDIR:-}" ]; then
+		kdir=$BLKTAP_XEN_KDIR
+		kflavour=custom
+	else
+		kflavour=xen
+		kdir=$("$TOP/scripts/build-kernel.sh" xen) || fatal "cannot build the xen kernel flavour"
+	fi
+	for opt in XEN_PV_DOM0=y XEN_PVH=y XEN_BLKDEV_BACKEND=m XEN_BLKDEV_FRONTEND=m XEN_GNTDEV=y \
+		XEN_DEV_EVTCHN=y XENFS=y XEN_PRIVCMD=y HVC_XEN=y BLK_DEV_LOOP=y; do
+		grep -qx "CONFIG_$opt" "$kdir/.config" || fatal "$kdir lacks CONFIG_$opt"
+	done
+	! kasan_in "$kdir/.config" || fatal "$kdir has KASAN: it cannot boot as a Xen PV or PVH domain"
+	bzimage=$kdir/arch/x86/boot/bzImage
+	blkback=$kdir/drivers/block/xen-blkback/xen-blkback.ko
+	blkfront=$kdir/drivers/block/xen-blkfront.ko
+	for f in "$bzimage" "$blkback" "$blkfront"; do [ -f "$f" ] || fatal "missing $f"; done
+	log "xen: kernel ($kflavour) $kdir"
 
-# --- blktap.ko for it -----------------------------------------------------------------------
-# Built in a copy of the module's sources, so that the work tree's blktap.ko (built for the
-# debug kernel, used by `make check`) is left alone.
-modsrc=$XCACHE/module/$(basename "$kdir")
-mkdir -p "$modsrc/scripts"
-rsync -a --delete --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude='*.mod' \
-	--exclude='*.mod.c' --exclude='modules.order' --exclude='.*.d' --exclude='Module.symvers' \
-	"$TOP/Kbuild" "$TOP/Makefile" "$TOP/drivers" "$TOP/include" "$modsrc/"
-cp "$TOP/scripts/common.sh" "$TOP/scripts/kmake.sh" "$modsrc/scripts/"
-KDIR=$kdir "$modsrc/scripts/kmake.sh" modules > "$XCACHE/module-build.log" 2>&1 ||
-	{ tail -n 30 "$XCACHE/module-build.log"; fatal "blktap.ko does not build for $kdir"; }
-blktap_ko=$modsrc/drivers/block/blktap/blktap.ko
+	# blktap.ko for it, built in a copy of the module's sources, so that the work tree's blktap.ko (built for the
+	# debug kernel, used by `make check`) is left alone.
+	modsrc=$XCACHE/module/$(basename "$kdir")
+	mkdir -p "$modsrc/scripts"
+	rsync -a --delete --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude='*.mod' \
+		--exclude='*.mod.c' --exclude='modules.order' --exclude='.*.d' --exclude='Module.symvers' \
+		"$TOP/Kbuild" "$TOP/Makefile" "$TOP/drivers" "$TOP/include" "$modsrc/"
+	cp "$TOP/scripts/common.sh" "$TOP/scripts/kmake.sh" "$modsrc/scripts/"
+	KDIR=$kdir "$modsrc/scripts/kmake.sh" modules > "$XCACHE/module-build.log" 2>&1 ||
+		{ tail -n 30 "$XCACHE/module-build.log"; fatal "blktap.ko does not build for $kdir"; }
+	blktap_ko=$modsrc/drivers/block/blktap/blktap.ko
+fi
 
 # --- the user space tools -------------------------------------------------------------------
-(cd "$TOP/tools" && cargo build --release --target x86_64-unknown-linux-gnu) > "$XCACHE/tools-build.log" 2>&1 ||
-	{ tail -n 30 "$XCACHE/tools-build.log"; fatal "the tools do not build"; }
-tools_bin=$TOP/tools/target/x86_64-unknown-linux-gnu/release
+# bookworm: blktapd and blktap-ctl from the work tree; trixie: the .deb packages of them.
+if [ "$flavour" = bookworm ]; then
+	(cd "$TOP/tools" && cargo build --release --target x86_64-unknown-linux-gnu) > "$XCACHE/tools-build.log" 2>&1 ||
+		{ tail -n 30 "$XCACHE/tools-build.log"; fatal "the tools do not build"; }
+	tools_bin=$TOP/tools/target/x86_64-unknown-linux-gnu/release
+else
+	debs=$XCACHE/debs
+	"$TOP/scripts/deb.sh" "$debs" > "$XCACHE/deb-build.log" 2>&1 ||
+		{ tail -n 30 "$XCACHE/deb-build.log"; fatal "make deb failed"; }
+fi
 tapdisk_dir=
 tapdisk_skip=
 if ! tapdisk_dir=$("$TOP/scripts/build-tapdisk.sh" 2> "$XCACHE/tapdisk-build.log"); then
@@ -128,39 +169,145 @@ fi
 cpio_of() { # cpio_of DIR: newc archive of DIR on stdout, every file owned by root
 	(cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet)
 }
-rootfs_recipe() { printf '%s\n' "$SUITE" "${DOM0_PACKAGES[@]}"; sed -n '/^make_rootfs()/,/^}/p' "$0"; }
-make_rootfs() { # make_rootfs DIR: debootstrap into DIR/rootfs, trim it, pack DIR/dom0.cpio
-	local root=$1/rootfs
-	log "xen: debootstrap of the dom0 user space (about 2 minutes)"
-	debootstrap --variant=minbase --include="$(IFS=,; echo "${DOM0_PACKAGES[*]}")" \
-		"$SUITE" "$root" "$MIRROR" > "$1/debootstrap.log" 2>&1 ||
-		{ tail -n 20 "$1/debootstrap.log"; fatal "debootstrap failed (log: $1/debootstrap.log)"; }
-	# What a RAM-only dom0 that runs xl, its hotplug scripts and our cases does not need:
-	# 317 MB -> about 105 MB.
+# trim_rootfs ROOT: what a RAM-only dom0 that runs xl, its hotplug scripts and our cases does not
+# need (bookworm: 317 MB -> about 105 MB).
+trim_rootfs() {
+	local root=$1
 	rm -rf "$root"/usr/share/{doc,man,info,locale,lintian,zoneinfo,bash-completion,perl5} \
 		"$root"/usr/lib/python3* "$root"/usr/lib/x86_64-linux-gnu/perl-base \
 		"$root"/usr/lib/udev/hwdb.d "$root"/etc/udev/hwdb.bin \
 		"$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old
+}
+recipe_of() { sed -n "/^$1()/,/^}/p" "$0"; } # recipe_of FUNCTION: its text, for cache keys
+rootfs_recipe() { printf '%s\n' "$SUITE" "${DOM0_PACKAGES[@]}"; recipe_of make_rootfs; recipe_of trim_rootfs; }
+make_rootfs() { # make_rootfs DIR: debootstrap into DIR/rootfs, trim it, pack DIR/dom0.cpio
+	local root=$1/rootfs
+	debootstrap_to "$root" "$1/debootstrap.log"
+	trim_rootfs "$root"
 	cpio_of "$root" > "$1/dom0.cpio"
 }
-rootfs_key=$(rootfs_recipe | sha256sum | cut -c1-16)
-dom0_dir=$XCACHE/dom0-$rootfs_key
-if [ ! -f "$dom0_dir/.done" ]; then
-	rm -rf "$dom0_dir.tmp"
-	mkdir -p "$dom0_dir.tmp"
-	make_rootfs "$dom0_dir.tmp"
-	rm -rf "$dom0_dir"
-	mv "$dom0_dir.tmp" "$dom0_dir"
-	touch "$dom0_dir/.done"
-	# Older recipes' trees (each ~100 MB) are not needed any more.
-	find "$XCACHE" -maxdepth 1 -name 'dom0-*' ! -name "dom0-$rootfs_key" -exec rm -rf {} +
+debootstrap_to() { # debootstrap_to ROOT LOG: minbase of $SUITE with DOM0_PACKAGES
+	log "xen: debootstrap of the dom0 user space ($SUITE, about 2 minutes)"
+	mkdir -p "$XCACHE/debootstrap-cache"
+	debootstrap --variant=minbase --cache-dir="$XCACHE/debootstrap-cache" \
+		--include="$(IFS=,; echo "${DOM0_PACKAGES[*]}")" "$SUITE" "$1" "$MIRROR" > "$2" 2>&1 ||
+		{ tail -n 20 "$2"; fatal "debootstrap failed (log: $2)"; }
+}
+
+# The trixie dom0 is made in two steps, each cached: the base (debootstrap, then the admin
+# guide's steps up to the project's packages: tests/xen/trixie-install.sh base), then, per set
+# of .debs, a copy of it with the packages installed by apt (DKMS builds blktap.ko in there),
+# trimmed of what only the build needs and packed.
+unmount_under() { # unmount_under DIR: every mount at or below DIR, deepest first
+	local m
+	for m in $(awk -v d="$(realpath -m "$1")" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r); do
+		umount "$m" 2> /dev/null || umount -l "$m"
+	done
+}
+in_chroot() { # in_chroot ROOT CMD...: CMD in ROOT with /proc, apt's archives and the DKMS cache
+	local root=$1 rc=0
+	shift
+	mkdir -p "$XCACHE/apt-archives/partial" "$XCACHE/chroot-cache" "$root/root/.cache/blktap-rs"
+	mount -t proc proc "$root/proc"
+	mount --bind "$XCACHE/apt-archives" "$root/var/cache/apt/archives"
+	# The prepared Rust metadata of the kernel (scripts/prepare-rust-metadata.sh in DKMS's
+	# build) survives new .debs, as it would on a real host.
+	mount --bind "$XCACHE/chroot-cache" "$root/root/.cache/blktap-rs"
+	chroot "$root" "$@" || rc=$?
+	unmount_under "$root"
+	return "$rc"
+}
+base_recipe() {
+	printf '%s\n' "$SUITE" "$STOCK_RELEASE" "${DOM0_PACKAGES[@]}"
+	recipe_of make_base
+	sed -n '/^base)/,/;;/p' "$TOP/tests/xen/trixie-install.sh"
+}
+make_base() { # make_base DIR: DIR/rootfs, debootstrap'd and through trixie-install.sh base
+	local root=$1/rootfs d
+	debootstrap_to "$root" "$1/debootstrap.log"
+	# No service starts in the chroot (xen-utils-common's init scripts would start xenstored).
+	printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
+	chmod 0755 "$root/usr/sbin/policy-rc.d"
+	cp /etc/resolv.conf "$root/etc/resolv.conf"
+	# The stock kernel's packages that scripts/stock-kernel.sh fetched for the stock-kernel
+	# tests: apt takes them from its archive instead of downloading them again.
+	d=$("$TOP/scripts/stock-kernel.sh" fetch "$STOCK_RELEASE" 2> "$1/fetch.log") ||
+		{ cat "$1/fetch.log"; fatal "cannot fetch Debian's packages of $STOCK_RELEASE"; }
+	mkdir -p "$XCACHE/apt-archives"
+	find "${BLKTAP_STOCK_CACHE:-$CACHE_DIR/stock}/apt/archives" -maxdepth 1 -name "*_$(cat "$d/.blktap-package-version" | sed 's/:/%3a/')_*.deb" \
+		-exec cp -n -t "$XCACHE/apt-archives/" {} +
+	install -D -m 0755 "$TOP/tests/xen/trixie-install.sh" "$root/tmp/trixie-install.sh"
+	log "xen: trixie-backports' kernel, Xen 4.20, rustc, bindgen and DKMS in the dom0 chroot (apt)"
+	in_chroot "$root" /tmp/trixie-install.sh base "$STOCK_RELEASE" > "$1/install.log" 2>&1 ||
+		{ tail -n 30 "$1/install.log"; fatal "trixie-install.sh base failed (log: $1/install.log)"; }
+	rm -f "$root/tmp/trixie-install.sh"
+}
+dom0_recipe() {
+	echo "$1"
+	cat "$debs"/*.deb | sha256sum
+	recipe_of make_dom0
+	recipe_of trim_rootfs
+	sed -n '/^debs)/,/;;/p' "$TOP/tests/xen/trixie-install.sh"
+}
+make_dom0() { # make_dom0 BASE DIR: BASE's root with the .debs in DIR/rootfs, packed in DIR/dom0.cpio
+	local root=$2/rootfs rel=$STOCK_RELEASE
+	log "xen: a copy of the dom0 base with the project's .debs (apt; DKMS builds blktap.ko)"
+	cp -a "$1/rootfs" "$root"
+	mkdir -p "$root/tmp/debs"
+	cp "$debs"/*.deb "$root/tmp/debs/"
+	install -m 0755 "$TOP/tests/xen/trixie-install.sh" "$root/tmp/trixie-install.sh"
+	in_chroot "$root" /tmp/trixie-install.sh debs "$rel" /tmp/debs > "$2/install.log" 2>&1 ||
+		{ tail -n 40 "$2/install.log"; fatal "installing the .debs in dom0 failed (log: $2/install.log)"; }
+	rm -rf "$root/tmp/debs" "$root/tmp/trixie-install.sh" "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf"
+	trim_rootfs "$root"
+	# What only building needs (rustc, the compilers, kernel sources and headers: ~1.5 GB),
+	# the initrd dom0 is not booted with, modules of hardware dom0 has not.
+	local lib=$root/usr/lib/x86_64-linux-gnu
+	rm -rf "$root"/usr/src/{linux,rustc}-* "$root"/usr/lib/linux-kbuild-* "$root"/usr/lib/gcc "$root"/usr/libexec/gcc \
+		"$root"/usr/lib/rustlib "$root"/usr/lib/llvm-* "$lib"/lib{rustc_driver,LLVM,clang,z3}* "$lib"/lib*san.so* \
+		"$lib"/*.a "$lib"/libstd-* "$root"/usr/bin/*-lto-dump-* "$root"/boot/initrd.img-* "$root"/var/lib/dkms/*/*/build \
+		"$root/usr/lib/modules/$rel/kernel"/{sound,drivers/gpu,drivers/media,drivers/net/wireless,drivers/net/ethernet,drivers/infiniband,drivers/staging}
+	cpio_of "$root" > "$2/dom0.cpio"
+}
+
+# cached DIR MAKE ARGS...: run MAKE ARGS... DIR.tmp once, then keep it as DIR
+cached() {
+	local dir=$1
+	shift
+	[ ! -f "$dir/.done" ] || return 0
+	unmount_under "$dir.tmp"
+	rm -rf "$dir.tmp"
+	mkdir -p "$dir.tmp"
+	"$@" "$dir.tmp"
+	rm -rf "$dir"
+	mv "$dir.tmp" "$dir"
+	touch "$dir/.done"
+}
+if [ "$flavour" = bookworm ]; then
+	rootfs_key=$(rootfs_recipe | sha256sum | cut -c1-16)
+	dom0_dir=$XCACHE/dom0-$rootfs_key
+	cached "$dom0_dir" make_rootfs
+else
+	base_dir=$XCACHE/base-$(base_recipe | sha256sum | cut -c1-16)
+	cached "$base_dir" make_base
+	rootfs_key=$(dom0_recipe "$base_dir" | sha256sum | cut -c1-16)
+	dom0_dir=$XCACHE/dom0-$rootfs_key
+	cached "$dom0_dir" make_dom0 "$base_dir"
+	find "$XCACHE" -maxdepth 1 -name 'base-*' ! -name "$(basename "$base_dir")" -exec rm -rf {} +
 fi
+# Older recipes' trees (each ~100 MB, trixie's ~2 GB) are not needed any more.
+find "$XCACHE" -maxdepth 1 -name 'dom0-*' ! -name "dom0-$rootfs_key" -exec rm -rf {} +
 
 # --- the hypervisor -------------------------------------------------------------------------
 # The version of the dom0's xl, so that the tools and the hypervisor match.
 xen_ver=$(dpkg-query --admindir="$dom0_dir/rootfs/var/lib/dpkg" -W -f='${Version}' "xen-utils-$XEN_SERIES")
 xen_elf=$XCACHE/hypervisor-$xen_ver/xen.elf
-if [ ! -f "$xen_elf" ]; then
+hv_gz=$dom0_dir/rootfs/boot/xen-$XEN_SERIES-amd64.gz # trixie: installed with xen-system-amd64
+if [ ! -f "$xen_elf" ] && [ -f "$hv_gz" ]; then
+	mkdir -p "$(dirname "$xen_elf")"
+	zcat "$hv_gz" > "$xen_elf.tmp"
+	mv "$xen_elf.tmp" "$xen_elf"
+elif [ ! -f "$xen_elf" ]; then
 	tmp=$(mktemp -d "$XCACHE/.hv.XXXXXX")
 	pkg=xen-hypervisor-$XEN_SERIES-amd64
 	apt_dl() { (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download "$pkg=$xen_ver") > /dev/null 2>&1; }
@@ -176,7 +323,13 @@ fi
 log "xen: hypervisor $xen_ver, dom0 user space $dom0_dir"
 
 # --- the run's dom0 initramfs ---------------------------------------------------------------
-if [ -z "$results" ]; then results=${BLKTAP_RESULTS:-$TOP/results}/xen; fi
+if [ "$flavour" = trixie ]; then
+	# dom0's kernel as apt installed it, the guests' too; their modules from its package.
+	bzimage=$dom0_dir/rootfs/usr/lib/modules/$STOCK_RELEASE/vmlinuz
+	[ -f "$bzimage" ] || fatal "no $bzimage in the trixie dom0"
+	log "xen: kernel (stock, signed) $STOCK_RELEASE"
+fi
+if [ -z "$results" ]; then results=${BLKTAP_RESULTS:-$TOP/results}/xen; [ "$flavour" = bookworm ] || results+=-$flavour; fi
 mkdir -p "$results"
 rm -f "$results"/guest-*.log
 work=$(mktemp -d "$XCACHE/.run.XXXXXX")
@@ -186,16 +339,34 @@ trap 'rm -rf "$work"' EXIT
 g=$work/guests/xen/guest
 mkdir -p "$g"
 cp "$bzimage" "$g/vmlinuz"
-"$TOP/scripts/mkinitramfs.sh" "$g/small.cpio" --init "$TOP/tests/xen/guest-init.sh" --module "$blkfront" --no-fio
-"$TOP/scripts/mkinitramfs.sh" "$g/fio.cpio" --init "$TOP/tests/xen/guest-init.sh" --module "$blkfront"
+guest_mods=()
+if [ "$flavour" = trixie ]; then
+	# The stock kernel's modules are xz-compressed; busybox insmod wants them plain. ext4 and
+	# what it needs are modules there too (guest-init.sh loads them in this order).
+	mkdir -p "$work/mods"
+	for m in drivers/block/xen-blkfront lib/crc/crc16 fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4; do
+		xz -dc "$dom0_dir/rootfs/usr/lib/modules/$STOCK_RELEASE/kernel/$m.ko.xz" > "$work/mods/${m##*/}.ko" ||
+			fatal "no $m.ko.xz in the stock kernel's modules"
+		guest_mods+=(--module "$work/mods/${m##*/}.ko")
+	done
+else
+	guest_mods=(--module "$blkfront")
+fi
+"$TOP/scripts/mkinitramfs.sh" "$g/small.cpio" --init "$TOP/tests/xen/guest-init.sh" "${guest_mods[@]}" --no-fio
+"$TOP/scripts/mkinitramfs.sh" "$g/fio.cpio" --init "$TOP/tests/xen/guest-init.sh" "${guest_mods[@]}"
 # Debian's root file system is usr-merged (/lib, /bin, /sbin are links into /usr): the overlay
 # must not have those directories, which would replace the links when unpacked.
 o=$work/overlay
-mkdir -p "$o/xen" "$o/usr/lib/modules/xen-check" "$o/usr/local/bin" "$o/usr/libexec" "$o/usr/sbin"
+mkdir -p "$o/xen" "$o/usr/local/bin" "$o/usr/libexec" "$o/usr/sbin"
 install -m 0755 "$TOP/tests/xen/dom0-init.sh" "$o/init"
 install -m 0755 "$TOP/tests/xen/cases.sh" "$TOP/scripts/check-kmsg.sh" "$o/xen/"
-install -m 0644 "$blktap_ko" "$blkback" "$o/usr/lib/modules/xen-check/"
-install -m 0755 "$tools_bin/blktapd" "$tools_bin/blktap-ctl" "$o/usr/local/bin/"
+if [ "$flavour" = bookworm ]; then
+	# trixie: the module and the tools are those the .debs installed in dom0.
+	mkdir -p "$o/usr/lib/modules/xen-check"
+	install -m 0644 "$blktap_ko" "$blkback" "$o/usr/lib/modules/xen-check/"
+	install -m 0755 "$tools_bin/blktapd" "$tools_bin/blktap-ctl" "$o/usr/local/bin/"
+fi
+echo "$flavour" > "$o/xen/flavour"
 if [ -n "$tapdisk_dir" ]; then
 	# tap-ctl runs /usr/libexec/tapdisk (compiled in); all three are static.
 	install -m 0755 "$tapdisk_dir/tapdisk" "$o/usr/libexec/tapdisk"

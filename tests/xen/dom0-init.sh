@@ -1,17 +1,19 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# /init of the Xen suite's dom0 (a debootstrap'd Debian bookworm with xl, packed as an initramfs
-# by scripts/xen-check.sh). Starts what a dom0 needs for xl (xenstored, xen-init-dom0,
-# xenconsoled), loads xen-blkback and blktap.ko, runs tests/xen/cases.sh and powers off, which
-# ends QEMU.
+# /init of the Xen suite's dom0 (a debootstrap'd Debian bookworm or trixie with xl, packed as an
+# initramfs by scripts/xen-check.sh). Starts what a dom0 needs for xl (xenstored, xen-init-dom0,
+# xenconsoled), loads xen-blkback and, for bookworm, blktap.ko, runs tests/xen/cases.sh and
+# powers off, which ends QEMU. The trixie dom0 boots like a Debian host: the stock kernel's
+# modules with modprobe, udevd if installed; blktap is left to the block-tap hotplug script.
 #
 # Kernel command line (no commas: QEMU's -initrd splits Xen's modules on them):
 #   xc.cases=a+b+c     cases to run (default: all)
 #   xc.shell=1         a shell on the console instead (scripts/xen-check.sh --shell)
 
 # shellcheck shell=bash
-export PATH=/usr/lib/xen-4.17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+xenbin=$(echo /usr/lib/xen-4.*/bin) # 4.17 (bookworm) or 4.20 (trixie)
+export PATH=$xenbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=${TERM:-vt100}
 umask 022
 # The minbase user space has no init system: busybox powers off (which ends QEMU).
@@ -43,10 +45,22 @@ die() {
 	busybox poweroff -f
 }
 
+if [ -d /lib/modules/xen-check ]; then
+	# bookworm: our kernel's xen-blkback and blktap.ko, from the run's overlay.
+	for m in /lib/modules/xen-check/xen-blkback.ko /lib/modules/xen-check/blktap.ko; do
+		insmod "$m" || die "insmod $m failed"
+	done
+else
+	# trixie: what Debian's xen-utils-common loads at boot, from the stock kernel's package.
+	modprobe -a xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback loop ||
+		die "modprobe of the Xen modules failed"
+	if [ -x /usr/lib/systemd/systemd-udevd ]; then
+		/usr/lib/systemd/systemd-udevd --daemon || die "udevd did not start"
+		udevadm trigger --action=add > /dev/null 2>&1
+		udevadm settle --timeout=60 || echo "dom0-init: udevadm settle timed out"
+	fi
+fi
 mount -t xenfs xenfs /proc/xen || die "cannot mount xenfs"
-for m in /lib/modules/xen-check/xen-blkback.ko /lib/modules/xen-check/blktap.ko; do
-	insmod "$m" || die "insmod $m failed"
-done
 # tapdisk logs through syslog(3) and wants /dev/log.
 busybox syslogd -O /var/log/messages || die "cannot start syslogd"
 

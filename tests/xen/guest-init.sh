@@ -17,6 +17,7 @@
 #   xg.in=MIB xg.out=MIB xg.len=MIB          pattern: the region dom0 wrote (read and hashed)
 #                                             and the region the guest writes, in MiB
 #   xg.recover=1                              ioloop: wait for I/O to work again after errors
+#   xg.hold=1                                 stay up after the result (dom0 ends the domain)
 #
 # No raw dmesg is printed: dom0 scans the console log for kernel reports.
 
@@ -32,7 +33,7 @@ mkdir -p /mnt /sbin
 # only in /bin: without it the guest would ignore the request.
 [ -e /sbin/poweroff ] || ln -s /bin/busybox /sbin/poweroff
 
-JOB='' DISKS=xvda IN=0 OUT=8 LEN=8 RECOVER=0
+JOB='' DISKS=xvda IN=0 OUT=8 LEN=8 RECOVER=0 HOLD=0
 # shellcheck disable=SC2013 # words are what we want
 for w in $(cat /proc/cmdline); do
 	case "$w" in
@@ -42,6 +43,7 @@ for w in $(cat /proc/cmdline); do
 	xg.out=*) OUT=${w#*=} ;;
 	xg.len=*) LEN=${w#*=} ;;
 	xg.recover=*) RECOVER=${w#*=} ;;
+	xg.hold=*) HOLD=${w#*=} ;;
 	esac
 done
 
@@ -50,7 +52,7 @@ done
 finish() {
 	echo "XG-RESULT: $*"
 	sleep 0.2 # let hvc0 drain the line before the domain is gone
-	poweroff -f
+	[ "$HOLD" = 1 ] || poweroff -f
 	while :; do sleep 60; done
 }
 fail() { finish "fail $*"; }
@@ -71,6 +73,10 @@ wait_for() { # wait_for SECS CMD...: poll every 0.1 s
 }
 
 insmod /lib/modules/xen-blkfront.ko || fail "insmod xen-blkfront.ko"
+# A kernel with ext4 as a module (Debian's stock kernel) gets it and its dependencies, in order.
+for m in crc16 mbcache jbd2 ext4; do
+	[ ! -f "/lib/modules/$m.ko" ] || insmod "/lib/modules/$m.ko" || fail "insmod $m.ko"
+done
 for d in $DISKS; do
 	wait_for 30 test -b "/dev/$d" || fail "no /dev/$d after 30 s"
 done
