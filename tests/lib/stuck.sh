@@ -63,7 +63,11 @@ daemon_start() {
 	pid=$!
 	daemon_record "$pid"
 	wait_for 20 tap_mapped "$m" || fail "$1 $2 did not map tap $m: $(cat "daemon.$m.log")"
-	wait_for 20 test -b "$disk" || fail "no disk for tap $m: $(cat "daemon.$m.log")"
+	# Not just its node: devtmpfs may still show the node of the tap's previous disk, and a new
+	# disk's sysfs entry comes before the block layer can open it (ENXIO until then). An open
+	# alone issues no I/O (the disk has no partitions to scan).
+	_ds_opens() { (exec 9< "$disk") 2> /dev/null; }
+	wait_for 20 _ds_opens || fail "no disk for tap $m that opens: $(cat "daemon.$m.log")"
 }
 
 # stuck_tap MODE [ARGS...]: a new tap served by "blktap-test stuck --mode MODE" (with --disk,
