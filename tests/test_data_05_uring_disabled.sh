@@ -41,14 +41,8 @@ tap_create --backend "file:$img" --features flush --io auto --log "$dlog"
 grep -q 'I/O path: synchronous preadv/pwritev: io_uring is unavailable (Operation not permitted' "$dlog" ||
 	{ cat "$dlog"; fail "auto: the log does not say io_uring is refused and sync serves"; }
 log "auto: $(grep -m1 'I/O path' "$dlog" | sed 's/^blktapd\[[0-9]*\]: //')"
-cat > off.fio <<JOB
-[global]
-filename=$TAP_DEV
-ioengine=libaio
-direct=1
-verify=crc32c
-verify_fatal=1
-randrepeat=1
+fio_verify_job off.fio "$TAP_DEV"
+cat >> off.fio <<JOB
 [randwrite-4k-qd16-fsync8]
 bs=4k
 rw=randwrite

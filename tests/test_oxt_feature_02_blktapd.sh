@@ -64,14 +64,8 @@ b1=$(blocks)
 log "blkdiscard 8 MiB at 8 MiB: discards $d0 -> $d1, image blocks $b0 -> $b1, only that range is zero"
 
 # fio verify with fsync (flushes between the writes).
-cat > oxt.fio <<JOB
-[global]
-filename=$TAP_DEV
-ioengine=libaio
-direct=1
-verify=crc32c
-verify_fatal=1
-randrepeat=1
+fio_verify_job oxt.fio "$TAP_DEV"
+cat >> oxt.fio <<JOB
 [randwrite-fsync]
 bsrange=512-64k
 rw=randwrite

@@ -28,14 +28,8 @@ state() { sed -n 's/.*pause:\([a-z]*\).*/\1/p' "$sysd/debug" | head -n1; }
 counter() { sed -n "s/.*$1:\([0-9]*\).*/\1/p" "$sysd/debug" | head -n1; }
 image_open() { ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "$1"; }
 
-cat > pause.fio <<JOB
-[global]
-filename=$TAP_DEV
-ioengine=libaio
-direct=1
-verify=crc32c
-verify_fatal=1
-randrepeat=1
+fio_verify_job pause.fio "$TAP_DEV"
+cat >> pause.fio <<JOB
 [randwrite-verify]
 bsrange=4k-64k
 rw=randwrite
