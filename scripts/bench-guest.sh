@@ -6,7 +6,9 @@
 #   sh bench-guest.sh CONFIG
 #
 # CONFIG is a shell fragment setting:
-#   TARGETS   space-separated, from: blktap-null ublk-null nullb blktap-file blktap-file-sync
+#   TARGETS   space-separated, from: blktap-null blktap-null-large blktap-null-lowlat ublk-null
+#             nullb blktap-file
+#             blktap-file-large blktap-file-sync
 #             blktap-file-uring blktap-ext4-sync blktap-ext4-uring loop ublk-loop
 #             tapdisk-blktap tapdisk-nbd (the real tapdisk serving the image through its tap,
 #             or through its NBD socket and the kernel's NBD client: one tapdisk process each)
@@ -223,6 +225,9 @@ setup_target() {
 	blktap-file) image; blktap_dev "file:$IMG" ;;
 	blktap-file-sync) image; blktap_dev "file:$IMG" --io sync ;;
 	blktap-file-uring) image; blktap_dev "file:$IMG" --io uring ;;
+	blktap-null-large) blktap_dev null:1G --features large ;;
+	blktap-null-lowlat) blktap_dev null:1G --features large,low-latency ;;
+	blktap-file-large) image; blktap_dev "file:$IMG" --features all,large ;;
 	blktap-ext4-sync) ext4_image; blktap_dev "file:$EXT4_IMG" --io sync ;;
 	blktap-ext4-uring) ext4_image; blktap_dev "file:$EXT4_IMG" --io uring ;;
 	ublk-null) ublk_dev 0 null ;;

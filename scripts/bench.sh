@@ -20,7 +20,9 @@
 #                 blktap-file-uring (blktapd --io sync, --io uring; blktap-file is --io auto,
 #                 which is sync on the tmpfs image) are run only when named, and so are
 #                 blktap-ext4-sync and blktap-ext4-uring (the image on ext4 on a loop device
-#                 over a tmpfs file: a file system that starts I/O without blocking)
+#                 over a tmpfs file: a file system that starts I/O without blocking), and
+#                 blktap-null-large, blktap-null-lowlat and blktap-file-large (--features
+#                 large, large,low-latency, and all,large: 1 MiB ring requests)
 #   --jobs        subset/order of: randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1
 #                 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8
 #                 write-1m-qd8
@@ -60,12 +62,14 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
 
-usage() { sed -n '4,58p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,60p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 RUBLK_VERSION=0.2.15
 ALL_TARGETS="blktap-null ublk-null nullb blktap-file loop ublk-loop tapdisk-blktap tapdisk-nbd"
 # Run only when named: blktapd's file backend on either I/O path, on tmpfs and on ext4.
-EXTRA_TARGETS="blktap-file-sync blktap-file-uring blktap-ext4-sync blktap-ext4-uring"
+# blktap-null-large and blktap-file-large: the features negotiated (large requests; the file
+# target with flush, FUA, discard and write-zeroes too), issue 22.
+EXTRA_TARGETS="blktap-file-sync blktap-file-uring blktap-ext4-sync blktap-ext4-uring blktap-null-large blktap-null-lowlat blktap-file-large"
 ALL_JOBS="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8 write-1m-qd8"
 smoke=0 reps=3 runtime=3 ramp=1 targets=$ALL_TARGETS jobs=$ALL_JOBS out='' doc=1 chart=1
 kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off profile=0

@@ -73,6 +73,13 @@ BLKTAP_FEAT_FLUSH                             |     4 | FEAT_FLUSH
 BLKTAP_FEAT_DISCARD                           |     8 | FEAT_DISCARD
 BLKTAP_FEAT_FUA                               |    32 | FEAT_FUA
 BLKTAP_FEAT_WRITE_ZEROES                      |    64 | FEAT_WRITE_ZEROES
+BLKTAP_FEAT_LARGE                             |   128 | FEAT_LARGE
+BLKTAP_FEAT_LOW_LATENCY                       |   256 | FEAT_LOW_LATENCY
+BLKTAP_LARGE_SEGMENT_MAX                      |   256 | LARGE_SEGMENT_MAX
+BLKTAP_MMAP_PAGES_LARGE(256)                  |  8193 | mmap_pages(LARGE_SEGMENT_MAX)
+BLKTAP_MMAP_PAGES_LARGE(11)                   |   353 | mmap_pages(SEGMENT_MAX)
+BLKTAP_LARGE_DATA_PAGE(256, 0, 0)             |     1 | -
+BLKTAP_LARGE_DATA_PAGE(256, 31, 255)          |  8192 | -
 BLKTAP_MAX_RANGE_SECTORS                      | 8388607 | MAX_RANGE_SECTORS
 BLKTAP_MAX_DISCARD_GRANULARITY                | 1073741824 | MAX_DISCARD_GRANULARITY
 BLKTAP_RSP_OKAY                               |     0 | RSP_OKAY
@@ -155,7 +162,9 @@ offsetof(struct blktap_features, discard_granularity) | 24 | offset_of!(Features
 offsetof(struct blktap_features, discard_alignment) | 28 | offset_of!(Features, discard_alignment)
 offsetof(struct blktap_features, max_discard_sectors) | 32 | offset_of!(Features, max_discard_sectors)
 offsetof(struct blktap_features, max_write_zeroes_sectors) | 36 | offset_of!(Features, max_write_zeroes_sectors)
-offsetof(struct blktap_features, __rsvd)      |    40 | offset_of!(Features, reserved)
+offsetof(struct blktap_features, max_segments) |    40 | offset_of!(Features, max_segments)
+offsetof(struct blktap_features, __rsvd32)    |    44 | offset_of!(Features, reserved32)
+offsetof(struct blktap_features, __rsvd)      |    48 | offset_of!(Features, reserved)
 EOF
 )
 

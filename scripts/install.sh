@@ -3,7 +3,8 @@
 #
 # Install and uninstall blktap-rs (the recipes behind `make install`, `make uninstall`, ...).
 #
-#   scripts/install.sh install          module (+ depmod), tools, udev rules and man pages
+#   scripts/install.sh install          module (+ depmod), tools, udev rules, tmpfiles.d,
+#                                       modules-load.d and man pages
 #   scripts/install.sh uninstall        remove everything an earlier install put there
 #   scripts/install.sh modules_install  only the module (+ depmod)
 #   scripts/install.sh man [DIR]        render the man pages into DIR (default tools/target/man)
@@ -16,6 +17,8 @@
 #   DESTDIR           staging root prepended to every path (default: none, the real system)
 #   PREFIX            /usr; SBINDIR=$PREFIX/sbin, MANDIR=$PREFIX/share/man
 #   UDEVRULESDIR      /usr/lib/udev/rules.d (udev only reads fixed directories, whatever PREFIX)
+#   TMPFILESDIR       /usr/lib/tmpfiles.d (the same for systemd-tmpfiles)
+#   MODULESLOADDIR    /usr/lib/modules-load.d (and for systemd-modules-load)
 #   INSTALL_MOD_PATH  root of the module tree (default: $DESTDIR); the module goes to
 #                     $INSTALL_MOD_PATH/lib/modules/<release>/updates/drivers/block/blktap/
 #   KDIR              kernel build tree to install the module for (as for `make`)
@@ -33,6 +36,8 @@ PREFIX=${PREFIX:-/usr}
 SBINDIR=${SBINDIR:-$PREFIX/sbin}
 MANDIR=${MANDIR:-$PREFIX/share/man}
 UDEVRULESDIR=${UDEVRULESDIR:-/usr/lib/udev/rules.d}
+TMPFILESDIR=${TMPFILESDIR:-/usr/lib/tmpfiles.d}
+MODULESLOADDIR=${MODULESLOADDIR:-/usr/lib/modules-load.d}
 INSTALL_MOD_PATH=${INSTALL_MOD_PATH:-$DESTDIR}
 TOOLS_BIN=${TOOLS_BIN:-$TOP/tools/target/x86_64-unknown-linux-gnu/release}
 TOOLS=(blktapd blktap-ctl)
@@ -188,6 +193,8 @@ install_all() {
 	for f in "$TOP"/udev/*.rules; do
 		put "$f" "$DESTDIR$UDEVRULESDIR/$(basename "$f")" 0644
 	done
+	put "$TOP/udev/blktap.tmpfiles" "$DESTDIR$TMPFILESDIR/blktap.conf" 0644
+	put "$TOP/udev/blktap.modules-load" "$DESTDIR$MODULESLOADDIR/blktap.conf" 0644
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' RETURN
 	render_man "$tmp/man"
@@ -197,6 +204,9 @@ install_all() {
 	save_manifest
 	if [ -z "$DESTDIR" ] && command -v udevadm >/dev/null && [ -d /run/udev ]; then
 		udevadm control --reload || true
+	fi
+	if [ -z "$DESTDIR" ] && command -v systemd-tmpfiles >/dev/null && [ -d /run/systemd/system ]; then
+		systemd-tmpfiles --create blktap.conf || true
 	fi
 	log "installed; the list is in $MANIFEST"
 }
@@ -212,6 +222,7 @@ uninstall_all() {
 		log "no $MANIFEST; removing the files an install would have made"
 		for e in "${TOOLS[@]}"; do entries+=("f $DESTDIR$SBINDIR/$e"); done
 		for e in "$TOP"/udev/*.rules; do entries+=("f $DESTDIR$UDEVRULESDIR/$(basename "$e")"); done
+		entries+=("f $DESTDIR$TMPFILESDIR/blktap.conf" "f $DESTDIR$MODULESLOADDIR/blktap.conf")
 		for e in blktapd blktap-ctl blktap-ctl-alloc blktap-ctl-free blktap-ctl-create \
 			blktap-ctl-destroy blktap-ctl-abort blktap-ctl-recover blktap-ctl-list; do entries+=("f $DESTDIR$MANDIR/man8/$e.8"); done
 		for e in "${INSTALL_MOD_PATH%/}"/lib/modules/*/updates/drivers/block/blktap/blktap.ko*; do

@@ -80,10 +80,12 @@ for f in /usr/src/blktap-"$version"/dkms.conf /usr/src/blktap-"$version"/scripts
 	/usr/src/blktap-"$version"/scripts/prepare-rust-metadata.sh \
 	/usr/src/blktap-"$version"/scripts/stock-kernel.sh \
 	/usr/src/blktap-"$version"/drivers/block/blktap/blktap.rs \
-	/usr/lib/udev/rules.d/60-blktap.rules /usr/share/doc/blktap-rs-dkms/README.md.gz; do
+	/usr/lib/udev/rules.d/60-blktap.rules /usr/lib/tmpfiles.d/blktap.conf \
+	/usr/lib/modules-load.d/blktap.conf \
+	/usr/share/doc/blktap-rs-dkms/README.md.gz; do
 	has "$dkms_deb" "$f" || missing+=("$f")
 done
-if [ ${#missing[@]} = 0 ]; then ok "blktap-rs-dkms holds the DKMS tree, udev rules and docs"
+if [ ${#missing[@]} = 0 ]; then ok "blktap-rs-dkms holds the DKMS tree, udev rules, tmpfiles.d and modules-load.d files and docs"
 else not_ok "blktap-rs-dkms lacks ${missing[*]}"; fi
 missing=()
 for f in /usr/sbin/blktapd /usr/sbin/blktap-ctl /usr/share/man/man8/blktapd.8.gz \

@@ -52,6 +52,8 @@ files=(
 	"usr/sbin/blktapd 755"
 	"usr/sbin/blktap-ctl 755"
 	"usr/lib/udev/rules.d/60-blktap.rules 644"
+	"usr/lib/tmpfiles.d/blktap.conf 644"
+	"usr/lib/modules-load.d/blktap.conf 644"
 	"usr/share/man/man8/blktapd.8 644"
 	"usr/share/man/man8/blktap-ctl.8 644"
 	"usr/share/man/man8/blktap-ctl-create.8 644"

@@ -19,7 +19,7 @@ rc=0
 blktap-test negotiate 2>&1 || rc=$?
 [ "$rc" = 0 ] || fail "blktap-test negotiate failed (rc=$rc)"
 kmsg_since "$mark" | grep -q 'NEGOTIATE refused: size 0' || fail "no log line for a refused size"
-kmsg_since "$mark" | grep -q 'NEGOTIATE: unknown feature bits 0x100' ||
+kmsg_since "$mark" | grep -q 'NEGOTIATE: unknown feature bits 0x200' ||
 	fail "no log line for unknown feature bits"
 kmsg_since "$mark" | grep -q 'NEGOTIATE refused: discard granularity' ||
 	fail "no log line for a bad discard granularity"

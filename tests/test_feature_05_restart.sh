@@ -1,6 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
-# Features across a daemon restart (issue 20). blktapd --features all --recover 30 serves an
+# Features across a daemon restart (issues 20, 22). blktapd --features all,large --recover 30
+# (large requests too: held requests go to the new ring in its layout) serves an
 # image under fio --verify with fsync every 4 writes and O_SYNC writes (flushes and FUA writes in
 # flight); it is killed with -9 and:
 #  - a blktapd WITHOUT --features (a V-XS daemon) on the same minor is refused: its
@@ -26,7 +27,7 @@ debug_field() { sed -n "s/.*$2:\([0-9]*\).*/\1/p" "$(tap_sysfs "$1")/debug" | he
 tap_alloc
 m=$TAP_MINOR disk=/dev/$(disk_name "$m")
 atexit "free_tap $m"
-serve_tap "$m" "file:$img" --features all --recover 30
+serve_tap "$m" "file:$img" --features all,large --recover 30
 daemons="$daemons $DAEMON_PID"
 cat > restart.fio <<JOB
 [global]
@@ -68,7 +69,7 @@ kill -0 "$fio_pid" 2>/dev/null || { cat fio.err; fail "fio ended while the tap h
 log "a blktapd without --features is refused (CREATE_DEVICE EINVAL); fio still waits"
 
 rm -f "blktapd.$m.log"
-serve_tap "$m" "file:$img" --features all
+serve_tap "$m" "file:$img" --features all,large
 daemons="$daemons $DAEMON_PID"
 grep -q "exists already" "blktapd.$m.log" || fail "the new blktapd did not find the disk"
 rc=0

@@ -5,7 +5,8 @@
 # initramfs by scripts/xen-check.sh). Starts what a dom0 needs for xl (xenstored, xen-init-dom0,
 # xenconsoled), loads xen-blkback and, for bookworm, blktap.ko, runs tests/xen/cases.sh and
 # powers off, which ends QEMU. The trixie dom0 boots like a Debian host: the stock kernel's
-# modules with modprobe, udevd if installed; blktap is left to the block-tap hotplug script.
+# modules with modprobe, the static /dev nodes systemd makes, the modules of modules-load.d
+# (blktap among them, from blktap-rs-dkms), udevd if installed.
 #
 # Kernel command line (no commas: QEMU's -initrd splits Xen's modules on them):
 #   xc.cases=a+b+c     cases to run (default: all)
@@ -51,7 +52,18 @@ if [ -d /lib/modules/xen-check ]; then
 		insmod "$m" || die "insmod $m failed"
 	done
 else
-	# trixie: what Debian's xen-utils-common loads at boot, from the stock kernel's package.
+	# trixie: first what systemd does early at boot (kmod-static-nodes.service, then
+	# systemd-tmpfiles-setup-dev): the nodes of modules.devname (blktap's /dev/blktap/control
+	# among them) and the /dev lines of tmpfiles.d (blktap-rs-dkms's /dev/xen/blktap-2/control).
+	mkdir -p /run/tmpfiles.d
+	kmod static-nodes --format=tmpfiles --output=/run/tmpfiles.d/static-nodes.conf ||
+		die "kmod static-nodes failed"
+	# (some unrelated lines fail without systemd running: logged, not fatal)
+	systemd-tmpfiles --prefix=/dev --create --boot > /var/log/tmpfiles-dev.log 2>&1 || true
+	# systemd-modules-load.service: the modules of modules-load.d (blktap-rs-dkms's blktap).
+	/usr/lib/systemd/systemd-modules-load > /var/log/modules-load.log 2>&1 ||
+		echo "dom0-init: systemd-modules-load failed: $(cat /var/log/modules-load.log)"
+	# Then what Debian's xen-utils-common loads at boot, from the stock kernel's package.
 	modprobe -a xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback loop ||
 		die "modprobe of the Xen modules failed"
 	if [ -x /usr/lib/systemd/systemd-udevd ]; then

@@ -20,6 +20,8 @@ use kernel::{
     InPlaceModule, //
 };
 
+use crate::kernel_ext::misc::FixedMinorRegistration;
+
 mod control;
 mod kernel_ext;
 mod registry;
@@ -35,6 +37,10 @@ module! {
     authors: ["blktap-rs developers"],
     description: "Userspace-backed block devices over the Xen blktap2 ring ABI",
     license: "GPL",
+    // Opening `/dev/blktap/control` loads the module: the misc core asks for
+    // `char-major-10-<CONTROL_MINOR>`, and depmod lists the node in `modules.devname`, from which
+    // systemd creates it at boot. Keep the minor in step with `CONTROL_MINOR`.
+    alias: ["devname:blktap/control", "char-major-10-248"],
     params: {
         request_timeout: u32 {
             // 0, as V-XS: tapdisk 3.x holds requests while paused (`tap-ctl pause`) and while
@@ -50,12 +56,18 @@ module! {
     },
 }
 
+/// The misc minor of `blktap/control`: one of those devices.txt reserves for local use
+/// (243-254), fixed so that the node can exist before the module is loaded (see the module's
+/// aliases). If another driver holds it, the control device takes a dynamic minor instead.
+const CONTROL_MINOR: u8 = 248;
+
 /// The module: the control device under both names, and the driver-wide objects.
 #[pin_data(PinnedDrop)]
 struct BlktapModule {
-    /// `/dev/blktap/control`, the name V-XS tap-ctl looks for in `/proc/misc`.
+    /// `/dev/blktap/control`, the name V-XS tap-ctl looks for in `/proc/misc`, at
+    /// [`CONTROL_MINOR`].
     #[pin]
-    control: MiscDeviceRegistration<control::Control>,
+    control: FixedMinorRegistration<control::Control>,
     /// `/dev/blktap-control`, the name older and OpenXT tools use.
     #[pin]
     control_compat: MiscDeviceRegistration<control::Control>,
@@ -67,9 +79,12 @@ impl InPlaceModule for BlktapModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             registry: registry::init()?,
-            control <- MiscDeviceRegistration::register(MiscDeviceOptions {
-                name: c"blktap/control",
-            }),
+            control <- FixedMinorRegistration::register(
+                MiscDeviceOptions {
+                    name: c"blktap/control",
+                },
+                CONTROL_MINOR,
+            ),
             control_compat <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: c"blktap-control",
             }),

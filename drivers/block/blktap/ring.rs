@@ -31,7 +31,10 @@ use crate::{
         FEAT_DISCARD,
         FEAT_FLUSH,
         FEAT_FUA,
+        FEAT_LARGE,
+        FEAT_LOW_LATENCY,
         FEAT_WRITE_ZEROES,
+        LARGE_SEGMENT_MAX,
         MAX_DISCARD_GRANULARITY,
         MAX_RANGE_SECTORS,
         NAME_MAX,
@@ -39,12 +42,14 @@ use crate::{
         OP_FLUSH,
         OP_WRITE_ZEROES,
         RING_SIZE,
-        RSP_OKAY, //
+        RSP_OKAY,
+        SEGMENT_MAX, //
     }, //
 };
 
 /// Every feature this module implements.
-pub(crate) const FEATURES_KNOWN: u64 = FEAT_FLUSH | FEAT_DISCARD | FEAT_FUA | FEAT_WRITE_ZEROES;
+pub(crate) const FEATURES_KNOWN: u64 =
+    FEAT_FLUSH | FEAT_DISCARD | FEAT_FUA | FEAT_WRITE_ZEROES | FEAT_LARGE | FEAT_LOW_LATENCY;
 
 /// Largest `Features::size` accepted (bytes past ours must be zero).
 pub(crate) const FEATURES_SIZE_MAX: u32 = 4096;
@@ -62,6 +67,8 @@ pub(crate) struct Agreement {
     pub(crate) max_discard_sectors: u32,
     /// Largest write-zeroes in 512-byte sectors (0 without `FEAT_WRITE_ZEROES`).
     pub(crate) max_write_zeroes_sectors: u32,
+    /// Data pages per request (0 without `FEAT_LARGE`).
+    pub(crate) max_segments: u32,
 }
 
 /// Why a negotiation is refused (always `EINVAL` for the daemon, with this in the log).
@@ -79,6 +86,15 @@ impl Agreement {
         self.features & feature != 0
     }
 
+    /// Data pages per request: `max_segments` with `FEAT_LARGE`, else V-XS's.
+    pub(crate) fn segments(&self) -> usize {
+        if self.has(FEAT_LARGE) {
+            self.max_segments as usize
+        } else {
+            SEGMENT_MAX
+        }
+    }
+
     /// The agreement as written back to the daemon, with `supported`.
     pub(crate) fn to_features(self, supported: u64) -> Features {
         Features {
@@ -90,7 +106,9 @@ impl Agreement {
             discard_alignment: self.discard_alignment,
             max_discard_sectors: self.max_discard_sectors,
             max_write_zeroes_sectors: self.max_write_zeroes_sectors,
-            reserved: [0; 3],
+            max_segments: self.max_segments,
+            reserved32: 0,
+            reserved: [0; 2],
         }
     }
 
@@ -107,6 +125,9 @@ impl Agreement {
         }
         if !self.has(FEAT_WRITE_ZEROES) {
             self.max_write_zeroes_sectors = 0;
+        }
+        if !self.has(FEAT_LARGE) {
+            self.max_segments = 0;
         }
         self
     }
@@ -125,7 +146,7 @@ impl Agreement {
         if wanted & FEAT_FUA != 0 && wanted & FEAT_FLUSH == 0 {
             return Err(Refusal::Bad("FUA without FLUSH"));
         }
-        if req.reserved != [0; 3] {
+        if req.reserved32 != 0 || req.reserved != [0; 2] {
             return Err(Refusal::Bad("reserved words are not zero"));
         }
         let range = |n: u32| (1..=MAX_RANGE_SECTORS).contains(&n);
@@ -155,15 +176,36 @@ impl Agreement {
         } else if req.max_write_zeroes_sectors != 0 {
             return Err(Refusal::Bad("write-zeroes limit without WRITE_ZEROES"));
         }
+        if wanted & FEAT_LARGE != 0 {
+            let n = req.max_segments as usize;
+            if n <= SEGMENT_MAX || n > LARGE_SEGMENT_MAX {
+                return Err(Refusal::Bad("max segments"));
+            }
+        } else if req.max_segments != 0 {
+            return Err(Refusal::Bad("max segments without LARGE"));
+        }
         let agreed = Self {
             features: wanted,
             discard_granularity: req.discard_granularity,
             discard_alignment: req.discard_alignment,
             max_discard_sectors: req.max_discard_sectors,
             max_write_zeroes_sectors: req.max_write_zeroes_sectors,
+            max_segments: req.max_segments,
         };
         Ok(agreed.without(!supported))
     }
+}
+
+/// The data pages per request of a ring mapping of `bytes` bytes: V-XS's
+/// `MMAP_PAGES` gives `SEGMENT_MAX`, and `mmap_pages(n)` gives `n` for
+/// `SEGMENT_MAX < n <= LARGE_SEGMENT_MAX` (for `FEAT_LARGE`); `None` for any other size.
+pub(crate) fn mapping_segments(bytes: usize) -> Option<usize> {
+    if bytes % PAGE_SIZE != 0 || bytes / PAGE_SIZE <= 1 {
+        return None;
+    }
+    let data = bytes / PAGE_SIZE - 1;
+    let n = data / RING_SIZE;
+    (data % RING_SIZE == 0 && (SEGMENT_MAX..=LARGE_SEGMENT_MAX).contains(&n)).then_some(n)
 }
 
 /// The feature an operation needs (`0` for READ and WRITE).
@@ -192,6 +234,9 @@ pub(crate) struct Pending<R> {
     /// [`crate::kernel_ext::task::current_mm_id`]): a dying daemon's own I/O is never held for
     /// its successor, since the daemon cannot finish exiting while it waits for it.
     pub(crate) submitter: Option<usize>,
+    /// The data layout it was last sent in: data pages per request (`SEGMENT_MAX`, V-XS's
+    /// segments; more: `FEAT_LARGE`'s contiguous data). Read data is copied back by it.
+    pub(crate) stride: usize,
 }
 
 impl<R> Pending<R> {
@@ -202,11 +247,13 @@ impl<R> Pending<R> {
             operation,
             since: Instant::now(),
             submitter: None,
+            stride: SEGMENT_MAX,
         }
     }
 }
 
-/// The ring's request ids: id `i` owns data pages `1 + i * SEGMENT_MAX ..`.
+/// The ring's request ids: id `i` owns data pages `1 + i * stride ..` (`stride`: `SEGMENT_MAX`,
+/// or the `max_segments` of `FEAT_LARGE`).
 ///
 /// An id stays reserved from [`Slots::insert`] until [`Slots::take`], or from
 /// [`Slots::insert`] through [`Slots::begin_complete`] until [`Slots::end_complete`]: while a
@@ -978,11 +1025,14 @@ mod tests {
             discard_alignment: 0,
             max_discard_sectors: 8192,
             max_write_zeroes_sectors: 8192,
+            max_segments: 64,
             ..Default::default()
         };
         let a = Agreement::negotiate(&want, all).unwrap();
         assert_eq!(a.features, all);
         assert_eq!(a.max_discard_sectors, 8192);
+        assert_eq!((a.max_segments, a.segments()), (64, 64));
+        assert_eq!(Agreement::default().segments(), SEGMENT_MAX);
         // The intersection, with the limits of what is left out cleared.
         let a = Agreement::negotiate(&want, FEAT_FLUSH | FEAT_FUA).unwrap();
         assert_eq!(
@@ -993,25 +1043,31 @@ mod tests {
             }
         );
         let a = Agreement::negotiate(&want, all & !FEAT_FLUSH).unwrap();
-        assert_eq!(a.features, FEAT_DISCARD | FEAT_WRITE_ZEROES);
+        assert_eq!(
+            a.features,
+            FEAT_DISCARD | FEAT_WRITE_ZEROES | FEAT_LARGE | FEAT_LOW_LATENCY
+        );
+        let a = Agreement::negotiate(&want, all & !FEAT_LARGE).unwrap();
+        assert_eq!((a.max_segments, a.segments()), (0, SEGMENT_MAX));
         // Nothing asked: V-XS.
         let none = Features {
             features: 0,
             discard_granularity: 0,
             max_discard_sectors: 0,
             max_write_zeroes_sectors: 0,
+            max_segments: 0,
             ..want
         };
         assert_eq!(Agreement::negotiate(&none, all), Ok(Agreement::default()));
         assert_eq!(
             Agreement::negotiate(
                 &Features {
-                    features: all | 0x100,
+                    features: all | 0x200,
                     ..want
                 },
                 all
             ),
-            Err(Refusal::Unknown(0x100))
+            Err(Refusal::Unknown(0x200))
         );
         for bad in [
             Features { version: 2, ..want },
@@ -1020,8 +1076,28 @@ mod tests {
                 ..none
             },
             Features {
-                reserved: [0, 1, 0],
+                reserved: [0, 1],
                 ..want
+            },
+            Features {
+                reserved32: 1,
+                ..want
+            },
+            Features {
+                max_segments: SEGMENT_MAX as u32,
+                ..want
+            },
+            Features {
+                max_segments: LARGE_SEGMENT_MAX as u32 + 1,
+                ..want
+            },
+            Features {
+                max_segments: 0,
+                ..want
+            },
+            Features {
+                max_segments: 12,
+                ..none
             },
             Features {
                 discard_granularity: 0,
@@ -1083,6 +1159,19 @@ mod tests {
         }
         assert_eq!(feature_of(OP_FLUSH), FEAT_FLUSH);
         assert_eq!(feature_of(crate::uapi::OP_WRITE), 0);
+    }
+
+    #[test]
+    fn mapping_sizes() {
+        let pages = |n: usize| mapping_segments(n * PAGE_SIZE);
+        assert_eq!(pages(353), Some(SEGMENT_MAX));
+        assert_eq!(pages(1 + 32 * 12), Some(12));
+        assert_eq!(pages(8193), Some(LARGE_SEGMENT_MAX));
+        for bad in [0, 1, 2, 352, 354, 1 + 32 * 10, 1 + 32 * 257, 8194] {
+            assert_eq!(pages(bad), None);
+        }
+        assert_eq!(mapping_segments(353 * PAGE_SIZE - 1), None);
+        assert_eq!(mapping_segments(usize::MAX), None);
     }
 
     #[test]

@@ -66,6 +66,7 @@ use crate::{
     },
     ring::{
         checked_name,
+        mapping_segments,
         Agreement,
         DeviceConfig,
         DiskName,
@@ -78,6 +79,8 @@ use crate::{
         FEAT_DISCARD,
         FEAT_FLUSH,
         FEAT_FUA,
+        FEAT_LARGE,
+        FEAT_LOW_LATENCY,
         FEAT_WRITE_ZEROES,
         RING_SIZE,
         SEGMENT_MAX, //
@@ -170,6 +173,9 @@ struct Io {
     /// `FEAT_*` whose operations may be sent to the current ring: those its daemon agreed on
     /// for the disk (minus any the administrator switched off since). `0`: V-XS.
     ops_allowed: u64,
+    /// Data pages per request in the current ring's layout: `SEGMENT_MAX` (V-XS), or the
+    /// `max_segments` its daemon agreed on with `FEAT_LARGE` (set with `ops_allowed`).
+    data_stride: usize,
     /// Kernel-driven pause (V-OXT): what may be sent, the ring message, the waiting writer.
     pause: Pause,
     /// The ring file is open (mirrors `Ctl::task`, for the writer of `remove` to wait on).
@@ -178,6 +184,14 @@ struct Io {
     /// the tap goes once its daemon is gone and its disk closed.
     removing: bool,
     stats: Stats,
+}
+
+impl Io {
+    /// The current ring may be sent what `agreement` allows, in its data layout.
+    fn allow(&mut self, agreement: &Agreement) {
+        self.ops_allowed = agreement.features;
+        self.data_stride = agreement.segments();
+    }
 }
 
 /// Control state, taken in ioctls, open/release, mmap, VMA close and sysfs.
@@ -327,6 +341,7 @@ impl Tap {
                     recovery: Recovery::new(),
                     ring_ready: false,
                     ops_allowed: 0,
+                    data_stride: SEGMENT_MAX,
                     pause: Pause::new(),
                     ring_open: false,
                     removing: false,
@@ -408,9 +423,14 @@ impl Tap {
 
     /// Maps the ring into `vma` (the whole 353-page area, once).
     pub(crate) fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
-        // The ring's pages (about 1.4 MiB) are allocated before `ctl`, which `RESPOND` needs:
-        // reclaim must never wait on this disk's I/O under it.
-        let mut shm = UniqueArc::new(SharedRing::new()?, GFP_KERNEL)?;
+        // The mapping's size says how many data pages per request it has room for: V-XS's
+        // 353 pages, or more for a daemon that will negotiate `FEAT_LARGE`. The ring's pages
+        // (about 1.4 MiB for V-XS, up to 32 MiB) are allocated before `ctl`, which `RESPOND`
+        // needs: reclaim must never wait on this disk's I/O under it.
+        let shm = match mapping_segments(vma.end() - vma.start()) {
+            Some(segments) => Some(UniqueArc::new(SharedRing::new(segments)?, GFP_KERNEL)?),
+            None => None,
+        };
         let mut ctl = this.ctl.lock();
         if ctl.mapping.is_some() {
             return Err(EBUSY);
@@ -418,6 +438,10 @@ impl Tap {
         if this.io.lock().removing {
             return Err(ENXIO);
         }
+        // A size that is neither V-XS's nor a large ring's (after `EBUSY`, as before).
+        let Some(mut shm) = shm else {
+            return Err(EINVAL);
+        };
         // Everything that can fail comes before `map`, which installs the VMA callbacks (and
         // their tap reference) last: a failed mmap never calls `close`, and would leak it.
         let id = shm.map(vma, Arc::from(this))?;
@@ -428,6 +452,7 @@ impl Tap {
         ctl.sessions += 1;
         let mut io = this.io.lock();
         io.ops_allowed = 0;
+        io.data_stride = SEGMENT_MAX;
         io.ring = Some(Ring {
             shm,
             owner: task::current_task(),
@@ -585,7 +610,7 @@ impl Tap {
                     );
                     return Err(EINVAL);
                 }
-                this.io.lock().ops_allowed = disk.features;
+                this.io.lock().allow(&disk);
                 this.ring_ready();
                 return Err(EEXIST);
             }
@@ -620,7 +645,7 @@ impl Tap {
         ctl.disk = Some(disk);
         ctl.config = Some(config);
         ctl.disk_session = session;
-        this.io.lock().ops_allowed = config.agreement.features;
+        this.io.lock().allow(&config.agreement);
         this.ring_ready();
         if let Some(name) = name {
             ctl.name = name;
@@ -660,12 +685,15 @@ impl Tap {
             logical_block_size: config.logical_block_size,
             physical_block_size: config.physical_block_size,
             alignment_offset: config.alignment_offset,
-            max_segments: SEGMENT_MAX as u16,
+            // At most 256 (`LARGE_SEGMENT_MAX`): fits.
+            max_segments: config.agreement.segments() as u16,
             max_segment_size: kernel::page::PAGE_SIZE as u32,
             seg_boundary_mask: kernel::page::PAGE_SIZE as u64 - 1,
             dma_alignment: 511,
-            max_hw_sectors: (SEGMENT_MAX * kernel::page::PAGE_SIZE / 512) as u32,
+            max_hw_sectors: (config.agreement.segments() * kernel::page::PAGE_SIZE / 512) as u32,
             queue_depth: RING_SIZE as u32,
+            // `FEAT_LOW_LATENCY`: `queue_rq` publishes requests itself, under a mutex.
+            blocking: config.agreement.has(FEAT_LOW_LATENCY),
             read_only: config.read_only,
             write_cache: config.agreement.has(FEAT_FLUSH),
             fua: config.agreement.has(FEAT_FUA),
@@ -680,7 +708,7 @@ impl Tap {
         {
             let mut io = this.io.lock();
             io.disk_live = true;
-            io.ops_allowed = config.agreement.features;
+            io.allow(&config.agreement);
         }
         match GenDisk::new(
             fmt!("{}", DiskName::new(this.minor)),
@@ -691,7 +719,7 @@ impl Tap {
             Err(e) => {
                 let mut io = this.io.lock();
                 io.disk_live = false;
-                io.ops_allowed = 0;
+                io.allow(&Agreement::default());
                 Err(e)
             }
         }
@@ -736,6 +764,10 @@ impl Tap {
             }
             Err(Refusal::Bad(why)) => return refuse(why, None),
         };
+        let mapped = self.io.lock().ring.as_ref().map(|r| r.shm.segments());
+        if agreed.has(FEAT_LARGE) && mapped != Some(agreed.segments()) {
+            return refuse("max segments other than the ring mapping's", None);
+        }
         if let Some(disk) = ctl.config.map(|c| c.agreement) {
             // A new daemon for an existing disk (recovery): the disk's features cannot change.
             if agreed != disk {

@@ -91,6 +91,17 @@ pub(crate) const FEAT_DISCARD: u64 = 0x8;
 pub(crate) const FEAT_FUA: u64 = 0x20;
 /// Feature: `OP_WRITE_ZEROES`.
 pub(crate) const FEAT_WRITE_ZEROES: u64 = 0x40;
+/// `BLKTAP_FEAT_LARGE`: READ and WRITE of up to `max_segments` contiguous data pages.
+pub(crate) const FEAT_LARGE: u64 = 0x80;
+/// `BLKTAP_FEAT_LOW_LATENCY`: requests published from `queue_rq`, not at the daemon's poll.
+pub(crate) const FEAT_LOW_LATENCY: u64 = 0x100;
+/// `BLKTAP_LARGE_SEGMENT_MAX`: most data pages per request with `FEAT_LARGE`.
+pub(crate) const LARGE_SEGMENT_MAX: usize = 256;
+
+/// `BLKTAP_MMAP_PAGES_LARGE`: pages of a ring mapping with `segments` data pages per request.
+pub(crate) const fn mmap_pages(segments: usize) -> usize {
+    1 + RING_SIZE * segments
+}
 /// Largest per-request sector count of a range operation.
 pub(crate) const MAX_RANGE_SECTORS: u32 = 0x7f_ffff;
 /// Largest discard granularity, in bytes.
@@ -253,8 +264,12 @@ pub(crate) struct Features {
     pub(crate) max_discard_sectors: u32,
     /// 512-byte sectors per request.
     pub(crate) max_write_zeroes_sectors: u32,
-    /// Zero (room for issue 22).
-    pub(crate) reserved: [u64; 3],
+    /// `FEAT_LARGE`: data pages per request.
+    pub(crate) max_segments: u32,
+    /// Zero.
+    pub(crate) reserved32: u32,
+    /// Zero (room for deeper rings).
+    pub(crate) reserved: [u64; 2],
 }
 
 // SAFETY: integers only, no padding; any bit pattern is valid.
@@ -314,6 +329,11 @@ const _: () = {
     assert!(FEAT_DISCARD == 8); // BLKTAP_FEAT_DISCARD
     assert!(FEAT_FUA == 32); // BLKTAP_FEAT_FUA
     assert!(FEAT_WRITE_ZEROES == 64); // BLKTAP_FEAT_WRITE_ZEROES
+    assert!(FEAT_LARGE == 128); // BLKTAP_FEAT_LARGE
+    assert!(FEAT_LOW_LATENCY == 256); // BLKTAP_FEAT_LOW_LATENCY
+    assert!(LARGE_SEGMENT_MAX == 256); // BLKTAP_LARGE_SEGMENT_MAX
+    assert!(mmap_pages(LARGE_SEGMENT_MAX) == 8193); // BLKTAP_MMAP_PAGES_LARGE(256)
+    assert!(mmap_pages(SEGMENT_MAX) == 353); // BLKTAP_MMAP_PAGES_LARGE(11)
     assert!(MAX_RANGE_SECTORS == 8388607); // BLKTAP_MAX_RANGE_SECTORS
     assert!(MAX_DISCARD_GRANULARITY == 1073741824); // BLKTAP_MAX_DISCARD_GRANULARITY
     assert!(RSP_OKAY == 0); // BLKTAP_RSP_OKAY
@@ -407,7 +427,9 @@ const _: () = {
     assert!(offset_of!(Features, discard_alignment) == 28);
     assert!(offset_of!(Features, max_discard_sectors) == 32);
     assert!(offset_of!(Features, max_write_zeroes_sectors) == 36);
-    assert!(offset_of!(Features, reserved) == 40); // __rsvd
+    assert!(offset_of!(Features, max_segments) == 40);
+    assert!(offset_of!(Features, reserved32) == 44); // __rsvd32
+    assert!(offset_of!(Features, reserved) == 48); // __rsvd
 };
 // END GENERATED
 
@@ -472,7 +494,8 @@ mod tests {
     #[test]
     fn negotiation_layout() {
         assert_eq!(size_of::<Features>(), FEATURES_SIZE_V1 as usize);
-        assert_eq!(offset_of!(Features, reserved), 40);
+        assert_eq!(offset_of!(Features, max_segments), 40);
+        assert_eq!(offset_of!(Features, reserved), 48);
         assert_eq!(size_of::<RingRangeRequest>(), 32);
         assert_eq!(offset_of!(RingRangeRequest, nr_sectors), 24);
     }

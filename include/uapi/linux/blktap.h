@@ -153,9 +153,11 @@ struct blktap_ring_request {
 /*
  * A BLKTAP_OP_DISCARD or BLKTAP_OP_WRITE_ZEROES request, in the same slot (V-DS's TRIM layout:
  * the sector count at offset 24); the rest of the slot is zero. No data pages are used.
+ * With BLKTAP_FEAT_LARGE, READ and WRITE take this form too, their data contiguous in the
+ * request's data pages.
  */
 struct blktap_ring_range_request {
-	__u8 operation;		/* BLKTAP_OP_DISCARD or BLKTAP_OP_WRITE_ZEROES */
+	__u8 operation;		/* BLKTAP_OP_DISCARD or BLKTAP_OP_WRITE_ZEROES (LARGE: any) */
 	__u8 nr_segments;	/* 0 */
 	__u16 __pad;
 	__u32 flags;		/* BLKTAP_REQ_FUA, BLKTAP_REQ_NOUNMAP */
@@ -204,7 +206,7 @@ struct blktap_sring {
  * non-zero bytes past the module's struct; a version other than 1; unknown feature bits (the
  * module has then written size and supported, so that a newer daemon can retry with
  * wanted & supported); FUA without FLUSH; a limit that is out of range, or non-zero for a
- * feature not wanted; non-zero reserved words; a second negotiation once the session's disk
+ * feature not wanted; LARGE with max_segments other than the mapping's; non-zero reserved words; a second negotiation once the session's disk
  * exists. A new daemon taking over an existing disk (recovery) must ask for exactly the disk's
  * features and limits, else EINVAL.
  *
@@ -218,11 +220,34 @@ struct blktap_sring {
 #define BLKTAP_FEAT_DISCARD			0x8	/* BLKTAP_OP_DISCARD */
 #define BLKTAP_FEAT_FUA				0x20	/* BLKTAP_REQ_FUA on writes; needs FLUSH */
 #define BLKTAP_FEAT_WRITE_ZEROES		0x40	/* BLKTAP_OP_WRITE_ZEROES */
+#define BLKTAP_FEAT_LARGE			0x80	/* large requests: see below */
+/*
+ * Low latency: the kernel publishes each request to the ring from the submitter's context
+ * (the disk's queue is a blocking one) instead of when the daemon next polls, so a daemon that
+ * watches req_prod for a while after each batch (busy-polling, bounded) takes it without being
+ * woken and without a poll(2). Waking and poll work as always for a daemon that sleeps.
+ */
+#define BLKTAP_FEAT_LOW_LATENCY			0x100
 
 /* Largest max_discard_sectors / max_write_zeroes_sectors: the most one bio carries (4 GiB - 512). */
 #define BLKTAP_MAX_RANGE_SECTORS		0x7fffff
 /* Largest discard_granularity in bytes (a power of two, at least 512). */
 #define BLKTAP_MAX_DISCARD_GRANULARITY		0x40000000
+
+/*
+ * Large requests (BLKTAP_FEAT_LARGE, with max_segments = S, BLKTAP_SEGMENT_MAX < S <=
+ * BLKTAP_LARGE_SEGMENT_MAX): the daemon maps the ring with S data pages per request,
+ * BLKTAP_MMAP_PAGES_LARGE(S) pages in all (any such size is accepted by mmap; NEGOTIATE wants
+ * S to match the mapping). The data pages of request id are then BLKTAP_LARGE_DATA_PAGE(S, id,
+ * 0 .. S - 1), and every READ and WRITE is a struct blktap_ring_range_request with
+ * nr_segments 0: its data is nr_sectors (1 .. 8 * S) 512-byte sectors, contiguous from the
+ * first byte of its first data page. A disk made by such a session takes requests of up to
+ * 4 * S KiB. Without the feature, the layout and the requests are V-XS's whatever the size
+ * of the mapping.
+ */
+#define BLKTAP_LARGE_SEGMENT_MAX		256	/* 1 MiB per request */
+#define BLKTAP_MMAP_PAGES_LARGE(s)		(1 + BLKTAP_RING_SIZE * (s))
+#define BLKTAP_LARGE_DATA_PAGE(s, id, seg)	(1 + (id) * (s) + (seg))
 
 /* Argument of BLKTAP_IOCTL_NEGOTIATE: 64 bytes in version 1. */
 struct blktap_features {
@@ -234,11 +259,10 @@ struct blktap_features {
 	__u32 discard_alignment;	/* bytes, multiple of 512, below discard_granularity */
 	__u32 max_discard_sectors;	/* 512-byte sectors per request, in [1, MAX_RANGE_SECTORS] */
 	__u32 max_write_zeroes_sectors;	/* 512-byte sectors per request, same range */
-	/*
-	 * Zero. Reserved for larger requests and deeper rings (issue 22: segments per request,
-	 * ring pages), which will come with feature bits of their own.
-	 */
-	__u64 __rsvd[3];
+	__u32 max_segments;		/* BLKTAP_FEAT_LARGE: data pages per request */
+	__u32 __rsvd32;			/* zero */
+	/* Zero. Reserved for deeper rings, which will come with a feature bit of their own. */
+	__u64 __rsvd[2];
 };
 
 #endif /* _UAPI_LINUX_BLKTAP_H */

@@ -52,7 +52,7 @@ pub enum Cmd {
     ///
     /// On any failure the tap is freed again. The daemon keeps running in its own session
     /// after blktap-ctl exits; stop it with `blktap-ctl destroy`.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
 
     /// Stop the daemon of a tap, free the tap and remove its nodes.
     ///
@@ -126,9 +126,20 @@ pub struct CreateArgs {
     pub sector_size: Option<u32>,
 
     /// Features beyond V-XS for blktapd to negotiate (its `--features`): a comma-separated
-    /// list of flush, fua, discard, write-zeroes, all. Without it the disk is plain V-XS.
+    /// list of flush, fua, discard, write-zeroes, all (those four), large (requests of up to
+    /// --max-segments pages), low-latency (requests published at once, blktapd watches the
+    /// ring). Without it the disk is plain V-XS.
     #[arg(long, value_name = "LIST")]
     pub features: Option<String>,
+
+    /// Data pages per request with large, passed to blktapd (its `--max-segments`, 12-256).
+    #[arg(long, value_name = "N")]
+    pub max_segments: Option<u32>,
+
+    /// With low-latency, microseconds blktapd watches the ring after each batch (its
+    /// `--spin-us`).
+    #[arg(long, value_name = "US")]
+    pub spin_us: Option<u64>,
 
     /// Driver ABI for blktapd to speak (its `--abi`): xs (default) or oxt (V-OXT: the 40-byte
     /// device info with FLUSH and TRIM, and the ring message byte).

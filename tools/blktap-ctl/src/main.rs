@@ -259,6 +259,12 @@ fn start_daemon(
     if let Some(f) = &args.features {
         cmd.arg("--features").arg(f);
     }
+    if let Some(n) = args.max_segments {
+        cmd.arg("--max-segments").arg(n.to_string());
+    }
+    if let Some(n) = args.spin_us {
+        cmd.arg("--spin-us").arg(n.to_string());
+    }
     if let Some(g) = args.discard_granularity {
         cmd.arg("--discard-granularity").arg(g.to_string());
     }

@@ -6,8 +6,8 @@ use crate::{serve_null, valid_info, Env, Taps};
 use blktap::ring::{BackRing, Ring};
 use blktap::sysfs;
 use blktap::uapi::{
-    Features, FEATURES_ALL, FEATURES_SIZE_V1, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, IOCTL_NEGOTIATE,
-    MAX_DISCARD_GRANULARITY, MAX_RANGE_SECTORS,
+    Features, FEATURES_ALL, FEATURES_KNOWN, FEATURES_SIZE_V1, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA,
+    IOCTL_NEGOTIATE, MAX_DISCARD_GRANULARITY, MAX_RANGE_SECTORS,
 };
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
@@ -114,14 +114,14 @@ pub fn run(env: &Env, t: &mut Ktap) {
         },
     );
     let mut unknown = Features {
-        features: FEATURES_ALL | 0x100,
+        features: FEATURES_ALL | 0x200,
         ..all()
     };
     let r = ring.negotiate_raw(&mut unknown);
-    t.expect_errno("unknown feature bit 0x100 is EINVAL", r, libc::EINVAL);
+    t.expect_errno("unknown feature bit 0x200 is EINVAL", r, libc::EINVAL);
     t.check(
         "... and the answer names the supported features",
-        unknown.supported == FEATURES_ALL && unknown.size == FEATURES_SIZE_V1,
+        unknown.supported == FEATURES_KNOWN && unknown.size == FEATURES_SIZE_V1,
         || format!("supported {:#x} size {}", unknown.supported, unknown.size),
     );
     expect_einval(
@@ -153,7 +153,35 @@ pub fn run(env: &Env, t: &mut Ktap) {
         "reserved word is EINVAL",
         &ring,
         Features {
-            rsvd: [0, 0, 1],
+            rsvd: [0, 1],
+            ..all()
+        },
+    );
+    expect_einval(
+        t,
+        "reserved word __rsvd32 is EINVAL",
+        &ring,
+        Features { rsvd32: 1, ..all() },
+    );
+    // This ring is mapped with V-XS's 353 pages: 11 data pages per request.
+    for n in [0, 11, 12, 64, 256, 257, u32::MAX] {
+        expect_einval(
+            t,
+            &format!("LARGE with max_segments {n} on a V-XS mapping is EINVAL"),
+            &ring,
+            Features {
+                features: FEATURES_ALL | blktap::uapi::FEAT_LARGE,
+                max_segments: n,
+                ..all()
+            },
+        );
+    }
+    expect_einval(
+        t,
+        "max_segments without LARGE is EINVAL",
+        &ring,
+        Features {
+            max_segments: 64,
             ..all()
         },
     );
@@ -246,7 +274,7 @@ pub fn run(env: &Env, t: &mut Ktap) {
     let r = ring.negotiate_raw(&mut none);
     t.check(
         "nothing asked: nothing agreed, everything supported",
-        r.is_ok() && none.features == 0 && none.supported == FEATURES_ALL,
+        r.is_ok() && none.features == 0 && none.supported == FEATURES_KNOWN,
         || format!("{r:?} {none:?}"),
     );
     t.check(
@@ -263,7 +291,7 @@ pub fn run(env: &Env, t: &mut Ktap) {
         "with discard switched off, the agreement is the intersection",
         r.is_ok()
             && f.features == FEATURES_ALL & !FEAT_DISCARD
-            && f.supported == FEATURES_ALL & !FEAT_DISCARD
+            && f.supported == FEATURES_KNOWN & !FEAT_DISCARD
             && f.max_discard_sectors == 0
             && f.discard_granularity == 0
             && f.max_write_zeroes_sectors == 8192,

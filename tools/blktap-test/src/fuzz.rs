@@ -1101,6 +1101,8 @@ fn features_bytes(f: &uapi::Features, extra: usize, dirty: bool) -> Vec<u8> {
         f.discard_alignment,
         f.max_discard_sectors,
         f.max_write_zeroes_sectors,
+        f.max_segments,
+        f.rsvd32,
     ] {
         b.extend_from_slice(&v.to_ne_bytes());
     }
@@ -1117,14 +1119,19 @@ fn features_bytes(f: &uapi::Features, extra: usize, dirty: bool) -> Vec<u8> {
 /// What NEGOTIATE returns for `f` on a mapped ring without a disk, by the documented rules
 /// (`dirty`: a non-zero byte past the first 64).
 fn negotiate_want(f: &uapi::Features, dirty: bool) -> i32 {
-    use uapi::{FEATURES_ALL, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_WRITE_ZEROES};
+    use uapi::{FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_WRITE_ZEROES};
     let max = uapi::MAX_RANGE_SECTORS;
     let ok = (64..=4096).contains(&f.size)
         && !(dirty && f.size > 64)
         && f.version == 1
-        && f.features & !FEATURES_ALL == 0
+        && f.features & !uapi::FEATURES_KNOWN == 0
         && (f.features & FEAT_FUA == 0 || f.features & FEAT_FLUSH != 0)
-        && f.rsvd == [0; 3]
+        && f.rsvd32 == 0
+        && f.rsvd == [0; 2]
+        // The ring is mapped with 353 pages: LARGE needs 12..=256 data pages per request and
+        // the mapping's count (11), so it is never agreed here.
+        && f.features & uapi::FEAT_LARGE == 0
+        && f.max_segments == 0
         && if f.features & FEAT_DISCARD != 0 {
             let g = f.discard_granularity;
             g.is_power_of_two()
@@ -1205,7 +1212,16 @@ fn probes_negotiate(t: &mut Ktap, raw: RawFd, arena: &Arena, rng: &mut Rng) {
             f.max_write_zeroes_sectors = limit(rng);
         }
         if rng.chance(10) {
-            f.rsvd[rng.below(3) as usize] = rng.next_u64() | 1;
+            match rng.below(3) {
+                2 => f.rsvd32 = rng.next_u32() | 1,
+                i => f.rsvd[i as usize] = rng.next_u64() | 1,
+            }
+        }
+        if rng.chance(15) {
+            f.max_segments = *rng.pick(&[0, 1, 11, 12, 64, 256, 257, u32::MAX]);
+            if rng.chance(50) {
+                f.features |= uapi::FEAT_LARGE;
+            }
         }
         if f.features & uapi::FEAT_DISCARD == 0 && rng.chance(70) {
             f.discard_granularity = 0;
@@ -1488,6 +1504,31 @@ impl Walk<'_> {
             ("valid-rounded", MMAP_SIZE - 7, rw, libc::MAP_SHARED, 0, 0),
             ("short", MMAP_SIZE - PAGE_SIZE, rw, libc::MAP_SHARED, 0, 0),
             ("long", MMAP_SIZE + PAGE_SIZE, rw, libc::MAP_SHARED, 0, 0),
+            // FEAT_LARGE's sizes: 1 + 32 * S pages for S in 12..=256, nothing else.
+            (
+                "large",
+                uapi::mmap_pages_large(64) * PAGE_SIZE,
+                rw,
+                libc::MAP_SHARED,
+                0,
+                0,
+            ),
+            (
+                "large-odd",
+                (uapi::mmap_pages_large(12) + 1) * PAGE_SIZE,
+                rw,
+                libc::MAP_SHARED,
+                0,
+                0,
+            ),
+            (
+                "large-huge",
+                uapi::mmap_pages_large(257) * PAGE_SIZE,
+                rw,
+                libc::MAP_SHARED,
+                0,
+                0,
+            ),
             (
                 "offset",
                 MMAP_SIZE,
@@ -1522,7 +1563,7 @@ impl Walk<'_> {
             libc::EBUSY
         } else {
             match what {
-                "valid" | "valid-rounded" => 0,
+                "valid" | "valid-rounded" | "large" => 0,
                 "exec" => libc::EPERM,
                 _ => libc::EINVAL,
             }
@@ -1734,7 +1775,7 @@ impl Walk<'_> {
             k if k < AGREEMENTS.len() => (agreement_request(k), true, false),
             3 => (
                 uapi::Features {
-                    features: uapi::FEATURES_ALL | 0x100,
+                    features: uapi::FEATURES_ALL | 0x200,
                     ..agreement_request(2)
                 },
                 false,

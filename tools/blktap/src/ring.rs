@@ -28,6 +28,9 @@ use std::time::Duration;
 pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    /// Data pages per request in the layout agreed for this mapping ([`SEGMENT_MAX`] unless
+    /// [`FEAT_LARGE`](uapi::FEAT_LARGE) was negotiated: [`Mapping::set_large`]).
+    stride: u32,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; all access to it goes through raw
@@ -82,7 +85,27 @@ impl Mapping {
         }
         let base = NonNull::new(p.cast::<u8>())
             .ok_or_else(|| Error::Invalid("mmap returned NULL".into()))?;
-        Ok(Self { base, len })
+        Ok(Self {
+            base,
+            len,
+            stride: SEGMENT_MAX,
+        })
+    }
+
+    /// Uses the [`FEAT_LARGE`](uapi::FEAT_LARGE) layout with `segments` data pages per
+    /// request from now on. Fails (and changes nothing) if `segments` is out of range or the
+    /// mapping is too small for it.
+    pub fn set_large(&mut self, segments: u32) -> Result<()> {
+        if !(SEGMENT_MAX + 1..=uapi::LARGE_SEGMENT_MAX).contains(&segments)
+            || self.len < uapi::mmap_pages_large(segments) * PAGE_SIZE
+        {
+            return Err(Error::Invalid(format!(
+                "{segments} data pages per request do not fit a mapping of {} bytes",
+                self.len
+            )));
+        }
+        self.stride = segments;
+        Ok(())
     }
 
     /// Start of the mapping.
@@ -100,11 +123,20 @@ impl Mapping {
         self.len == 0
     }
 
-    /// The mapping as ring memory, if it is large enough for the ring layout.
+    /// The mapping as ring memory (in its agreed layout), if it is large enough for the
+    /// ring layout.
     pub fn memory(&self) -> Option<RingMemory<'_>> {
-        // SAFETY: the mapping is page aligned, at least MMAP_SIZE bytes long (checked) and
-        // lives as long as the returned borrow.
-        (self.len >= MMAP_SIZE).then(|| unsafe { RingMemory::from_raw(self.base.as_ptr()) })
+        if self.len < MMAP_SIZE {
+            return None;
+        }
+        // SAFETY: the mapping is page aligned, `len` bytes long, at least MMAP_SIZE (checked)
+        // and lives as long as the returned borrow; `stride` fits it (`set_large`).
+        let mem = unsafe { RingMemory::from_raw(self.base.as_ptr()) };
+        Some(RingMemory {
+            pages: self.len / PAGE_SIZE,
+            stride: self.stride,
+            ..mem
+        })
     }
 }
 
@@ -116,12 +148,17 @@ impl Drop for Mapping {
     }
 }
 
-/// A handle to the 353 pages of a ring mapping: the shared ring page and the data pages.
+/// A handle to the pages of a ring mapping: the shared ring page and the data pages (353 for
+/// V-XS, more for [`FEAT_LARGE`](uapi::FEAT_LARGE)), with the layout of the data pages.
 ///
 /// It is `Copy` and hands out only raw pointers and copies; it is valid for lifetime `'a`.
 #[derive(Clone, Copy)]
 pub struct RingMemory<'a> {
     base: NonNull<u8>,
+    /// Pages of the memory.
+    pages: usize,
+    /// Data pages per request: [`SEGMENT_MAX`], or more for `FEAT_LARGE`.
+    stride: u32,
     _mapping: PhantomData<&'a Mapping>,
 }
 
@@ -149,8 +186,29 @@ impl<'a> RingMemory<'a> {
     pub unsafe fn from_raw(base: *mut u8) -> Self {
         Self {
             base: NonNull::new(base).expect("ring memory base is NULL"),
+            pages: uapi::MMAP_PAGES,
+            stride: SEGMENT_MAX,
             _mapping: PhantomData,
         }
+    }
+
+    /// Data pages per request in this memory's layout ([`SEGMENT_MAX`] for V-XS).
+    pub fn stride(&self) -> u32 {
+        self.stride
+    }
+
+    /// The `max_segments` of the [`FEAT_LARGE`](uapi::FEAT_LARGE) layout, or 0 for V-XS's.
+    pub fn large_segments(&self) -> u32 {
+        if self.stride > SEGMENT_MAX {
+            self.stride
+        } else {
+            0
+        }
+    }
+
+    /// The data pages (all pages but the ring page), as one range of bytes.
+    pub fn data_area(&self) -> (*mut u8, usize) {
+        (self.page_ptr(1), (self.pages - 1) * PAGE_SIZE)
     }
 
     /// Start of the ring page.
@@ -275,28 +333,45 @@ impl<'a> RingMemory<'a> {
     ///
     /// # Panics
     ///
-    /// If `page >= MMAP_PAGES`.
+    /// If `page` is beyond the memory.
     pub fn page_ptr(&self, page: usize) -> *mut u8 {
-        assert!(
-            page < uapi::MMAP_PAGES,
-            "page {page} outside the ring mapping"
-        );
-        // SAFETY: page < MMAP_PAGES, so the offset stays inside the MMAP_SIZE bytes.
+        assert!(page < self.pages, "page {page} outside the ring mapping");
+        // SAFETY: page < pages, so the offset stays inside the memory.
         unsafe { self.base.as_ptr().add(page * PAGE_SIZE) }
     }
 
     /// Start of the data page of segment `seg` of request `id`:
-    /// `base + (1 + id * 11 + seg) * 4096`.
+    /// `base + (1 + id * stride + seg) * 4096` (stride 11 for V-XS).
     ///
     /// # Panics
     ///
-    /// If `id >= RING_SIZE` or `seg >= SEGMENT_MAX`.
+    /// If `id >= RING_SIZE` or `seg >= stride`.
     pub fn data_ptr(&self, id: u32, seg: u32) -> *mut u8 {
         assert!(
-            id < RING_SIZE && seg < SEGMENT_MAX,
+            id < RING_SIZE && seg < self.stride,
             "bad data page ({id}, {seg})"
         );
-        self.page_ptr(uapi::data_page(id, seg))
+        self.page_ptr(uapi::large_data_page(self.stride, id, seg))
+    }
+
+    /// The contiguous data of a [`FEAT_LARGE`](uapi::FEAT_LARGE) request `id` of
+    /// `nr_sectors` sectors.
+    ///
+    /// # Panics
+    ///
+    /// If the data does not fit the request's data pages (use a validated [`Request`]).
+    pub fn large_buf(&self, id: u32, nr_sectors: u64) -> SegmentBuf<'a> {
+        let len = nr_sectors * SECTOR_SIZE;
+        assert!(
+            len > 0 && len <= u64::from(self.stride) * PAGE_SIZE as u64,
+            "{nr_sectors} sectors do not fit {} data pages",
+            self.stride
+        );
+        SegmentBuf {
+            ptr: self.data_ptr(id, 0),
+            len: len as usize,
+            _memory: PhantomData,
+        }
     }
 
     /// The bytes of segment number `index` of request `id` described by `seg`.
@@ -428,6 +503,9 @@ pub enum RequestError {
     BadSegmentCount(u8),
     /// A DISCARD or WRITE_ZEROES of 0 sectors.
     EmptyRange,
+    /// A large READ or WRITE ([`FEAT_LARGE`](uapi::FEAT_LARGE)) of 0 sectors or more than
+    /// its data pages hold.
+    BadLargeLength(u64),
     /// A segment's sector range is not within one page.
     BadSegment {
         /// Segment index.
@@ -446,6 +524,7 @@ impl fmt::Display for RequestError {
             Self::BadOperation(op) => write!(f, "unsupported operation {op}"),
             Self::BadSegmentCount(n) => write!(f, "segment count {n} wrong for the operation"),
             Self::EmptyRange => write!(f, "range of 0 sectors"),
+            Self::BadLargeLength(n) => write!(f, "large request of {n} sectors"),
             Self::BadSegment {
                 index,
                 first_sect,
@@ -471,8 +550,10 @@ pub struct Request {
     pub sector: u64,
     /// `REQ_FUA`, `REQ_NOUNMAP` (0 from a kernel the daemon did not negotiate with).
     pub flags: u32,
-    /// Sectors of a DISCARD or WRITE_ZEROES (0 for the others).
+    /// Sectors of a DISCARD or WRITE_ZEROES, or of a large READ or WRITE (0 for the others).
     range_sectors: u64,
+    /// A READ or WRITE of the `FEAT_LARGE` layout: its data is contiguous.
+    large: bool,
     nr_segments: u8,
     segs: [Segment; SEGMENT_MAX as usize],
 }
@@ -485,6 +566,7 @@ impl Request {
         sector: 0,
         flags: 0,
         range_sectors: 0,
+        large: false,
         nr_segments: 0,
         segs: [Segment::ZERO; SEGMENT_MAX as usize],
     };
@@ -494,6 +576,13 @@ impl Request {
     /// WRITE_ZEROES with none and a non-zero sector count. Whether the operation was negotiated
     /// is for the caller to check ([`Op::feature`]).
     pub fn parse(raw: &RingRequest) -> Result<Self, RequestError> {
+        Self::parse_with(raw, 0)
+    }
+
+    /// As [`parse`](Self::parse), in the layout of `large_segments` data pages per request
+    /// ([`FEAT_LARGE`](uapi::FEAT_LARGE); 0: V-XS): READ and WRITE then come with no segments
+    /// and a sector count of 1..=8 * `large_segments` (their data contiguous).
+    pub fn parse_with(raw: &RingRequest, large_segments: u32) -> Result<Self, RequestError> {
         let op = match raw.operation {
             OP_READ => Op::Read,
             OP_WRITE => Op::Write,
@@ -506,6 +595,26 @@ impl Request {
             return Err(RequestError::BadId(raw.id));
         }
         let n = raw.nr_segments;
+        if large_segments != 0 && matches!(op, Op::Read | Op::Write) {
+            if n != 0 {
+                return Err(RequestError::BadSegmentCount(n));
+            }
+            let sectors = RingRangeRequest::from_request(raw).nr_sectors;
+            let max = u64::from(large_segments) * u64::from(SECTORS_PER_PAGE);
+            if sectors == 0 || sectors > max {
+                return Err(RequestError::BadLargeLength(sectors));
+            }
+            return Ok(Self {
+                op,
+                id: raw.id as u32,
+                sector: raw.sector_number,
+                flags: raw.flags,
+                range_sectors: sectors,
+                large: true,
+                nr_segments: 0,
+                segs: [Segment::ZERO; SEGMENT_MAX as usize],
+            });
+        }
         if matches!(op, Op::Flush | Op::Discard | Op::WriteZeroes) {
             if n != 0 {
                 return Err(RequestError::BadSegmentCount(n));
@@ -523,6 +632,7 @@ impl Request {
                 sector: raw.sector_number,
                 flags: raw.flags,
                 range_sectors,
+                large: false,
                 nr_segments: 0,
                 segs: [Segment::ZERO; SEGMENT_MAX as usize],
             });
@@ -545,6 +655,7 @@ impl Request {
             sector: raw.sector_number,
             flags: raw.flags,
             range_sectors: 0,
+            large: false,
             nr_segments: n,
             segs: raw.seg,
         })
@@ -588,11 +699,20 @@ impl Request {
         self.nr_sectors().saturating_mul(SECTOR_SIZE)
     }
 
-    /// The data buffers of the segments, in disk order (they are contiguous on the disk).
+    /// Whether this is a READ or WRITE of the `FEAT_LARGE` layout (one contiguous buffer).
+    pub fn is_large(&self) -> bool {
+        self.large
+    }
+
+    /// The data buffers of the segments, in disk order (they are contiguous on the disk); a
+    /// large request has one. `mem` must be in the layout the request was parsed for.
     pub fn buffers<'a>(&self, mem: RingMemory<'a>) -> impl Iterator<Item = SegmentBuf<'a>> {
         let req = *self;
-        (0..usize::from(req.nr_segments))
-            .map(move |i| mem.segment_buf(req.id, i as u32, &req.segs[i]))
+        let large = req.large.then(|| mem.large_buf(req.id, req.range_sectors));
+        large.into_iter().chain(
+            (0..usize::from(req.nr_segments))
+                .map(move |i| mem.segment_buf(req.id, i as u32, &req.segs[i])),
+        )
     }
 }
 
@@ -676,7 +796,7 @@ impl BackRing {
         for entry in entries.iter_mut().take(pending as usize) {
             let raw = mem.read_request(self.req_cons);
             self.req_cons = self.req_cons.wrapping_add(1);
-            let valid = match Request::parse(&raw) {
+            let valid = match Request::parse_with(&raw, mem.large_segments()) {
                 Ok(req) => {
                     reqs[nvalid] = req;
                     nvalid += 1;
@@ -813,6 +933,25 @@ impl Ring {
         Ok(())
     }
 
+    /// Maps the ring with room for `segments` data pages per request, for a daemon that will
+    /// negotiate [`FEAT_LARGE`](uapi::FEAT_LARGE) with `max_segments = segments`; the layout
+    /// stays V-XS's until [`set_large`](Self::set_large). A driver without large requests
+    /// refuses the size (`EINVAL`).
+    pub fn map_large(&mut self, segments: u32) -> Result<()> {
+        let m = self.map_with(uapi::mmap_pages_large(segments) * PAGE_SIZE, 0)?;
+        self.mapping = Some(m);
+        Ok(())
+    }
+
+    /// Switches the mapping to the `FEAT_LARGE` layout agreed on (`segments` data pages per
+    /// request).
+    pub fn set_large(&mut self, segments: u32) -> Result<()> {
+        self.mapping
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("the ring is not mapped".into()))?
+            .set_large(segments)
+    }
+
     /// A mapping of `len` bytes at byte `offset` that is not recorded as the ring mapping
     /// (for probing the driver's checks).
     pub fn map_with(&self, len: usize, offset: i64) -> Result<Mapping> {
@@ -889,6 +1028,9 @@ impl Ring {
                 }
                 if keep & uapi::FEAT_WRITE_ZEROES == 0 {
                     retry.max_write_zeroes_sectors = 0;
+                }
+                if keep & uapi::FEAT_LARGE == 0 {
+                    retry.max_segments = 0;
                 }
                 retry.size = uapi::FEATURES_SIZE_V1;
                 retry.version = uapi::FEATURES_VERSION;
@@ -1139,6 +1281,57 @@ mod tests {
         );
         assert_eq!(b.len(), 2048);
         assert_eq!(mem.entry(33) as usize - base, 64 + 112);
+    }
+
+    #[test]
+    fn large_requests() {
+        let segments = 64;
+        let mut m = Mapping::anonymous(uapi::mmap_pages_large(segments) * PAGE_SIZE).unwrap();
+        m.memory().unwrap().init();
+        assert_eq!(m.memory().unwrap().large_segments(), 0);
+        assert!(m.set_large(11).is_err() && m.set_large(257).is_err());
+        m.set_large(segments).unwrap();
+        let mem = m.memory().unwrap();
+        let base = m.as_ptr() as usize;
+        assert_eq!((mem.stride(), mem.large_segments()), (64, 64));
+        assert_eq!(mem.data_ptr(1, 0) as usize - base, 65 * PAGE_SIZE);
+        assert_eq!(mem.data_area(), (mem.page_ptr(1), 32 * 64 * PAGE_SIZE));
+        let range = |op, id, sectors| RingRangeRequest::new(op, 0, id, 80, sectors).to_request();
+        let req = Request::parse_with(&range(OP_WRITE, 2, 512), segments).unwrap();
+        assert!(req.is_large());
+        assert_eq!((req.nr_sectors(), req.len_bytes()), (512, 256 * 1024));
+        let bufs: Vec<_> = req.buffers(mem).collect();
+        assert_eq!(bufs.len(), 1);
+        assert_eq!(bufs[0].as_ptr() as usize - base, (1 + 2 * 64) * PAGE_SIZE);
+        assert_eq!(bufs[0].len(), 256 * 1024);
+        // Every sector of the request's 64 pages, and no more.
+        assert!(Request::parse_with(&range(OP_READ, 31, 512), segments).is_ok());
+        assert_eq!(
+            Request::parse_with(&range(OP_READ, 0, 513), segments),
+            Err(RequestError::BadLargeLength(513))
+        );
+        assert_eq!(
+            Request::parse_with(&range(OP_READ, 0, 0), segments),
+            Err(RequestError::BadLargeLength(0))
+        );
+        // The V-XS form is not the large layout's, and the large form is not V-XS's.
+        let vxs = RingRequest::new(OP_READ, 3, 8, &[(0, 7)]);
+        assert_eq!(
+            Request::parse_with(&vxs, segments),
+            Err(RequestError::BadSegmentCount(1))
+        );
+        assert_eq!(
+            Request::parse(&range(OP_READ, 0, 8)),
+            Err(RequestError::BadSegmentCount(0))
+        );
+        // A pass over the ring parses in the memory's layout.
+        mem.write_request(0, &range(OP_WRITE, 4, 16));
+        mem.set_req_prod(1);
+        let mut back = BackRing::new();
+        let batch = back
+            .process_all(mem, |reqs, _| assert!(reqs[0].is_large()))
+            .unwrap();
+        assert_eq!((batch.responses, batch.invalid), (1, 0));
     }
 
     #[test]

@@ -104,8 +104,21 @@ pub const FEAT_DISCARD: u64 = 0x8;
 pub const FEAT_FUA: u64 = 0x20;
 /// Feature: [`OP_WRITE_ZEROES`] requests.
 pub const FEAT_WRITE_ZEROES: u64 = 0x40;
-/// Every feature of version 1.
+/// Feature: large requests, up to [`Features::max_segments`] data pages each, their data
+/// contiguous ([`RingRangeRequest`] form for READ and WRITE); the ring is mapped with that
+/// many data pages per request ([`mmap_pages_large`]).
+pub const FEAT_LARGE: u64 = 0x80;
+/// Feature: the kernel publishes each request as it is submitted, not when the daemon polls,
+/// for a daemon that watches `req_prod` for a while after each batch (busy-polling).
+pub const FEAT_LOW_LATENCY: u64 = 0x100;
+/// The operation and flag features of version 1 (not [`FEAT_LARGE`], which needs a mapping of
+/// its own, nor [`FEAT_LOW_LATENCY`], which is a daemon's way of working).
 pub const FEATURES_ALL: u64 = FEAT_FLUSH | FEAT_DISCARD | FEAT_FUA | FEAT_WRITE_ZEROES;
+/// Every feature this version of the ABI knows (what a module offers when nothing is
+/// switched off).
+pub const FEATURES_KNOWN: u64 = FEATURES_ALL | FEAT_LARGE | FEAT_LOW_LATENCY;
+/// Most data pages per request with [`FEAT_LARGE`] (1 MiB).
+pub const LARGE_SEGMENT_MAX: u32 = 256;
 /// Largest `max_discard_sectors` / `max_write_zeroes_sectors`.
 pub const MAX_RANGE_SECTORS: u32 = 0x7f_ffff;
 /// Largest `discard_granularity`, in bytes.
@@ -121,6 +134,16 @@ pub const RSP_EOPNOTSUPP: i16 = -2;
 /// Page index within the ring mapping of segment `seg` of the request with ring id `id`.
 pub const fn data_page(id: u32, seg: u32) -> usize {
     (1 + id * SEGMENT_MAX + seg) as usize
+}
+
+/// Pages of a ring mapping with `segments` data pages per request ([`FEAT_LARGE`]).
+pub const fn mmap_pages_large(segments: u32) -> usize {
+    1 + (RING_SIZE * segments) as usize
+}
+
+/// Page index of data page `seg` of request `id` with `segments` data pages per request.
+pub const fn large_data_page(segments: u32, id: u32, seg: u32) -> usize {
+    (1 + id * segments + seg) as usize
 }
 
 /// Offset of ring entry `slot` (0..[`RING_SIZE`]) from the start of the ring page.
@@ -439,8 +462,13 @@ pub struct Features {
     pub max_discard_sectors: u32,
     /// 512-byte sectors per write-zeroes, 1..=[`MAX_RANGE_SECTORS`].
     pub max_write_zeroes_sectors: u32,
-    /// Zero (reserved for larger requests and rings).
-    pub rsvd: [u64; 3],
+    /// Data pages per request with [`FEAT_LARGE`]: above [`SEGMENT_MAX`], at most
+    /// [`LARGE_SEGMENT_MAX`], and the ring's mapping (0 without the feature).
+    pub max_segments: u32,
+    /// Zero.
+    pub rsvd32: u32,
+    /// Zero (reserved for deeper rings).
+    pub rsvd: [u64; 2],
 }
 
 impl Features {
@@ -729,6 +757,13 @@ mod tests {
                 "max_write_zeroes_sectors",
                 max_write_zeroes_sectors
             ),
+            off!(
+                "struct blktap_features",
+                Features,
+                "max_segments",
+                max_segments
+            ),
+            off!("struct blktap_features", Features, "__rsvd32", rsvd32),
             off!("struct blktap_features", Features, "__rsvd", rsvd),
             off!("struct blktap_ring_request", RingRequest, "id", id),
             off!(
@@ -800,6 +835,14 @@ mod tests {
             konst!("BLKTAP_FEAT_DISCARD", FEAT_DISCARD),
             konst!("BLKTAP_FEAT_FUA", FEAT_FUA),
             konst!("BLKTAP_FEAT_WRITE_ZEROES", FEAT_WRITE_ZEROES),
+            konst!("BLKTAP_FEAT_LARGE", FEAT_LARGE),
+            konst!("BLKTAP_FEAT_LOW_LATENCY", FEAT_LOW_LATENCY),
+            konst!("BLKTAP_LARGE_SEGMENT_MAX", LARGE_SEGMENT_MAX),
+            konst!("BLKTAP_MMAP_PAGES_LARGE(256)", mmap_pages_large(256)),
+            konst!(
+                "BLKTAP_LARGE_DATA_PAGE(64, 31, 63)",
+                large_data_page(64, 31, 63)
+            ),
             konst!("BLKTAP_MAX_RANGE_SECTORS", MAX_RANGE_SECTORS),
             konst!("BLKTAP_MAX_DISCARD_GRANULARITY", MAX_DISCARD_GRANULARITY),
             konst!("BLKTAP_MAX_DEVICES", MAX_DEVICES),

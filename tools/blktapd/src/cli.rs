@@ -23,9 +23,12 @@ pub fn parse_sector_size(s: &str) -> Result<u32, String> {
 }
 
 /// Parses `--features`: a comma-separated list of `flush`, `fua`, `discard`, `write-zeroes`,
-/// or `all`, or `none`; returns the `FEAT_*` bits.
+/// `large`, or `all` (the first four), or `none`; returns the `FEAT_*` bits.
 pub fn parse_features(s: &str) -> Result<u64, String> {
-    use blktap::uapi::{FEATURES_ALL, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_WRITE_ZEROES};
+    use blktap::uapi::{
+        FEATURES_ALL, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_LARGE, FEAT_LOW_LATENCY,
+        FEAT_WRITE_ZEROES,
+    };
     let mut bits = 0;
     for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         bits |= match word {
@@ -33,11 +36,14 @@ pub fn parse_features(s: &str) -> Result<u64, String> {
             "fua" => FEAT_FUA,
             "discard" | "trim" => FEAT_DISCARD,
             "write-zeroes" | "write_zeroes" => FEAT_WRITE_ZEROES,
+            "large" => FEAT_LARGE,
+            "low-latency" | "low_latency" => FEAT_LOW_LATENCY,
             "all" => FEATURES_ALL,
             "none" => 0,
             _ => {
                 return Err(format!(
-                    "unknown feature {word:?} (flush, fua, discard, write-zeroes, all, none)"
+                    "unknown feature {word:?} (flush, fua, discard, write-zeroes, large, \
+                     low-latency, all, none)"
                 ))
             }
         };
@@ -146,8 +152,11 @@ pub struct Args {
     /// comma-separated list of flush (a volatile write cache: fsync reaches the backend, which
     /// fdatasyncs its file), fua (forced-unit-access writes, with flush), discard (TRIM: the
     /// file backend punches holes), write-zeroes (the file backend zeroes ranges with
-    /// fallocate), all, none. Without it blktapd does not negotiate at all and the disk is the
-    /// plain V-XS one. The disk gets only what the driver also supports (the tap's sysfs
+    /// fallocate), all (these four), large (requests of up to --max-segments pages, 1 MiB by
+    /// default, instead of 44 KiB: the ring is mapped larger), low-latency (the kernel
+    /// publishes requests as they come and blktapd watches the ring for --spin-us after each
+    /// batch before sleeping), none. Without it blktapd does not negotiate at all and the disk
+    /// is the plain V-XS one. The disk gets only what the driver also supports (the tap's sysfs
     /// `discard` and `write_zeroes` switch those off); a driver without the negotiation
     /// (ENOTTY) gives a V-XS disk, with a warning.
     #[arg(long, value_name = "LIST", value_parser = parse_features)]
@@ -173,6 +182,19 @@ pub struct Args {
     /// Largest write-zeroes request in 512-byte sectors, with --features write-zeroes.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RANGE_SECTORS)]
     pub max_write_zeroes_sectors: u32,
+
+    /// Data pages (4 KiB) per request, with --features large: 12 to 256. The ring mapping
+    /// holds 32 times that many (32 MiB for 256).
+    #[arg(long, value_name = "N", default_value_t = blktap::uapi::LARGE_SEGMENT_MAX,
+          value_parser = clap::value_parser!(u32).range(12..=256))]
+    pub max_segments: u32,
+
+    /// With --features low-latency: microseconds to watch the ring for new requests after
+    /// each batch before sleeping in poll (1 to 100000). An idle daemon spins only this long
+    /// after its last request.
+    #[arg(long, value_name = "US", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub spin_us: u64,
 
     /// How the file backend does its I/O: uring (io_uring: each batch taken from the ring is
     /// one io_uring_enter, with the ring's data pages as registered buffers where the kernel

@@ -14,7 +14,7 @@ mod serve;
 use blktap::node::{self, disk_name};
 use blktap::ring::Ring;
 use blktap::sysfs;
-use blktap::uapi::{DeviceInfo, SECTOR_SIZE};
+use blktap::uapi::{DeviceInfo, FEAT_LARGE, SECTOR_SIZE};
 use blktapd::backend::{self, BackendSpec, IoMode};
 use blktapd::cli::{Abi, Args};
 use clap::Parser;
@@ -229,7 +229,23 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     }
     let mut server = Server::new(backend, args.read_only);
 
-    ring.map()?;
+    let mut wanted = args.features;
+    if wanted.is_some_and(|f| f & FEAT_LARGE != 0) {
+        // A driver without large requests refuses a ring of another size than V-XS's.
+        match ring.map_large(args.max_segments) {
+            Ok(()) => {}
+            Err(e) if e.is_errno(libc::EINVAL) => {
+                log!(
+                    "warning: the driver refuses a ring for large requests ({e}): 44 KiB requests"
+                );
+                wanted = wanted.map(|f| f & !FEAT_LARGE);
+                ring.map()?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        ring.map()?;
+    }
     // Ask for the level-triggered poll from the start: the event loop keeps req_event the Xen
     // way (`BackRing::final_check_for_requests`). V-XS drivers ignore req_event.
     ring.memory().ok_or("ring is not mapped")?.set_req_event(0);
@@ -255,8 +271,8 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         sysfs::write_tap_attr(class, minor, "recovery", &secs.to_string())?;
         log!("{disk}: requests are held for {secs} s for a new daemon if this one dies");
     }
-    if let Some(wanted) = args.features {
-        negotiate(&ring, args, wanted, &mut server, &disk)?;
+    if let Some(wanted) = wanted {
+        negotiate(&mut ring, args, wanted, &mut server, &disk)?;
     }
     let info = DeviceInfo::new(bytes / SECTOR_SIZE, args.sector_size, args.read_only);
     let method = match args.abi {
@@ -299,7 +315,7 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     let s = server.stats();
     log!(
         "{disk}: {} reads, {} writes, {} flushes, {} FUA writes, {} discards, {} write-zeroes, \
-         {} errors, {} malformed, {} batches",
+         {} errors, {} malformed, {} batches ({} found by watching the ring)",
         s.reads,
         s.writes,
         s.flushes,
@@ -308,7 +324,8 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         s.write_zeroes,
         s.errors,
         s.invalid,
-        s.batches
+        s.batches,
+        s.spun
     );
     if let Some(report) = server.backend().io_report() {
         log!("{disk}: {report}");
@@ -319,7 +336,7 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
 /// `NEGOTIATE`s `wanted` (`FEAT_*`) with the limits of the command line, and lets `server`
 /// accept the agreed operations. A driver without the negotiation gives a V-XS disk.
 fn negotiate(
-    ring: &Ring,
+    ring: &mut Ring,
     args: &Args,
     wanted: u64,
     server: &mut Server,
@@ -327,6 +344,9 @@ fn negotiate(
 ) -> AnyResult<()> {
     use blktap::uapi::{Features, FEAT_DISCARD, FEAT_WRITE_ZEROES};
     let mut want = Features::request(wanted);
+    if wanted & FEAT_LARGE != 0 {
+        want.max_segments = args.max_segments;
+    }
     if wanted & FEAT_DISCARD != 0 {
         want.discard_granularity = args.discard_granularity;
         want.max_discard_sectors = args.max_discard_sectors;
@@ -336,6 +356,20 @@ fn negotiate(
     }
     match ring.negotiate(&want) {
         Ok(got) => {
+            if got.features & blktap::uapi::FEAT_LOW_LATENCY != 0 {
+                server.set_spin(Some(std::time::Duration::from_micros(args.spin_us)));
+                log!(
+                    "{disk}: low latency: the ring is watched for {} us after each batch",
+                    args.spin_us
+                );
+            }
+            if got.features & FEAT_LARGE != 0 {
+                ring.set_large(got.max_segments)?;
+                log!(
+                    "{disk}: large requests: up to {} KiB each",
+                    got.max_segments * 4
+                );
+            }
             server.set_features(got.features);
             log!(
                 "{disk}: negotiated features {:#x} (asked {wanted:#x}, the tap supports {:#x})",

@@ -30,6 +30,8 @@ pub struct Stats {
     pub errors: u64,
     /// Malformed requests.
     pub invalid: u64,
+    /// Batches found by watching the ring after the previous one (low latency), with no poll.
+    pub spun: u64,
 }
 
 /// A backend plus the policy around it.
@@ -41,6 +43,8 @@ pub struct Server {
     stats: Stats,
     /// The I/Os of the batch being served (kept to reuse its allocation).
     ios: Vec<Io>,
+    /// How long to watch the ring for more requests after a batch (low latency), if at all.
+    spin: Option<std::time::Duration>,
 }
 
 impl Server {
@@ -52,7 +56,24 @@ impl Server {
             features: 0,
             stats: Stats::default(),
             ios: Vec::with_capacity(blktap::uapi::RING_SIZE as usize),
+            spin: None,
         }
+    }
+
+    /// Watch the ring for `spin` after each batch before sleeping (`FEAT_LOW_LATENCY` agreed),
+    /// or not (`None`).
+    pub fn set_spin(&mut self, spin: Option<std::time::Duration>) {
+        self.spin = spin;
+    }
+
+    /// How long to watch the ring after a batch, if at all.
+    pub fn spin(&self) -> Option<std::time::Duration> {
+        self.spin
+    }
+
+    /// Counts a batch found by watching the ring.
+    pub fn count_spun(&mut self) {
+        self.stats.spun += 1;
     }
 
     /// Accepts the operations of `features` (`FEAT_*`, as agreed through `NEGOTIATE`).

@@ -30,7 +30,7 @@
 
 use crate::backend::{push_iovecs, Backend, FileBackend, Io, EMPTY_IOVEC, MAX_IOVECS};
 use blktap::ring::{Op, RingMemory};
-use blktap::uapi::{MMAP_PAGES, PAGE_SIZE, RING_SIZE};
+use blktap::uapi::{PAGE_SIZE, RING_SIZE};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::fmt;
 use std::io;
@@ -306,7 +306,8 @@ impl UringFile {
     /// Registers the data pages of `mem` (every page after the ring page) as fixed buffer 0,
     /// once per ring memory; logs the outcome.
     fn register(&mut self, mem: RingMemory<'_>) {
-        let start = mem.page_ptr(1) as usize;
+        let (data, len) = mem.data_area();
+        let start = data as usize;
         match self.fixed {
             Fixed::Registered { start: s, .. } | Fixed::Refused { start: s } if s == start => {
                 return
@@ -314,7 +315,6 @@ impl UringFile {
             Fixed::Registered { .. } => self.unregister(),
             _ => {}
         }
-        let len = (MMAP_PAGES - 1) * PAGE_SIZE;
         let iov = libc::iovec {
             iov_base: start as *mut libc::c_void,
             iov_len: len,
@@ -331,7 +331,7 @@ impl UringFile {
                 log(format_args!(
                     "io_uring: the ring's {} data pages are registered as a fixed buffer \
                      (READ_FIXED/WRITE_FIXED for single-extent requests)",
-                    MMAP_PAGES - 1
+                    len / PAGE_SIZE
                 ));
             }
             Err(e) => {

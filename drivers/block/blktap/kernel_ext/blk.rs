@@ -433,6 +433,8 @@ pub(crate) struct DiskParams {
     pub(crate) max_hw_sectors: u32,
     /// Tags (requests in flight) of the single hardware queue.
     pub(crate) queue_depth: u32,
+    /// `queue_rq` may sleep (`BLK_MQ_F_BLOCKING`): it runs in process context.
+    pub(crate) blocking: bool,
     /// Whether the disk is read-only.
     pub(crate) read_only: bool,
     /// A volatile write cache: flush requests reach the driver.
@@ -464,7 +466,13 @@ impl TagSet {
         ops: &'static bindings::blk_mq_ops,
         depth: u32,
         timeout_jiffies: u32,
+        blocking: bool,
     ) -> impl PinInit<Self, Error> {
+        let flags = if blocking {
+            bindings::BLK_MQ_F_BLOCKING
+        } else {
+            0
+        };
         try_pin_init!(Self {
             inner <- Opaque::try_ffi_init(|slot: *mut bindings::blk_mq_tag_set| {
                 // SAFETY: `slot` is valid for writes; the tag set is fully initialised here
@@ -476,6 +484,7 @@ impl TagSet {
                         nr_maps: 1,
                         queue_depth: depth,
                         timeout: timeout_jiffies,
+                        flags,
                         numa_node: bindings::NUMA_NO_NODE,
                         ..pin_init::zeroed()
                     });
@@ -531,6 +540,7 @@ impl<T: Operations> GenDisk<T> {
                 &VTable::<T>::MQ_OPS,
                 params.queue_depth,
                 kernel::time::msecs_to_jiffies(params.timer_interval_ms).max(1) as u32,
+                params.blocking,
             ),
             GFP_KERNEL,
         )?;

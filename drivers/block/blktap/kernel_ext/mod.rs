@@ -9,6 +9,7 @@
 //! - [`blk`]: blk-mq tag set, gendisk with queue limits and block device callbacks, and requests
 //!   the driver owns until it ends them (with any status);
 //! - [`chrdev`]: a character device region whose files have `poll` and `mmap`;
+//! - [`misc`]: a misc device at a fixed minor (so that opening its node loads the module);
 //! - [`class`]: a device class, its devices and their sysfs attributes;
 //! - [`sysfs_dir`]: sysfs files on an existing device and directories of attributes under it;
 //! - [`shm`]: the memory shared with the ring daemon and the VMA that maps it;
@@ -22,6 +23,7 @@ pub(crate) mod chrdev;
 pub(crate) mod class;
 pub(crate) mod compat;
 pub(crate) mod globals;
+pub(crate) mod misc;
 pub(crate) mod shm;
 pub(crate) mod sysfs_dir;
 pub(crate) mod task;

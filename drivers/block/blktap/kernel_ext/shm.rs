@@ -37,22 +37,19 @@ use kernel::{
         Arc,
         ArcBorrow, //
     },
-    types::Opaque,
 };
 
 use crate::uapi::{
+    mmap_pages,
     RingRangeRequest,
     RingRequest,
     RingResponse,
-    MMAP_PAGES,
+    LARGE_SEGMENT_MAX,
     RING_ENTRY_SIZE,
     RING_HEADER_SIZE,
     RING_SIZE,
     SEGMENT_MAX, //
 };
-
-/// Size of the shared area (and of the only mapping accepted), in bytes.
-pub(crate) const MMAP_BYTES: usize = MMAP_PAGES * PAGE_SIZE;
 
 const REQ_PROD_OFFSET: usize = 0;
 const REQ_EVENT_OFFSET: usize = 4;
@@ -61,18 +58,23 @@ const RSP_EVENT_OFFSET: usize = 12;
 /// The ring message byte (V-OXT): written only by the kernel, read by the daemon.
 const MESSAGE_OFFSET: usize = 16;
 
-/// The ring page and the data pages of one ring mapping.
+/// The ring page and the data pages of one ring mapping: `segments` data pages per request
+/// (`SEGMENT_MAX` for V-XS's 353 pages, more for `FEAT_LARGE`).
 ///
 /// # Invariants
 ///
-/// `area` is a vmalloc allocation of `MMAP_BYTES` bytes, page aligned; it is only taken out
-/// of the `ManuallyDrop` by `drop`.
+/// `area` is a zeroed vmalloc allocation (so page aligned) of `mmap_pages(segments)` pages,
+/// with `SEGMENT_MAX <= segments <= LARGE_SEGMENT_MAX`, and `base` its first byte; `area` is
+/// only taken out of the `ManuallyDrop` by `drop`. No element of `area` is ever initialised
+/// as far as the `VVec` knows (its length stays 0): the bytes are reached through `base` only.
 ///
 /// A `SharedRing` may be dropped in atomic context (the data path holds a reference while it
 /// copies write data in `queue_rq`, and may turn out to hold the last one if the daemon unmaps
 /// the ring meanwhile): `drop` frees the area with `kvfree_atomic`, which defers the `vfree`.
 pub(crate) struct SharedRing {
-    area: ManuallyDrop<VBox<Opaque<[u8; MMAP_BYTES]>>>,
+    area: ManuallyDrop<VVec<u8>>,
+    base: *mut u8,
+    segments: usize,
 }
 
 // SAFETY: `SharedRing` owns its area exclusively (no thread-local state); moving it to another
@@ -88,9 +90,9 @@ impl Drop for SharedRing {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once and `area` is not used afterwards.
         let area = unsafe { ManuallyDrop::take(&mut self.area) };
-        let ptr = VBox::into_raw(area);
+        let (ptr, _, _) = area.into_raw_parts();
         // SAFETY: `ptr` is the vmalloc allocation that `area` owned (type invariant), released
-        // by `into_raw` and used by nobody else: a daemon mapping that may still exist holds
+        // by `into_raw_parts` and used by nobody else: a daemon mapping that may still exist holds
         // references of its own on the pages (`vm_insert_page`). `kvfree_atomic` may be called
         // from any context but NMI.
         unsafe { bindings::kvfree_atomic(ptr.cast()) };
@@ -98,11 +100,21 @@ impl Drop for SharedRing {
 }
 
 impl SharedRing {
-    /// Allocates a zeroed area with the ring header initialised (both event indices 1).
-    pub(crate) fn new() -> Result<Self> {
-        let area = VBox::<Opaque<[u8; MMAP_BYTES]>>::zeroed(GFP_KERNEL)?;
+    /// Allocates a zeroed area for `segments` data pages per request
+    /// (`SEGMENT_MAX..=LARGE_SEGMENT_MAX`, else `EINVAL`), with the ring header initialised
+    /// (both event indices 1).
+    pub(crate) fn new(segments: usize) -> Result<Self> {
+        if !(SEGMENT_MAX..=LARGE_SEGMENT_MAX).contains(&segments) {
+            return Err(EINVAL);
+        }
+        let bytes = mmap_pages(segments) * PAGE_SIZE;
+        let mut area = VVec::<u8>::with_capacity(bytes, GFP_KERNEL | __GFP_ZERO)?;
+        let base = area.as_mut_ptr();
+        // INVARIANT: a zeroed vmalloc allocation of `bytes`, `segments` in range (checked).
         let ring = Self {
             area: ManuallyDrop::new(area),
+            base,
+            segments,
         };
         ring.store_u32(REQ_EVENT_OFFSET, 1);
         ring.store_u32(RSP_EVENT_OFFSET, 1);
@@ -110,7 +122,17 @@ impl SharedRing {
     }
 
     fn base(&self) -> *mut u8 {
-        self.area.get().cast()
+        self.base
+    }
+
+    /// Size of the area (and of the only mapping accepted), in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        mmap_pages(self.segments) * PAGE_SIZE
+    }
+
+    /// The data pages per request the area has room for.
+    pub(crate) fn segments(&self) -> usize {
+        self.segments
     }
 
     fn store_u32(&self, offset: usize, value: u32) {
@@ -184,18 +206,37 @@ impl SharedRing {
         unsafe { core::ptr::read_volatile(self.entry(index).cast::<RingResponse>()) }
     }
 
-    fn data(&self, id: usize, seg: usize, offset: usize, len: usize) -> Result<*mut u8> {
-        if id >= RING_SIZE || seg >= SEGMENT_MAX || offset > PAGE_SIZE || len > PAGE_SIZE - offset {
+    /// Where `len` bytes at `offset` of data page `seg` of request `id` are, in the layout with
+    /// `stride` data pages per request (`SEGMENT_MAX` for V-XS, the negotiated `max_segments`
+    /// for `FEAT_LARGE`), which must fit the area.
+    fn data(
+        &self,
+        stride: usize,
+        id: usize,
+        seg: usize,
+        offset: usize,
+        len: usize,
+    ) -> Result<*mut u8> {
+        if stride > self.segments
+            || id >= RING_SIZE
+            || seg >= stride
+            || offset > PAGE_SIZE
+            || len > PAGE_SIZE - offset
+        {
             return Err(EINVAL);
         }
-        let page = 1 + id * SEGMENT_MAX + seg;
-        // SAFETY: `page < MMAP_PAGES` and `offset + len <= PAGE_SIZE` were checked above.
+        let page = 1 + id * stride + seg;
+        // SAFETY: `page < mmap_pages(stride) <= mmap_pages(self.segments)`, the area's pages,
+        // and `offset + len <= PAGE_SIZE` were checked above.
         Ok(unsafe { self.base().add(page * PAGE_SIZE + offset) })
     }
 
-    /// Copies `len` bytes at `src_offset` of `src` into data page (`id`, `seg`) at `offset`.
+    /// Copies `len` bytes at `src_offset` of `src` into data page `seg` of request `id` at
+    /// `offset`, in the layout with `stride` data pages per request.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_to_data(
         &self,
+        stride: usize,
         id: usize,
         seg: usize,
         offset: usize,
@@ -203,15 +244,18 @@ impl SharedRing {
         src_offset: usize,
         len: usize,
     ) -> Result {
-        let dst = self.data(id, seg, offset, len)?;
+        let dst = self.data(stride, id, seg, offset, len)?;
         // SAFETY: `dst` is valid for `len` bytes of the area; the daemon may write them
         // concurrently, which only affects the data copied, as with any user buffer.
         unsafe { src.read_raw(dst, src_offset, len) }
     }
 
-    /// Copies `len` bytes of data page (`id`, `seg`) at `offset` into `dst` at `dst_offset`.
+    /// Copies `len` bytes of data page `seg` of request `id` at `offset` into `dst` at
+    /// `dst_offset`, in the layout with `stride` data pages per request.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_from_data(
         &self,
+        stride: usize,
         id: usize,
         seg: usize,
         offset: usize,
@@ -219,13 +263,13 @@ impl SharedRing {
         dst_offset: usize,
         len: usize,
     ) -> Result {
-        let src = self.data(id, seg, offset, len)?;
+        let src = self.data(stride, id, seg, offset, len)?;
         // SAFETY: as in `copy_to_data`.
         unsafe { dst.write_raw(src, dst_offset, len) }
     }
 
-    /// Maps the whole area into `vma`, which must cover exactly `MMAP_BYTES` from file offset
-    /// zero with `MAP_SHARED`, and makes `owner` learn about the mapping's end.
+    /// Maps the whole area into `vma`, which must cover exactly [`Self::bytes`] from file
+    /// offset zero with `MAP_SHARED`, and makes `owner` learn about the mapping's end.
     ///
     /// The VMA cannot be copied on fork, expanded, moved, split or made executable, and faults
     /// anywhere in it (there are none while it is intact) raise `SIGBUS`.
@@ -235,7 +279,7 @@ impl SharedRing {
         owner: Arc<T>,
     ) -> Result<MappingId> {
         let start = vma.start();
-        if vma.end() - start != MMAP_BYTES {
+        if vma.end() - start != self.bytes() {
             return Err(EINVAL);
         }
         // SAFETY: `vma` is a valid VMA being set up under the mmap lock; reading is fine.

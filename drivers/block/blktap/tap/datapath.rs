@@ -9,6 +9,7 @@
 use kernel::{
     bindings,
     fs::File,
+    page::PAGE_SIZE,
     prelude::*,
     sync::{
         poll::PollTable,
@@ -48,13 +49,16 @@ use crate::{
         segment_sectors,
         DiskName,
         Pending,
-        Verdict, //
+        Verdict,
+        SECTOR_SIZE, //
     },
     uapi::{
         RingRangeRequest,
         RingRequest,
         Segment,
         FEAT_FUA,
+        FEAT_LARGE,
+        FEAT_LOW_LATENCY,
         OP_DISCARD,
         OP_FLUSH,
         OP_READ,
@@ -198,14 +202,16 @@ impl Tap {
 
         for (id, pending, status) in done.iter_mut().flatten() {
             if *status == Status::Ok && pending.operation == OP_READ {
-                for (seg, s) in pending.rq.segments().enumerate() {
-                    if shm
-                        .copy_from_data(*id, seg, s.offset, &s.page, s.offset, s.len)
-                        .is_err()
-                    {
-                        *status = Status::IoError;
-                        break;
-                    }
+                let stride = pending.stride;
+                let copied = if stride > SEGMENT_MAX {
+                    Self::copy_packed(&shm, stride, *id, &pending.rq, false)
+                } else {
+                    pending.rq.segments().enumerate().try_for_each(|(seg, s)| {
+                        shm.copy_from_data(stride, *id, seg, s.offset, &s.page, s.offset, s.len)
+                    })
+                };
+                if copied.is_err() {
+                    *status = Status::IoError;
                 }
             }
         }
@@ -310,8 +316,14 @@ impl Tap {
             return Err(pending.rq);
         };
         ring.slots.queue(id, pending);
+        // `FEAT_LOW_LATENCY`: published now, for a daemon that watches the ring; the queue is
+        // a blocking one (process context), so the `dispatch` mutex may be taken.
+        let eager = is_last && io.ops_allowed & FEAT_LOW_LATENCY != 0;
         let wake = is_last && Self::notify(io);
         drop(guard);
+        if eager {
+            self.dispatch();
+        }
         if wake {
             self.poll.notify_all();
         }
@@ -330,7 +342,17 @@ impl Tap {
 
     /// blk-mq `commit_rqs`: wakes the daemon for requests queued without `is_last`.
     pub(crate) fn commit(&self) {
-        if Self::notify(&mut self.io.lock()) {
+        let (eager, wake) = {
+            let mut io = self.io.lock();
+            (
+                io.ops_allowed & FEAT_LOW_LATENCY != 0,
+                Self::notify(&mut io),
+            )
+        };
+        if eager {
+            self.dispatch();
+        }
+        if wake {
             self.poll.notify_all();
         }
     }
@@ -352,7 +374,7 @@ impl Tap {
         let _dispatching = self.dispatch.lock();
         let mut taken: [Option<(usize, Pending<Request>, bool)>; RING_SIZE] =
             [const { None }; RING_SIZE];
-        let (shm, base, allowed) = {
+        let (shm, base, allowed, stride) = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             if !io.pause.sends() {
@@ -373,12 +395,18 @@ impl Tap {
                     *slot = ring.slots.take_queued(id).map(|p| (id, p, false));
                 }
             }
-            (ring.shm.clone(), ring.req_prod_pvt, io.ops_allowed)
+            (
+                ring.shm.clone(),
+                ring.req_prod_pvt,
+                io.ops_allowed,
+                io.data_stride,
+            )
         };
 
         let mut n: u32 = 0;
         for (id, pending, ok) in taken.iter_mut().flatten() {
-            match Self::encode(&shm, &pending.rq, *id, pending.operation, allowed) {
+            pending.stride = stride;
+            match Self::encode(&shm, &pending.rq, *id, pending.operation, allowed, stride) {
                 Ok(Entry::Data(req)) => shm.write_request(base.wrapping_add(n), &req),
                 Ok(Entry::Range(req)) => shm.write_range_request(base.wrapping_add(n), &req),
                 Err(_) => continue,
@@ -455,16 +483,49 @@ impl Tap {
         }
     }
 
+    /// Copies the data of the `FEAT_LARGE` request `rq` between its pages and its contiguous
+    /// data in slot `id` (`stride` pages from the slot's first): into the ring if `to_ring`,
+    /// else out of it. A segment lies within one page of the request, but may straddle two
+    /// data pages (at most two steps each); `SharedRing` refuses anything past the slot.
+    fn copy_packed(
+        shm: &SharedRing,
+        stride: usize,
+        id: usize,
+        rq: &Request,
+        to_ring: bool,
+    ) -> Result {
+        let mut pos = 0;
+        for s in rq.segments() {
+            let mut done = 0;
+            while done < s.len {
+                let (page, offset) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
+                // Non-zero: `offset < PAGE_SIZE` and `done < s.len`.
+                let len = (s.len - done).min(PAGE_SIZE - offset);
+                if to_ring {
+                    shm.copy_to_data(stride, id, page, offset, &s.page, s.offset + done, len)?;
+                } else {
+                    shm.copy_from_data(stride, id, page, offset, &s.page, s.offset + done, len)?;
+                }
+                done += len;
+                pos += len;
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the ring entry for `rq` in slot `id`, copying write data into its pages.
     ///
     /// `allowed` are the `FEAT_*` the ring's daemon agreed on: any other operation, or flag,
-    /// is refused, never sent (a V-XS daemon sees only READ and WRITE, flags 0).
+    /// is refused, never sent (a V-XS daemon sees only READ and WRITE, flags 0). `stride` is
+    /// the ring's data pages per request: with `FEAT_LARGE` (more than `SEGMENT_MAX`), READ
+    /// and WRITE go as range requests whose data is contiguous in the slot's pages.
     fn encode(
         shm: &SharedRing,
         rq: &Request,
         id: usize,
         operation: u8,
         allowed: u64,
+        stride: usize,
     ) -> Result<Entry> {
         let need = feature_of(operation);
         if need & allowed != need {
@@ -504,6 +565,26 @@ impl Tap {
             }
             _ => {}
         }
+        if stride > SEGMENT_MAX {
+            if allowed & FEAT_LARGE == 0 {
+                return Err(EINVAL);
+            }
+            let len = rq.bytes() as usize;
+            if len == 0 || len % SECTOR_SIZE != 0 || len > stride * PAGE_SIZE {
+                return Err(EINVAL);
+            }
+            if operation == OP_WRITE {
+                Self::copy_packed(shm, stride, id, rq, true)?;
+            }
+            return Ok(Entry::Range(RingRangeRequest {
+                operation,
+                flags,
+                id: id as u64,
+                sector_number: rq.sector(),
+                nr_sectors: (len / SECTOR_SIZE) as u64,
+                ..RingRangeRequest::default()
+            }));
+        }
         let mut req = RingRequest {
             operation,
             flags,
@@ -518,7 +599,7 @@ impl Tap {
             }
             let (first_sect, last_sect) = segment_sectors(s.offset, s.len)?;
             if operation == OP_WRITE {
-                shm.copy_to_data(id, n, s.offset, &s.page, s.offset, s.len)?;
+                shm.copy_to_data(stride, id, n, s.offset, &s.page, s.offset, s.len)?;
             }
             req.seg[n] = Segment {
                 first_sect,
