@@ -29,9 +29,12 @@ import sys
 
 TARGET_LABEL = {
     "blktap-null": "blktap-rs null",
+    "blktap-null-large": "blktap-rs null, large requests",
+    "blktap-null-lowlat": "blktap-rs null, large + low latency",
     "ublk-null": "ublk null (rublk)",
     "nullb": "null_blk",
     "blktap-file": "blktap-rs file",
+    "blktap-file-large": "blktap-rs file, all features + large",
     "blktap-file-sync": "blktap-rs file (--io sync)",
     "blktap-file-uring": "blktap-rs file (--io uring)",
     "blktap-ext4-sync": "blktap-rs file on ext4 (--io sync)",
@@ -41,8 +44,8 @@ TARGET_LABEL = {
     "tapdisk-blktap": "tapdisk via blktap-rs",
     "tapdisk-nbd": "tapdisk via NBD",
 }
-NULL_GROUP = ["blktap-null", "ublk-null", "nullb"]
-FILE_GROUP = ["blktap-file", "blktap-file-sync", "blktap-file-uring", "blktap-ext4-sync",
+NULL_GROUP = ["blktap-null", "blktap-null-large", "blktap-null-lowlat", "ublk-null", "nullb"]
+FILE_GROUP = ["blktap-file", "blktap-file-large", "blktap-file-sync", "blktap-file-uring", "blktap-ext4-sync",
               "blktap-ext4-uring", "loop", "ublk-loop"]
 # The real tapdisk serving the same image through its tap (blktap-rs) or through its NBD socket
 # and the kernel's NBD client.
@@ -50,7 +53,12 @@ TAPDISK_GROUP = ["tapdisk-blktap", "tapdisk-nbd"]
 BEGIN_MARK = ".. bench-results-begin"
 END_MARK = ".. bench-results-end"
 
-# (title, numerator, denominator, jobs, goal)
+# (title, numerator, denominator, jobs, goal). The first five are the V-XS ring's own; the
+# rest are issue 22's, for the targets that negotiate its features (a daemon picks large
+# requests alone, or with the low-latency mode).
+QD1 = ["randread-4k-qd1", "randwrite-4k-qd1"]
+QD32 = ["randread-4k-qd32", "randwrite-4k-qd32"]
+MIB = ["read-1m-qd8", "write-1m-qd8"]
 GOALS = [
     ("blktap-null / ublk-null, 4k QD32", "blktap-null", "ublk-null",
      ["randread-4k-qd32", "randwrite-4k-qd32"], 1.0),
@@ -59,7 +67,14 @@ GOALS = [
     ("blktap-null / null_blk, 4k QD32", "blktap-null", "nullb",
      ["randread-4k-qd32", "randwrite-4k-qd32"], 0.5),
     ("blktap-file / loop, all jobs", "blktap-file", "loop", None, 0.9),
-    ("tapdisk-blktap / tapdisk-nbd, all jobs", "tapdisk-blktap", "tapdisk-nbd", None, 1.0),
+    ("tapdisk-blktap / tapdisk-nbd, all jobs", "tapdisk-blktap", "tapdisk-nbd", None, 2.0),
+    ("blktap-null-large / ublk-null, all jobs", "blktap-null-large", "ublk-null", None, 1.0),
+    ("blktap-null-large / ublk-null, 4k QD32", "blktap-null-large", "ublk-null", QD32, 1.5),
+    ("blktap-null-lowlat / ublk-null, all jobs", "blktap-null-lowlat", "ublk-null", None, 1.0),
+    ("blktap-null-lowlat / ublk-null, 4k QD32", "blktap-null-lowlat", "ublk-null", QD32, 1.5),
+    ("blktap-file-large / loop, 4k QD32", "blktap-file-large", "loop", QD32, 1.0),
+    ("blktap-file-large / loop, 1 MiB", "blktap-file-large", "loop", MIB, 0.9),
+    ("blktap-file-large / ublk-loop, all jobs", "blktap-file-large", "ublk-loop", None, 1.0),
 ]
 
 
@@ -295,8 +310,11 @@ def main():
     ratios = {}
     for j in jobs:
         for num, den in (("blktap-null", "ublk-null"), ("blktap-null", "nullb"),
+                         ("blktap-null-large", "ublk-null"), ("blktap-null-large", "nullb"),
+                         ("blktap-null-lowlat", "ublk-null"), ("blktap-null-lowlat", "nullb"),
                          ("ublk-null", "nullb"), ("blktap-file", "loop"),
-                         ("blktap-file", "ublk-loop"), ("ublk-loop", "loop"),
+                         ("blktap-file", "ublk-loop"), ("blktap-file-large", "loop"),
+                         ("blktap-file-large", "ublk-loop"), ("ublk-loop", "loop"),
                          ("tapdisk-blktap", "tapdisk-nbd"), ("tapdisk-blktap", "loop"),
                          ("tapdisk-nbd", "loop")):
             r = ratio(num, den, j)
@@ -332,6 +350,8 @@ def main():
          f"samples every 15 s: {host.get('load_samples', '?')}"),
         ("total time of `make bench`", f"{host.get('total_s', '?')} s (kernel and tools already built)"),
     ]
+    if host.get("load_vm", "none") != "none":
+        info.append(("load", host["load_vm"]))
     if host.get("skipped", "none") != "none":
         info.append(("targets skipped", host["skipped"]))
     for k, v in info:
@@ -379,14 +399,14 @@ def main():
                 if not s:
                     continue
                 if group is NULL_GROUP:
-                    extra = [rr(t, "ublk-null", j) if t == "blktap-null" else "",
+                    extra = [rr(t, "ublk-null", j) if t.startswith("blktap-null") else "",
                              rr(t, "nullb", j) if t != "nullb" else ""]
                 elif group is TAPDISK_GROUP:
                     extra = [rr(t, "tapdisk-nbd", j) if t != "tapdisk-nbd" else "",
                              rr(t, "loop", j)]
                 else:
                     extra = [rr(t, "loop", j) if t != "loop" else "",
-                             rr(t, "ublk-loop", j) if t == "blktap-file" else ""]
+                             rr(t, "ublk-loop", j) if t in ("blktap-file", "blktap-file-large") else ""]
                 rows.append([j if t == grp[0] else "", TARGET_LABEL.get(t, t), fmt_spread(s["iops"]),
                              fmt_num(s["mbps"]["median"]), fmt_num(s["lat_us"]["median"]),
                              fmt_num(s["p99_us"]["median"]),
@@ -448,7 +468,8 @@ def main():
             if not base:
                 continue
             b = base["lat_us"]["median"]
-            for t in ("nullb", "ublk-null", "blktap-null", "loop", "ublk-loop", "blktap-file",
+            for t in ("nullb", "ublk-null", "blktap-null", "blktap-null-large", "blktap-null-lowlat",
+                      "loop", "ublk-loop", "blktap-file", "blktap-file-large",
                       "tapdisk-blktap", "tapdisk-nbd"):
                 s = summary.get(f"{t}/{j}")
                 if not s:
@@ -472,7 +493,8 @@ def main():
         return agg(vals)
 
     brows = []
-    for t in ("blktap-null", "blktap-file", "tapdisk-blktap"):
+    for t in ("blktap-null", "blktap-null-large", "blktap-null-lowlat", "blktap-file",
+              "blktap-file-large", "tapdisk-blktap"):
         for j in jobs:
             b = [tap_batch(t, j, k) for k in ("tap_wakeups", "tap_dispatches", "tap_responds")]
             if any(b):

@@ -7,6 +7,7 @@
 #   scripts/bench.sh [--smoke] [--reps N] [--runtime S] [--ramp S] [--targets "T..."]
 #                    [--jobs "J..."] [--out DIR] [--no-doc] [--no-chart] [--kdir DIR]
 #                    [--pin split|same|none] [--smp N] [--icount SHIFT] [--profile] [--verbose]
+#                    [--load quiet|vm[:N]]
 #
 #   --smoke       blktap-null and nullb, one job (randread-4k-qd32), 3 s, 1 repetition (~40 s
 #                 once everything is built); never touches Documentation/
@@ -20,9 +21,10 @@
 #                 blktap-file-uring (blktapd --io sync, --io uring; blktap-file is --io auto,
 #                 which is sync on the tmpfs image) are run only when named, and so are
 #                 blktap-ext4-sync and blktap-ext4-uring (the image on ext4 on a loop device
-#                 over a tmpfs file: a file system that starts I/O without blocking), and
-#                 blktap-null-large, blktap-null-lowlat and blktap-file-large (--features
-#                 large, large,low-latency, and all,large: 1 MiB ring requests)
+#                 over a tmpfs file: a file system that starts I/O without blocking).
+#                 blktap-null-large, blktap-null-lowlat and blktap-file-large are blktapd
+#                 with the features negotiated (--features large, large,low-latency, and
+#                 all,large: a 1 MiB I/O is one ring request)
 #   --jobs        subset/order of: randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1
 #                 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8
 #                 write-1m-qd8
@@ -45,6 +47,9 @@
 #                 where the time went per task, object and symbol. Sampling perturbs the
 #                 figures: such runs never touch Documentation/
 #   --verbose     stream the VM console (default: only the per-run summary lines)
+#   --load MODE   quiet (default): nothing else is started; vm[:N]: a second QEMU TCG VM whose
+#                 N vCPUs (default 1) spin for the whole run, as other guests load a busy dom0
+#                 (each vCPU thread takes one host core). Such runs never touch Documentation/
 #
 # What it does, on the host:
 #   1. the perf kernel (scripts/build-kernel.sh perf) and its null_blk.ko, ublk_drv.ko and nbd.ko;
@@ -65,14 +70,14 @@ set -euo pipefail
 usage() { sed -n '4,60p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 RUBLK_VERSION=0.2.15
-ALL_TARGETS="blktap-null ublk-null nullb blktap-file loop ublk-loop tapdisk-blktap tapdisk-nbd"
+# blktap-null-large, blktap-null-lowlat and blktap-file-large: the features negotiated (large
+# requests, low latency; the file target with flush, FUA, discard and write-zeroes too).
+ALL_TARGETS="blktap-null blktap-null-large blktap-null-lowlat ublk-null nullb blktap-file blktap-file-large loop ublk-loop tapdisk-blktap tapdisk-nbd"
 # Run only when named: blktapd's file backend on either I/O path, on tmpfs and on ext4.
-# blktap-null-large and blktap-file-large: the features negotiated (large requests; the file
-# target with flush, FUA, discard and write-zeroes too), issue 22.
-EXTRA_TARGETS="blktap-file-sync blktap-file-uring blktap-ext4-sync blktap-ext4-uring blktap-null-large blktap-null-lowlat blktap-file-large"
+EXTRA_TARGETS="blktap-file-sync blktap-file-uring blktap-ext4-sync blktap-ext4-uring"
 ALL_JOBS="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8 write-1m-qd8"
 smoke=0 reps=3 runtime=3 ramp=1 targets=$ALL_TARGETS jobs=$ALL_JOBS out='' doc=1 chart=1
-kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off profile=0
+kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off profile=0 load=quiet
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--smoke) smoke=1; shift ;;
@@ -91,6 +96,7 @@ while [ $# -gt 0 ]; do
 	--verbose) verbose=1; shift ;;
 	--profile) profile=1; shift ;;
 	--icount) icount=${2:?}; shift 2 ;;
+	--load) load=${2:?}; shift 2 ;;
 	-h|--help) usage ;;
 	*) printf 'bench: unknown argument %s\n' "$1" >&2; usage ;;
 	esac
@@ -100,7 +106,14 @@ if [ "$smoke" = 1 ]; then
 fi
 # Only a full default matrix may replace the published numbers.
 [ "$targets" = "$ALL_TARGETS" ] && [ "$jobs" = "$ALL_JOBS" ] && [ "$pin" = same ] &&
-	[ "$smp" = 2 ] && [ "$cpu" = max,erms=off ] && [ -z "$icount" ] && [ "$profile" = 0 ] || doc=0
+	[ "$smp" = 2 ] && [ "$cpu" = max,erms=off ] && [ -z "$icount" ] && [ "$profile" = 0 ] &&
+	[ "$load" = quiet ] || doc=0
+case "$load" in
+quiet) load_vcpus=0 ;;
+vm) load_vcpus=1 ;;
+vm:[1-9]|vm:[1-9][0-9]) load_vcpus=${load#vm:} ;;
+*) die "--load takes quiet, vm or vm:N" ;;
+esac
 for v in "$reps" "$runtime" "$ramp"; do
 	case "$v" in ''|*[!0-9]*) die "--reps, --runtime and --ramp take whole numbers" ;; esac
 done
@@ -320,6 +333,32 @@ log "bench: results in $out"
 ( while :; do cut -d' ' -f1 /proc/loadavg; sleep 15; done ) > "$work/load.txt" &
 sampler=$!
 
+# --load vm:N: a second VM that only burns its vCPUs, started first and stopped after the run.
+# It has a session of its own (setsid), so killing its process group ends vm-run.sh and QEMU.
+loader=
+stop_loader() {
+	[ -n "$loader" ] || return 0
+	kill -- "-$loader" 2>/dev/null || true
+	wait "$loader" 2>/dev/null || true
+	loader=
+}
+trap '[ -z "$sampler" ] || kill "$sampler" 2>/dev/null; stop_loader; rm -rf "$work"' EXIT
+if [ "$load_vcpus" -gt 0 ]; then
+	mkdir -p "$work/load"
+	# One busy loop per vCPU until QEMU is killed (the timeout is only a backstop).
+	printf '#!/bin/sh\n# timeout: %s\nn=$(grep -c ^processor /proc/cpuinfo); i=0\nwhile [ "$i" -lt "$n" ]; do (while :; do :; done) & i=$((i + 1)); done\nwait\n' \
+		"$((guest_timeout + 300))" > "$work/load/burn.sh"
+	setsid "$TOP/scripts/vm-run.sh" --kdir "$kdir" --module "$blktap_ko" --run "$work/load/burn.sh" \
+		--tests-dir "$work/load" --fio no --tapdisk no --openxt no --tapdisk-oxt no \
+		--mem 256M --smp "$load_vcpus" \
+		--qemu-opt -smp --qemu-opt "$load_vcpus,sockets=$load_vcpus,cores=1,threads=1" \
+		--timeout "$((guest_timeout + 420))" --results "$work/load/vm" --quiet \
+		> "$work/load/vm-run.txt" 2>&1 &
+	loader=$!
+	log "bench: load: a second VM with $load_vcpus spinning vCPU(s) (pid $loader)"
+	sleep 20 # its boot is over before the measured VM starts
+fi
+
 mods=(--module "$blktap_ko" --module "$null_ko" --module "$ublk_ko")
 ! wants tapdisk-nbd || mods+=(--module "$nbd_ko")
 vm=(--kdir "$kdir" "${mods[@]}" "${bins[@]}" "${tapdisk_opts[@]}"
@@ -347,6 +386,7 @@ else
 fi
 kill "$sampler" 2>/dev/null || true
 sampler=
+stop_loader
 cat "$work/vm-run.txt" >&2
 cp "$work/vm/console.log" "$out/console.log" 2>/dev/null || true
 cp "$work/data.txt" "$out/data.txt" 2>/dev/null || true
@@ -362,6 +402,7 @@ vm: TCG, -smp $smp ($smp sockets), -m 3G, -cpu $cpu, guest clock: ${append:-jiff
 load_begin: $load_begin
 load_end: $load_end
 load_samples: $(tr '\n' ' ' < "$work/load.txt")
+load_vm: $([ "$load_vcpus" -gt 0 ] && echo "a second TCG VM with $load_vcpus spinning vCPU(s) for the whole run" || echo none)
 total_s: $((t_end - t_begin))
 tapdisk: ${tapdisk_dir:-none}
 skipped: ${skipped:-none}
