@@ -567,8 +567,10 @@ def chart(path, runs, jobs, targets):
     if not groups:
         return False
     fig, axes = plt.subplots(len(groups), 1, figsize=(12, 4.5 * len(groups)), squeeze=False)
-    colors = {"blktap-null": "#d62728", "ublk-null": "#1f77b4",
-              "blktap-file": "#d62728", "ublk-loop": "#1f77b4", "tapdisk-blktap": "#d62728"}
+    colors = {"blktap-null": "#d62728", "blktap-null-large": "#ff7f0e",
+              "blktap-null-lowlat": "#9467bd", "ublk-null": "#1f77b4",
+              "blktap-file": "#d62728", "blktap-file-large": "#ff7f0e", "ublk-loop": "#1f77b4",
+              "tapdisk-blktap": "#d62728"}
     for ax, (group, ref) in zip(axes[:, 0], groups):
         grp = [t for t in group if t in targets and t != ref]
         width = min(0.8 / len(grp), 0.4)
