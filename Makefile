@@ -127,8 +127,8 @@ stress: deps
 xen-check: deps
 	@$(SCRIPTS)/xen-check.sh
 
-# Not part of CI's .ci/run: a cold run (debootstrap, apt, DKMS) does not fit its budget.
-xen-check-trixie:
+# The Debian 13 flavour (trixie, Xen 4.20, the stock kernel, the .debs): CI's third step.
+xen-check-trixie: deps
 	@$(SCRIPTS)/xen-check.sh --flavour trixie
 
 docs:
