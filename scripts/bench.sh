@@ -334,11 +334,12 @@ log "bench: results in $out"
 sampler=$!
 
 # --load vm:N: a second VM that only burns its vCPUs, started first and stopped after the run.
-# It has a session of its own (setsid), so killing its process group ends vm-run.sh and QEMU.
+# It has a session of its own (setsid): vm-run.sh runs QEMU under timeout(1), which makes a
+# process group of its own, so what ends them all is a signal to every process of the session.
 loader=
 stop_loader() {
 	[ -n "$loader" ] || return 0
-	kill -- "-$loader" 2>/dev/null || true
+	pkill -s "$loader" 2>/dev/null || true
 	wait "$loader" 2>/dev/null || true
 	loader=
 }
