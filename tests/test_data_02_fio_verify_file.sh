@@ -41,9 +41,7 @@ iodepth=8
 offset=8m
 size=4m
 JOB
-rc=0
-fio --output-format=terse --terse-version=3 corrupt.fio > fio.out 2> fio.err || rc=$?
-fio_check "corrupt-control write" fio.out fio.err "$rc"
+fio_run_check "corrupt-control write" corrupt.fio
 bad=$((8 * 1024 * 1024 + 123 * 4096 + 100)) # inside block 123 of the job
 printf 'CORRUPT' | dd of="$img" bs=1 seek="$bad" conv=notrunc status=none || fail "cannot corrupt $img"
 drop_caches

@@ -55,9 +55,7 @@ for io in sync uring; do
 		printf '[write-128k-osync]\nstonewall\nbs=128k\nrw=write\niodepth=4\nsync=1\n'
 		printf 'offset=%dm\nsize=2m\n' "$off"
 	} > paths.fio
-	rc=0
-	fio --output-format=terse --terse-version=3 paths.fio > fio.out 2> fio.err || rc=$?
-	fio_check "$io paths" fio.out fio.err "$rc"
+	fio_run_check "$io paths" paths.fio
 
 	# Discard 1 MiB and zero 1 MiB of the data written above (44k job: 8-10 MiB, 128k: 16-20).
 	blkdiscard -o $((8 * MiB)) -l "$MiB" "$TAP_DEV" || fail "$io: blkdiscard failed"

@@ -58,9 +58,7 @@ iodepth=4
 offset=8m
 size=8m
 JOB
-rc=0
-fio --output-format=terse --terse-version=3 off.fio > fio.out 2> fio.err || rc=$?
-fio_check "auto with io_uring disabled" fio.out fio.err "$rc"
+fio_run_check "auto with io_uring disabled" off.fio
 drop_caches
 cmp "$TAP_DEV" "$img" || fail "$TAP_DEV and $img differ"
 tap_destroy "$TAP_MINOR" || fail "destroy failed"

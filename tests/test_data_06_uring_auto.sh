@@ -63,9 +63,7 @@ iodepth=4
 offset=8m
 size=8m
 JOB
-rc=0
-fio --output-format=terse --terse-version=3 ext4.fio > fio.out 2> fio.err || rc=$?
-fio_check "auto on ext4" fio.out fio.err "$rc"
+fio_run_check "auto on ext4" ext4.fio
 drop_caches
 cmp "$TAP_DEV" "$img" || fail "$TAP_DEV and $img differ"
 tap_destroy "$TAP_MINOR" || fail "destroy failed"

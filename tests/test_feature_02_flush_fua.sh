@@ -76,9 +76,7 @@ offset=16m
 size=8m
 JOB
 f0=$(debug_counter "$TAP_MINOR" flushes)
-rc=0
-fio --output-format=terse --terse-version=3 flush.fio > fio.out 2> fio.err || rc=$?
-fio_check "verify with flush and fua" fio.out fio.err "$rc"
+fio_run_check "verify with flush and fua" flush.fio
 f1=$(debug_counter "$TAP_MINOR" flushes)
 [ "$f1" -gt $((f0 + 200)) ] || fail "fio's fsyncs sent only $((f1 - f0)) flushes"
 log "fio: $((f1 - f0)) flushes"

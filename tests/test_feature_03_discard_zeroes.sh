@@ -85,9 +85,7 @@ sync=1
 offset=48m
 size=2m
 JOB
-rc=0
-fio --output-format=terse --terse-version=3 all.fio > fio.out 2> fio.err || rc=$?
-fio_check "verify on the all-features disk" fio.out fio.err "$rc"
+fio_run_check "verify on the all-features disk" all.fio
 
 # ext4 with online discard, and fstrim.
 mkfs.ext4 -q -F "$TAP_DEV" || fail "mkfs.ext4 failed"

@@ -29,9 +29,7 @@ for feats in flush flush,fua discard write-zeroes all; do
 			printf '[osync]\nstonewall\nioengine=libaio\nbs=8k\nrw=write\niodepth=4\nsync=1\noffset=16m\nsize=2m\n' ;;
 		esac
 	} > each.fio
-	rc=0
-	fio --output-format=terse --terse-version=3 each.fio > fio.out 2> fio.err || rc=$?
-	fio_check "verify with $feats" fio.out fio.err "$rc"
+	fio_run_check "verify with $feats" each.fio
 	# A 3 MiB region written with a verify pattern in 64 KiB blocks; its middle MiB discarded or
 	# zeroed must read zeroes, the rest must still verify.
 	global() {
@@ -43,9 +41,7 @@ for feats in flush flush,fua discard write-zeroes all; do
 	check_hole() {
 		base=$((32 + $2))
 		{ global; region a "${base}m"; region b "$((base + 1))m"; region c "$((base + 2))m"; } > region.fio
-		rc=0
-		fio --output-format=terse --terse-version=3 region.fio > fio.out 2> fio.err || rc=$?
-		fio_check "$feats: region before $1" fio.out fio.err "$rc"
+		fio_run_check "$feats: region before $1" region.fio
 		case $1 in
 		blkdiscard) blkdiscard -o $(((base + 1) * 1048576)) -l 1048576 "$TAP_DEV" || fail "$feats: blkdiscard failed" ;;
 		*) blktap-test zeroout "$TAP_DEV" $(((base + 1) * 1048576)) 1048576 || fail "$feats: BLKZEROOUT failed" ;;

@@ -43,9 +43,7 @@ $2
 JOB
 		off=$((off + 8))
 	done
-	rc=0
-	fio --output-format=terse --terse-version=3 large.fio > fio.out 2> fio.err || rc=$?
-	fio_check "$1" fio.out fio.err "$rc"
+	fio_run_check "$1" large.fio
 }
 # same_as_image: the disk's contents equal the image file's (after the daemon has written
 # everything it was sent: the disk is read through the tap).

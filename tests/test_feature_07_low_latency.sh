@@ -44,9 +44,7 @@ iodepth=1
 offset=8m
 size=8m
 JOB
-rc=0
-fio --output-format=terse --terse-version=3 qd1.fio > fio.out 2> fio.err || rc=$?
-fio_check "low-latency" fio.out fio.err "$rc"
+fio_run_check "low-latency" qd1.fio
 
 # Idle: blktapd watches the ring once after its last batch, then sleeps in poll.
 sleep 1

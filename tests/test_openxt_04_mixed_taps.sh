@@ -65,9 +65,7 @@ list_check list-xs tap-ctl "$xs" "$oxt"
 		printf '[%s]\nfilename=%s\n' "${img%.img}" "$dev"
 	done
 } > mixed.fio
-rc=0
-fio --output-format=terse --terse-version=3 mixed.fio > fio.out 2> fio.err || rc=$?
-fio_check "four OpenXT legacy + four tapdisk 3.55.5 taps" fio.out fio.err "$rc"
+fio_run_check "four OpenXT legacy + four tapdisk 3.55.5 taps" mixed.fio
 drop_caches
 for t in $oxt $xs; do
 	rest=${t#*:} rest=${rest#*:}

@@ -26,9 +26,7 @@ exe=$(readlink "/proc/$TD_PID/exe")
 log "tap $TD_MINOR ($TD_DEV) served by $exe $TD_PID; control node 10:$misc made from blktap-control"
 fio_verify_job verify.fio "$TD_DEV"
 printf '[verify]\nrw=randwrite\nbsrange=4k-64k\niodepth=8\nsize=12m\ndo_verify=1\n' >> verify.fio
-rc=0
-fio --output-format=terse --terse-version=3 verify.fio > fio.out 2> fio.err || rc=$?
-fio_check "verify on $TD_DEV" fio.out fio.err "$rc"
+fio_run_check "verify on $TD_DEV" verify.fio
 drop_caches
 dd if="$TD_DEV" bs=1M iflag=direct status=none > back.bin 2> read.err || { cat read.err; td_fail "reading $TD_DEV back failed"; }
 cmp -s back.bin disk.img || td_fail "the image does not hold what the tapdev reads"

@@ -75,9 +75,7 @@ offset=32m
 size=8m
 JOB
 f0=$(debug_counter "$TAP_MINOR" flushes)
-rc=0
-fio --output-format=terse --terse-version=3 oxt.fio > fio.out 2> fio.err || rc=$?
-fio_check "verify on the --abi oxt disk" fio.out fio.err "$rc"
+fio_run_check "verify on the --abi oxt disk" oxt.fio
 f1=$(debug_counter "$TAP_MINOR" flushes)
 [ "$f1" -gt "$f0" ] || fail "fio's fsyncs sent no flush"
 log "fio fsync=4: flushes $f0 -> $f1"

@@ -29,9 +29,7 @@ td_create -a "aio:$PWD/disk.img"
 		done
 	done
 } > verify.fio
-rc=0
-fio --output-format=terse --terse-version=3 verify.fio > fio.out 2> fio.err || rc=$?
-fio_check "tapdisk verify matrix" fio.out fio.err "$rc"
+fio_run_check "tapdisk verify matrix" verify.fio
 # What the jobs wrote (off MiB from 0), as this tapdisk reads it, and as the image holds it.
 sum_dev() { dd if="$1" bs=1M count="$off" iflag=direct status=none | sha256sum; }
 before=$(sum_dev "$TD_DEV") || td_fail "cannot read $TD_DEV back"

@@ -223,6 +223,14 @@ fio_check() {
 	fail "fio $1: $_bad"
 }
 
+# fio_run_check NAME JOBFILE: run fio on JOBFILE (terse v3 output in fio.out, stderr in
+# fio.err, both in the current directory) and judge the run with fio_check NAME.
+fio_run_check() {
+	_frc_rc=0
+	fio --output-format=terse --terse-version=3 "$2" > fio.out 2> fio.err || _frc_rc=$?
+	fio_check "$1" fio.out fio.err "$_frc_rc"
+}
+
 # fio_verify_matrix DEV DEVSIZE_MIB HALF: write-then-verify (crc32c, libaio, O_DIRECT) on DEV,
 # one job after the other, for every block size (512, 4k, 44k = one full ring request of 11
 # pages, 64k and 1M, which the block layer splits) x rw (write, randwrite), each at one iodepth:
