@@ -421,7 +421,8 @@ impl Tap {
         self.delete_disk(&change, disk);
     }
 
-    /// Maps the ring into `vma` (the whole 353-page area, once).
+    /// Maps the ring into `vma` (the whole area, once: 353 pages for V-XS, more for a daemon
+    /// that will negotiate `FEAT_LARGE`).
     pub(crate) fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         // The mapping's size says how many data pages per request it has room for: V-XS's
         // 353 pages, or more for a daemon that will negotiate `FEAT_LARGE`. The ring's pages
@@ -451,8 +452,7 @@ impl Tap {
         ctl.session = None;
         ctl.sessions += 1;
         let mut io = this.io.lock();
-        io.ops_allowed = 0;
-        io.data_stride = SEGMENT_MAX;
+        io.allow(&Agreement::default());
         io.ring = Some(Ring {
             shm,
             owner: task::current_task(),

@@ -56,7 +56,7 @@ pub(crate) const RING_SIZE: usize = 32;
 /// Data pages (segments) per request.
 pub(crate) const SEGMENT_MAX: usize = 11;
 /// Pages of the ring mapping: the ring page, then `RING_SIZE * SEGMENT_MAX` data pages.
-pub(crate) const MMAP_PAGES: usize = 1 + RING_SIZE * SEGMENT_MAX;
+pub(crate) const MMAP_PAGES: usize = mmap_pages(SEGMENT_MAX);
 /// Bytes of the ring page before the first entry.
 pub(crate) const RING_HEADER_SIZE: usize = 64;
 /// Bytes of one ring entry (request or response).

@@ -66,7 +66,7 @@ pub const RING_SIZE: u32 = 32;
 /// Data pages (segments) per request.
 pub const SEGMENT_MAX: u32 = 11;
 /// Pages of the ring mapping: the ring page plus `RING_SIZE * SEGMENT_MAX` data pages.
-pub const MMAP_PAGES: usize = 1 + (RING_SIZE * SEGMENT_MAX) as usize;
+pub const MMAP_PAGES: usize = mmap_pages_large(SEGMENT_MAX);
 /// Page size the ABI is defined for (x86-64).
 pub const PAGE_SIZE: usize = 4096;
 /// Length in bytes of the ring mapping.
@@ -133,7 +133,7 @@ pub const RSP_EOPNOTSUPP: i16 = -2;
 
 /// Page index within the ring mapping of segment `seg` of the request with ring id `id`.
 pub const fn data_page(id: u32, seg: u32) -> usize {
-    (1 + id * SEGMENT_MAX + seg) as usize
+    large_data_page(SEGMENT_MAX, id, seg)
 }
 
 /// Pages of a ring mapping with `segments` data pages per request ([`FEAT_LARGE`]).
