@@ -75,11 +75,24 @@ BLKTAP_FEAT_FUA                               |    32 | FEAT_FUA
 BLKTAP_FEAT_WRITE_ZEROES                      |    64 | FEAT_WRITE_ZEROES
 BLKTAP_FEAT_LARGE                             |   128 | FEAT_LARGE
 BLKTAP_FEAT_LOW_LATENCY                       |   256 | FEAT_LOW_LATENCY
+BLKTAP_FEAT_DEEP                              |   512 | FEAT_DEEP
 BLKTAP_LARGE_SEGMENT_MAX                      |   256 | LARGE_SEGMENT_MAX
 BLKTAP_MMAP_PAGES_LARGE(256)                  |  8193 | mmap_pages(LARGE_SEGMENT_MAX)
 BLKTAP_MMAP_PAGES_LARGE(11)                   |   353 | mmap_pages(SEGMENT_MAX)
 BLKTAP_LARGE_DATA_PAGE(256, 0, 0)             |     1 | -
 BLKTAP_LARGE_DATA_PAGE(256, 31, 255)          |  8192 | -
+BLKTAP_DEEP_RING_SLOTS_MIN                    |    64 | DEEP_RING_SLOTS_MIN
+BLKTAP_DEEP_RING_SLOTS_MAX                    |  1024 | DEEP_RING_SLOTS_MAX
+BLKTAP_DEEP_DATA_PAGES_MAX                    | 32768 | DEEP_DATA_PAGES_MAX
+BLKTAP_RING_PAGES(32)                         |     1 | ring_pages(RING_SIZE)
+BLKTAP_RING_PAGES(64)                         |     2 | ring_pages(64)
+BLKTAP_RING_PAGES(128)                        |     4 | ring_pages(128)
+BLKTAP_RING_PAGES(1024)                       |    29 | ring_pages(DEEP_RING_SLOTS_MAX)
+BLKTAP_DEEP_MMAP_PAGES(32, 11)                |   353 | Layout::VXS.mmap_pages()
+BLKTAP_DEEP_MMAP_PAGES(128, 256)              | 32772 | Layout::new(128, 256).mmap_pages()
+BLKTAP_DEEP_MMAP_PAGES(1024, 11)              | 11293 | Layout::new(1024, SEGMENT_MAX).mmap_pages()
+BLKTAP_DEEP_DATA_PAGE(128, 256, 0, 0)         |     4 | Layout::new(128, 256).data_page(0, 0)
+BLKTAP_DEEP_DATA_PAGE(128, 256, 127, 255)     | 32771 | Layout::new(128, 256).data_page(127, 255)
 BLKTAP_MAX_RANGE_SECTORS                      | 8388607 | MAX_RANGE_SECTORS
 BLKTAP_MAX_DISCARD_GRANULARITY                | 1073741824 | MAX_DISCARD_GRANULARITY
 BLKTAP_RSP_OKAY                               |     0 | RSP_OKAY
@@ -163,7 +176,7 @@ offsetof(struct blktap_features, discard_alignment) | 28 | offset_of!(Features, 
 offsetof(struct blktap_features, max_discard_sectors) | 32 | offset_of!(Features, max_discard_sectors)
 offsetof(struct blktap_features, max_write_zeroes_sectors) | 36 | offset_of!(Features, max_write_zeroes_sectors)
 offsetof(struct blktap_features, max_segments) |    40 | offset_of!(Features, max_segments)
-offsetof(struct blktap_features, __rsvd32)    |    44 | offset_of!(Features, reserved32)
+offsetof(struct blktap_features, ring_slots)  |    44 | offset_of!(Features, ring_slots)
 offsetof(struct blktap_features, __rsvd)      |    48 | offset_of!(Features, reserved)
 EOF
 )

@@ -6,8 +6,10 @@
 # reserved words, a negotiation after the session's disk exists); the agreement is the
 # intersection with what the tap offers (its sysfs discard / write_zeroes); the disk's queue
 # shows exactly what was agreed; a second daemon on that disk must ask for the same features; a
-# live switch-off takes write-zeroes off the queue. Then a blktapd with out-of-range limits on
-# its command line is refused and makes no disk.
+# live switch-off takes write-zeroes off the queue. Deep rings (FEAT_DEEP): ring_slots other
+# than the mapping's, or absurd, is EINVAL with a log line; the agreed 128 give the disk 128
+# tags; a daemon with V-XS's mapping cannot take that disk over. Then a blktapd with
+# out-of-range limits on its command line is refused and makes no disk.
 # timeout: 120
 . "$(dirname "$0")/lib/common.sh"
 
@@ -19,10 +21,14 @@ rc=0
 blktap-test negotiate 2>&1 || rc=$?
 [ "$rc" = 0 ] || fail "blktap-test negotiate failed (rc=$rc)"
 kmsg_since "$mark" | grep -q 'NEGOTIATE refused: size 0' || fail "no log line for a refused size"
-kmsg_since "$mark" | grep -q 'NEGOTIATE: unknown feature bits 0x200' ||
+kmsg_since "$mark" | grep -q 'NEGOTIATE: unknown feature bits 0x400' ||
 	fail "no log line for unknown feature bits"
 kmsg_since "$mark" | grep -q 'NEGOTIATE refused: discard granularity' ||
 	fail "no log line for a bad discard granularity"
+kmsg_since "$mark" | grep -q 'NEGOTIATE refused: ring slots (pid' ||
+	fail "no log line for absurd ring slots"
+kmsg_since "$mark" | grep -q 'NEGOTIATE refused: max segments or ring slots other than the ring mapping' ||
+	fail "no log line for ring slots other than the mapping's"
 
 # blktapd passes absurd limits on: the driver refuses them, blktapd exits with an error, no disk.
 tap_alloc

@@ -25,33 +25,6 @@ requests_for_1m() {
 	dd if="$TAP_DEV" of=/dev/null bs=1M count=1 iflag=direct status=none || fail "1 MiB direct read failed"
 	echo $(($(sent) - _s0))
 }
-# verify_sizes LABEL [EXTRA-JOB-LINES]: fio verify at 4k, 44k, 128k and 1M, one job each
-# after the other, on its own 8 MiB range; EXTRA-JOB-LINES go into every job.
-verify_sizes() {
-	fio_verify_job large.fio "$TAP_DEV"
-	off=0
-	for bs in 4k 44k 128k 1m; do
-		cat >> large.fio <<JOB
-[$1-$bs]
-stonewall
-bs=$bs
-rw=randwrite
-iodepth=8
-offset=${off}m
-size=8m
-$2
-JOB
-		off=$((off + 8))
-	done
-	fio_run_check "$1" large.fio
-}
-# same_as_image: the disk's contents equal the image file's (after the daemon has written
-# everything it was sent: the disk is read through the tap).
-same_as_image() {
-	cmp -n $((64 << 20)) "$TAP_DEV" "$img" > /dev/null 2>&1 ||
-		fail "$1: the disk and the image differ"
-}
-
 for io in sync uring; do
 	rm -f "$img"
 	truncate -s 64M "$img" || fail "cannot create $img"
@@ -64,8 +37,8 @@ for io in sync uring; do
 	n=$(requests_for_1m)
 	log "one 1 MiB O_DIRECT read: $n ring request(s)"
 	[ "$n" -le 2 ] || fail "a 1 MiB direct read took $n ring requests (at most 2 expected)"
-	verify_sizes "large-$io"
-	same_as_image "large, $io"
+	fio_verify_sizes "large-$io" 8
+	disk_same_as_image "$img" "large, $io"
 	tap_destroy "$TAP_MINOR"
 done
 
@@ -78,9 +51,9 @@ grep -q 'features:0xec ' "$(tap_sysfs "$TAP_MINOR")/debug" || fail "debug does n
 n=$(requests_for_1m)
 log "all features, 64 pages: one 1 MiB O_DIRECT read: $n ring requests"
 [ "$n" = 4 ] || fail "a 1 MiB direct read took $n ring requests with 256 KiB requests (4 expected)"
-verify_sizes "all" "fsync=3
+fio_verify_sizes "all" 8 "fsync=3
 sync=1"
-same_as_image "all features"
+disk_same_as_image "$img" "all features"
 tap_destroy "$TAP_MINOR"
 
 # No features: V-XS's 11 pages.

@@ -193,6 +193,36 @@ randrepeat=1
 JOB
 }
 
+# fio_verify_sizes LABEL DEPTH [EXTRA-JOB-LINES]: fio verify on $TAP_DEV at 4k, 44k, 128k and
+# 1M, queue depth DEPTH, one job after the other, each on its own 8 MiB range (the first 32
+# MiB); EXTRA-JOB-LINES go into every job. Judged by fio_check.
+fio_verify_sizes() {
+	fio_verify_job sizes.fio "$TAP_DEV"
+	_off=0
+	for _bs in 4k 44k 128k 1m; do
+		cat >> sizes.fio <<JOB
+[$1-$_bs]
+stonewall
+bs=$_bs
+rw=randwrite
+iodepth=$2
+iodepth_batch_submit=$2
+offset=${_off}m
+size=8m
+${3:-}
+JOB
+		_off=$((_off + 8))
+	done
+	fio_run_check "$1" sizes.fio
+}
+
+# disk_same_as_image IMAGE LABEL: fails unless the first 64 MiB of $TAP_DEV equal IMAGE's (read
+# through the tap once the daemon has written everything it was sent).
+disk_same_as_image() {
+	cmp -n $((64 << 20)) "$TAP_DEV" "$1" > /dev/null 2>&1 ||
+		fail "$2: the disk and the image differ"
+}
+
 # drop_caches: write back dirty data and drop the page cache, so that later reads of a disk
 # come from its backend.
 drop_caches() {

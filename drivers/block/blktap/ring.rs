@@ -17,17 +17,23 @@ use kernel::{
 use crate::{
     kernel_ext::compat,
     uapi::{
+        ring_pages,
         Blktap2Params,
         DeviceInfo,
         Features,
+        Layout,
         OxtDeviceInfo,
         RingResponse,
+        DEEP_DATA_PAGES_MAX,
+        DEEP_RING_SLOTS_MAX,
+        DEEP_RING_SLOTS_MIN,
         DEVICE_FLUSH,
         DEVICE_PSZ,
         DEVICE_RO,
         DEVICE_TRIM,
         FEATURES_SIZE_V1,
         FEATURES_VERSION,
+        FEAT_DEEP,
         FEAT_DISCARD,
         FEAT_FLUSH,
         FEAT_FUA,
@@ -48,8 +54,13 @@ use crate::{
 };
 
 /// Every feature this module implements.
-pub(crate) const FEATURES_KNOWN: u64 =
-    FEAT_FLUSH | FEAT_DISCARD | FEAT_FUA | FEAT_WRITE_ZEROES | FEAT_LARGE | FEAT_LOW_LATENCY;
+pub(crate) const FEATURES_KNOWN: u64 = FEAT_FLUSH
+    | FEAT_DISCARD
+    | FEAT_FUA
+    | FEAT_WRITE_ZEROES
+    | FEAT_LARGE
+    | FEAT_LOW_LATENCY
+    | FEAT_DEEP;
 
 /// Largest `Features::size` accepted (bytes past ours must be zero).
 pub(crate) const FEATURES_SIZE_MAX: u32 = 4096;
@@ -69,6 +80,8 @@ pub(crate) struct Agreement {
     pub(crate) max_write_zeroes_sectors: u32,
     /// Data pages per request (0 without `FEAT_LARGE`).
     pub(crate) max_segments: u32,
+    /// Ring entries (0 without `FEAT_DEEP`).
+    pub(crate) ring_slots: u32,
 }
 
 /// Why a negotiation is refused (always `EINVAL` for the daemon, with this in the log).
@@ -95,6 +108,21 @@ impl Agreement {
         }
     }
 
+    /// Ring entries, and so request ids and the disk's tags: `ring_slots` with `FEAT_DEEP`,
+    /// else V-XS's.
+    pub(crate) fn slots(&self) -> usize {
+        if self.has(FEAT_DEEP) {
+            self.ring_slots as usize
+        } else {
+            RING_SIZE
+        }
+    }
+
+    /// The ring mapping's layout this agreement makes.
+    pub(crate) fn layout(&self) -> Layout {
+        Layout::new(self.slots(), self.segments())
+    }
+
     /// The agreement as written back to the daemon, with `supported`.
     pub(crate) fn to_features(self, supported: u64) -> Features {
         Features {
@@ -107,7 +135,7 @@ impl Agreement {
             max_discard_sectors: self.max_discard_sectors,
             max_write_zeroes_sectors: self.max_write_zeroes_sectors,
             max_segments: self.max_segments,
-            reserved32: 0,
+            ring_slots: self.ring_slots,
             reserved: [0; 2],
         }
     }
@@ -129,6 +157,9 @@ impl Agreement {
         if !self.has(FEAT_LARGE) {
             self.max_segments = 0;
         }
+        if !self.has(FEAT_DEEP) {
+            self.ring_slots = 0;
+        }
         self
     }
 
@@ -146,7 +177,7 @@ impl Agreement {
         if wanted & FEAT_FUA != 0 && wanted & FEAT_FLUSH == 0 {
             return Err(Refusal::Bad("FUA without FLUSH"));
         }
-        if req.reserved32 != 0 || req.reserved != [0; 2] {
+        if req.reserved != [0; 2] {
             return Err(Refusal::Bad("reserved words are not zero"));
         }
         let range = |n: u32| (1..=MAX_RANGE_SECTORS).contains(&n);
@@ -184,6 +215,24 @@ impl Agreement {
         } else if req.max_segments != 0 {
             return Err(Refusal::Bad("max segments without LARGE"));
         }
+        if wanted & FEAT_DEEP != 0 {
+            let n = req.ring_slots as usize;
+            if !n.is_power_of_two() || !(DEEP_RING_SLOTS_MIN..=DEEP_RING_SLOTS_MAX).contains(&n) {
+                return Err(Refusal::Bad("ring slots"));
+            }
+            let segments = if wanted & FEAT_LARGE != 0 {
+                req.max_segments as usize
+            } else {
+                SEGMENT_MAX
+            };
+            if n * segments > DEEP_DATA_PAGES_MAX {
+                return Err(Refusal::Bad(
+                    "ring slots times segments: too many data pages",
+                ));
+            }
+        } else if req.ring_slots != 0 {
+            return Err(Refusal::Bad("ring slots without DEEP"));
+        }
         let agreed = Self {
             features: wanted,
             discard_granularity: req.discard_granularity,
@@ -191,21 +240,35 @@ impl Agreement {
             max_discard_sectors: req.max_discard_sectors,
             max_write_zeroes_sectors: req.max_write_zeroes_sectors,
             max_segments: req.max_segments,
+            ring_slots: req.ring_slots,
         };
         Ok(agreed.without(!supported))
     }
 }
 
-/// The data pages per request of a ring mapping of `bytes` bytes: V-XS's
-/// `MMAP_PAGES` gives `SEGMENT_MAX`, and `mmap_pages(n)` gives `n` for
-/// `SEGMENT_MAX < n <= LARGE_SEGMENT_MAX` (for `FEAT_LARGE`); `None` for any other size.
-pub(crate) fn mapping_segments(bytes: usize) -> Option<usize> {
-    if bytes % PAGE_SIZE != 0 || bytes / PAGE_SIZE <= 1 {
+/// The layout of a ring mapping of `bytes` bytes (see [`Layout::is_valid`]); `None` for a
+/// size no valid layout has.
+///
+/// No size has two layouts: a ring of `n` entries takes `ring_pages(n)` pages, and for the
+/// slot counts allowed (powers of two from `RING_SIZE` up) `ring_pages(n) mod m` differs from
+/// `ring_pages(m) mod m` whenever `m < n` (checked by KUnit), so `mmap_pages` cannot agree.
+pub(crate) fn mapping_layout(bytes: usize) -> Option<Layout> {
+    if bytes % PAGE_SIZE != 0 {
         return None;
     }
-    let data = bytes / PAGE_SIZE - 1;
-    let n = data / RING_SIZE;
-    (data % RING_SIZE == 0 && (SEGMENT_MAX..=LARGE_SEGMENT_MAX).contains(&n)).then_some(n)
+    let pages = bytes / PAGE_SIZE;
+    let mut slots = RING_SIZE;
+    while slots <= DEEP_RING_SLOTS_MAX {
+        let data = pages.checked_sub(ring_pages(slots))?;
+        if data % slots == 0 {
+            let layout = Layout::new(slots, data / slots);
+            if layout.is_valid() {
+                return Some(layout);
+            }
+        }
+        slots *= 2;
+    }
+    None
 }
 
 /// The feature an operation needs (`0` for READ and WRITE).
@@ -234,9 +297,9 @@ pub(crate) struct Pending<R> {
     /// [`crate::kernel_ext::task::current_mm_id`]): a dying daemon's own I/O is never held for
     /// its successor, since the daemon cannot finish exiting while it waits for it.
     pub(crate) submitter: Option<usize>,
-    /// The data layout it was last sent in: data pages per request (`SEGMENT_MAX`, V-XS's
-    /// segments; more: `FEAT_LARGE`'s contiguous data). Read data is copied back by it.
-    pub(crate) stride: usize,
+    /// The data layout it was last sent in (V-XS's segments; `FEAT_LARGE`'s packed data; the
+    /// pages of `FEAT_DEEP`'s ids). Read data is copied back by it.
+    pub(crate) layout: Layout,
 }
 
 impl<R> Pending<R> {
@@ -247,13 +310,68 @@ impl<R> Pending<R> {
             operation,
             since: Instant::now(),
             submitter: None,
-            stride: SEGMENT_MAX,
+            layout: Layout::VXS,
         }
     }
 }
 
-/// The ring's request ids: id `i` owns data pages `1 + i * stride ..` (`stride`: `SEGMENT_MAX`,
-/// or the `max_segments` of `FEAT_LARGE`).
+/// A set of ids below a bound fixed at allocation.
+struct IdSet {
+    words: KVec<u64>,
+}
+
+impl IdSet {
+    /// An empty set of ids below `n`.
+    fn new(n: usize) -> Result<Self> {
+        Ok(Self {
+            words: KVec::from_elem(0, n.div_ceil(64), GFP_KERNEL)?,
+        })
+    }
+
+    fn contains(&self, id: usize) -> bool {
+        self.words
+            .get(id / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    fn insert(&mut self, id: usize) {
+        if let Some(w) = self.words.get_mut(id / 64) {
+            *w |= 1 << (id % 64);
+        }
+    }
+
+    fn remove(&mut self, id: usize) {
+        if let Some(w) = self.words.get_mut(id / 64) {
+            *w &= !(1 << (id % 64));
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.words.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The lowest id not in the set, if it is below `limit`.
+    fn first_absent(&self, limit: usize) -> Option<usize> {
+        for (k, w) in self.words.iter().enumerate() {
+            if *w != u64::MAX {
+                let id = k * 64 + w.trailing_ones() as usize;
+                return (id < limit).then_some(id);
+            }
+        }
+        None
+    }
+
+    /// The lowest id in the set, if any.
+    fn first(&self) -> Option<usize> {
+        let (k, w) = self.words.iter().enumerate().find(|(_, w)| **w != 0)?;
+        Some(k * 64 + w.trailing_zeros() as usize)
+    }
+}
+
+/// The ring's request ids: id `i` owns the data pages [`Layout::data_page`] gives.
+///
+/// The table has room for the ids of the ring's mapping (`capacity`, allocated at `mmap`) and
+/// hands out those below `limit`: the ring size its daemon agreed on (V-XS's 32 until then).
 ///
 /// An id stays reserved from [`Slots::insert`] until [`Slots::take`], or from
 /// [`Slots::insert`] through [`Slots::begin_complete`] until [`Slots::end_complete`]: while a
@@ -271,66 +389,100 @@ impl<R> Pending<R> {
 ///
 /// # Invariants
 ///
-/// Bit `i` of `used` is set whenever `slots[i]` is `Some` (and also while id `i` completes, is
-/// being sent or is abandoned). Bit `i` of `queued` is set only if `slots[i]` is `Some`. Bit `i`
-/// of `abandoned` is set only if `slots[i]` is `None` and bit `i` of `used` is set.
+/// `used`, `queued` and `abandoned` hold ids below `slots.len()`, and `limit <= slots.len()`.
+/// `used` holds `i` whenever `slots[i]` is `Some` (and also while id `i` completes, is being
+/// sent or is abandoned). `queued` holds `i` only if `slots[i]` is `Some`. `abandoned` holds `i`
+/// only if `slots[i]` is `None` and `used` holds `i`.
 pub(crate) struct Slots<R> {
-    slots: [Option<Pending<R>>; RING_SIZE],
-    used: u32,
-    queued: u32,
-    abandoned: u32,
+    slots: KVVec<Option<Pending<R>>>,
+    limit: usize,
+    used: IdSet,
+    queued: IdSet,
+    abandoned: IdSet,
 }
 
 impl<R> Slots<R> {
-    /// An empty table.
-    pub(crate) fn new() -> Self {
-        Self {
-            slots: [const { None }; RING_SIZE],
-            used: 0,
-            queued: 0,
-            abandoned: 0,
+    /// An empty table with room for `capacity` ids, handing out V-XS's 32 (or fewer).
+    pub(crate) fn new(capacity: usize) -> Result<Self> {
+        let mut slots = KVVec::with_capacity(capacity, GFP_KERNEL)?;
+        for _ in 0..capacity {
+            slots.push(None, GFP_KERNEL)?;
         }
+        Ok(Self {
+            slots,
+            limit: capacity.min(RING_SIZE),
+            used: IdSet::new(capacity)?,
+            queued: IdSet::new(capacity)?,
+            abandoned: IdSet::new(capacity)?,
+        })
+    }
+
+    /// Hands out ids below `limit` from now on (at most the table's room).
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        // INVARIANT: clamped to the room.
+        self.limit = limit.min(self.slots.len());
+    }
+
+    /// The ids handed out: the ring size the daemon agreed on.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
     }
 
     /// The lowest free id, if any.
     pub(crate) fn free_id(&self) -> Option<usize> {
-        let id = self.used.trailing_ones() as usize;
-        (id < RING_SIZE).then_some(id)
+        self.used.first_absent(self.limit)
     }
 
     /// Queues `pending`, not sent yet, under the free id `id`.
     pub(crate) fn queue(&mut self, id: usize, pending: Pending<R>) {
+        if id >= self.slots.len() {
+            return;
+        }
         self.insert(id, pending);
         // INVARIANT: the slot was just filled.
-        self.queued |= 1 << id;
+        self.queued.insert(id);
     }
 
-    /// Ids of queued requests, as a bit mask.
-    pub(crate) fn queued(&self) -> u32 {
-        self.queued
+    /// Whether any request is queued.
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queued.first().is_some()
+    }
+
+    /// Number of queued requests.
+    pub(crate) fn queued_count(&self) -> u32 {
+        self.queued.count()
+    }
+
+    /// Takes the queued request with the lowest id out for sending, with its id; the id stays
+    /// reserved.
+    pub(crate) fn take_first_queued(&mut self) -> Option<(usize, Pending<R>)> {
+        let id = self.queued.first()?;
+        Some((id, self.take_queued(id)?))
     }
 
     /// Takes the queued request `id` out for sending; the id stays reserved.
     pub(crate) fn take_queued(&mut self, id: usize) -> Option<Pending<R>> {
-        if id >= RING_SIZE || self.queued & (1 << id) == 0 {
+        if !self.queued.contains(id) {
             return None;
         }
-        // INVARIANT: the bit of `queued` goes with the request; `used` stays set.
-        self.queued &= !(1 << id);
-        self.slots[id].take()
+        // INVARIANT: the id leaves `queued` with the request; `used` keeps it.
+        self.queued.remove(id);
+        self.slots.get_mut(id)?.take()
     }
 
     /// Records `pending`, sent, under the free (or reserved) id `id`.
     pub(crate) fn insert(&mut self, id: usize, pending: Pending<R>) {
-        debug_assert!(id < RING_SIZE && self.slots[id].is_none());
-        self.slots[id] = Some(pending);
-        // INVARIANT: bit and slot set together.
-        self.used |= 1 << id;
+        debug_assert!(self.slots.get(id).is_some_and(|s| s.is_none()));
+        if let Some(slot) = self.slots.get_mut(id) {
+            *slot = Some(pending);
+            // INVARIANT: id and slot set together.
+            self.used.insert(id);
+        }
     }
 
     /// The operation of the request sent under `id`, if one is.
     pub(crate) fn operation(&self, id: usize) -> Option<u8> {
-        if id < RING_SIZE && self.queued & (1 << id) != 0 {
+        if self.queued.contains(id) {
             return None;
         }
         self.slots.get(id)?.as_ref().map(|p| p.operation)
@@ -339,9 +491,9 @@ impl<R> Slots<R> {
     /// Removes and returns the request (sent or queued) under `id`, freeing the id.
     pub(crate) fn take(&mut self, id: usize) -> Option<Pending<R>> {
         let pending = self.slots.get_mut(id)?.take()?;
-        // INVARIANT: bits and slot cleared together.
-        self.used &= !(1 << id);
-        self.queued &= !(1 << id);
+        // INVARIANT: ids and slot cleared together.
+        self.used.remove(id);
+        self.queued.remove(id);
         Some(pending)
     }
 
@@ -349,37 +501,37 @@ impl<R> Slots<R> {
     /// [`Slots::end_complete`]. A second response for `id` meanwhile finds no request.
     pub(crate) fn begin_complete(&mut self, id: usize) -> Option<Pending<R>> {
         self.operation(id)?;
-        // INVARIANT: the bit stays set; the request was not queued.
+        // INVARIANT: `used` keeps the id; the request was not queued.
         self.slots.get_mut(id)?.take()
     }
 
     /// Frees id `id` after [`Slots::begin_complete`] or [`Slots::take_queued`].
     pub(crate) fn end_complete(&mut self, id: usize) {
-        if id < RING_SIZE && self.slots[id].is_none() {
-            self.used &= !(1 << id);
+        if self.slots.get(id).is_some_and(|s| s.is_none()) {
+            self.used.remove(id);
         }
     }
 
     /// Number of reserved ids (pending requests, and abandoned ones the daemon still owes).
-    /// Only the KUnit tests ask.
-    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn count(&self) -> u32 {
-        self.used.count_ones()
+        self.used.count()
     }
 
     /// Number of ids that still hold, or are completing, a block request (not abandoned).
     pub(crate) fn live(&self) -> u32 {
-        (self.used & !self.abandoned).count_ones()
+        self.used.count() - self.abandoned.count()
     }
 
     /// Number of abandoned ids.
     pub(crate) fn abandoned(&self) -> u32 {
-        self.abandoned.count_ones()
+        self.abandoned.count()
     }
 
     /// The id of the request (sent or queued) for which `pred` holds, if any.
     pub(crate) fn find(&self, pred: impl Fn(&R) -> bool) -> Option<usize> {
-        (0..RING_SIZE).find(|&i| self.slots[i].as_ref().is_some_and(|p| pred(&p.rq)))
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|p| pred(&p.rq)))
     }
 
     /// The request (sent or queued) under `id`, if any.
@@ -395,34 +547,40 @@ impl<R> Slots<R> {
     /// Takes the request under `id` out to fail it: a queued one frees its id (the daemon never
     /// saw it); a sent one leaves the id reserved and abandoned until the daemon answers it.
     pub(crate) fn abandon(&mut self, id: usize) -> Option<Pending<R>> {
-        if id >= RING_SIZE || self.slots[id].is_none() {
-            return None;
-        }
-        if self.queued & (1 << id) != 0 {
+        self.get(id)?;
+        if self.queued.contains(id) {
             return self.take(id);
         }
-        // INVARIANT: the slot is emptied, `used` stays set, `abandoned` is set.
-        self.abandoned |= 1 << id;
-        self.slots[id].take()
+        // INVARIANT: the slot is emptied, `used` keeps the id, `abandoned` gets it.
+        self.abandoned.insert(id);
+        self.slots.get_mut(id)?.take()
     }
 
     /// Whether `id` is abandoned.
     pub(crate) fn is_abandoned(&self, id: usize) -> bool {
-        id < RING_SIZE && self.abandoned & (1 << id) != 0
+        self.abandoned.contains(id)
     }
 
     /// Frees the abandoned id `id` (the daemon answered it late).
     pub(crate) fn release(&mut self, id: usize) {
         if self.is_abandoned(id) {
-            // INVARIANT: both bits cleared; the slot is already `None`.
-            self.abandoned &= !(1 << id);
-            self.used &= !(1 << id);
+            // INVARIANT: both sets lose the id; the slot is already `None`.
+            self.abandoned.remove(id);
+            self.used.remove(id);
         }
     }
 
     /// Ids of pending requests, lowest first.
     pub(crate) fn ids(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..RING_SIZE).filter(|&i| self.slots[i].is_some())
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.is_some().then_some(i))
+    }
+
+    /// Room of the table: every id that may hold a request.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
     }
 }
 
@@ -441,11 +599,12 @@ pub(crate) fn segment_sectors(offset: usize, len: usize) -> Result<(u8, u8)> {
 
 /// Number of responses to consume, from the kernel's `rsp_cons` and the daemon's `rsp_prod`.
 ///
-/// A correct daemon never has more than `RING_SIZE` unconsumed responses; a larger distance
-/// (including a `rsp_prod` behind `rsp_cons`) is a corrupt index and yields `None`.
-pub(crate) fn responses_to_consume(rsp_cons: u32, rsp_prod: u32) -> Option<u32> {
+/// A correct daemon never has more unconsumed responses than the ring has entries (`slots`);
+/// a larger distance (including a `rsp_prod` behind `rsp_cons`) is a corrupt index and yields
+/// `None`.
+pub(crate) fn responses_to_consume(rsp_cons: u32, rsp_prod: u32, slots: usize) -> Option<u32> {
     let n = rsp_prod.wrapping_sub(rsp_cons);
-    (n as usize <= RING_SIZE).then_some(n)
+    (n as usize <= slots).then_some(n)
 }
 
 /// What a response from the daemon means.
@@ -731,7 +890,7 @@ mod tests {
 
     #[test]
     fn abandoned_ids_stay_reserved_until_answered() {
-        let mut slots: Slots<u32> = Slots::new();
+        let mut slots: Slots<u32> = Slots::new(RING_SIZE).unwrap();
         slots.insert(0, Pending::new(10, OP_READ));
         slots.queue(1, Pending::new(11, OP_READ));
         assert_eq!(slots.find(|&r| r == 11), Some(1));
@@ -776,7 +935,7 @@ mod tests {
 
     #[test]
     fn slots_lowest_free_first() {
-        let mut s = Slots::<u32>::new();
+        let mut s = Slots::<u32>::new(RING_SIZE).unwrap();
         for i in 0..RING_SIZE {
             assert_eq!(s.free_id(), Some(i));
             s.insert(i, Pending::new(i as u32, OP_READ));
@@ -792,7 +951,7 @@ mod tests {
 
     #[test]
     fn slots_reserved_while_completing() {
-        let mut s = Slots::<u32>::new();
+        let mut s = Slots::<u32>::new(RING_SIZE).unwrap();
         s.insert(0, Pending::new(7, OP_READ));
         assert_eq!(s.begin_complete(0).map(|p| p.rq), Some(7));
         // A duplicate response finds nothing, and the id is not reused yet.
@@ -807,17 +966,17 @@ mod tests {
 
     #[test]
     fn slots_queued_then_sent() {
-        let mut s = Slots::<u32>::new();
+        let mut s = Slots::<u32>::new(RING_SIZE).unwrap();
         s.queue(0, Pending::new(9, OP_WRITE));
         // Not sent yet: responses find nothing.
-        assert_eq!(s.queued(), 1);
+        assert_eq!(s.queued_count(), 1);
         assert!(s.operation(0).is_none());
         assert!(s.begin_complete(0).is_none());
         assert_eq!(s.free_id(), Some(1));
         let p = s.take_queued(0).unwrap();
         assert_eq!(p.rq, 9);
         assert!(s.take_queued(0).is_none());
-        assert_eq!(s.queued(), 0);
+        assert_eq!(s.queued_count(), 0);
         // Reserved while its data is copied.
         assert_eq!(s.free_id(), Some(1));
         assert_eq!(s.count(), 1);
@@ -832,7 +991,46 @@ mod tests {
         // Teardown takes queued requests too.
         s.queue(3, Pending::new(11, OP_READ));
         assert_eq!(s.take(3).map(|p| p.rq), Some(11));
-        assert_eq!((s.queued(), s.count()), (0, 0));
+        assert_eq!((s.queued_count(), s.count()), (0, 0));
+    }
+
+    #[test]
+    fn deep_slots() {
+        // Room for 1024 ids, handing out 32 until the limit is raised.
+        let mut s = Slots::<u32>::new(1024).unwrap();
+        assert_eq!((s.capacity(), s.limit()), (1024, RING_SIZE));
+        for i in 0..RING_SIZE {
+            s.queue(i, Pending::new(i as u32, OP_READ));
+        }
+        assert_eq!(s.free_id(), None);
+        s.set_limit(2048);
+        assert_eq!(s.limit(), 1024);
+        for i in RING_SIZE..1024 {
+            assert_eq!(s.free_id(), Some(i));
+            s.queue(i, Pending::new(i as u32, OP_READ));
+        }
+        assert_eq!(
+            (s.free_id(), s.queued_count(), s.count()),
+            (None, 1024, 1024)
+        );
+        // Lowest queued first, across the 64-bit words.
+        for i in 0..1024 {
+            let (id, p) = s.take_first_queued().unwrap();
+            assert_eq!((id, p.rq), (i, i as u32));
+            s.insert(id, p);
+        }
+        assert!(!s.has_queued());
+        assert_eq!(s.abandon(700).map(|p| p.rq), Some(700));
+        assert!(s.is_abandoned(700));
+        assert_eq!((s.live(), s.abandoned()), (1023, 1));
+        assert_eq!(s.take(64).map(|p| p.rq), Some(64));
+        assert_eq!(s.free_id(), Some(64));
+        assert_eq!(s.find(|rq| *rq == 999), Some(999));
+        // Ids past the room are refused everywhere.
+        assert!(s.take(1024).is_none() && s.abandon(5000).is_none());
+        assert!(!s.is_abandoned(1024) && s.operation(1024).is_none());
+        s.queue(1024, Pending::new(0, OP_READ));
+        assert_eq!(s.count(), 1023);
     }
 
     #[test]
@@ -848,16 +1046,18 @@ mod tests {
 
     #[test]
     fn response_index_arithmetic() {
-        assert_eq!(responses_to_consume(0, 0), Some(0));
-        assert_eq!(responses_to_consume(10, 42), Some(32));
-        assert_eq!(responses_to_consume(10, 43), None);
-        assert_eq!(responses_to_consume(u32::MAX - 1, 3), Some(5));
-        assert_eq!(responses_to_consume(5, 4), None);
+        assert_eq!(responses_to_consume(0, 0, RING_SIZE), Some(0));
+        assert_eq!(responses_to_consume(10, 42, RING_SIZE), Some(32));
+        assert_eq!(responses_to_consume(10, 43, RING_SIZE), None);
+        assert_eq!(responses_to_consume(10, 43, 64), Some(33));
+        assert_eq!(responses_to_consume(0, 1025, 1024), None);
+        assert_eq!(responses_to_consume(u32::MAX - 1, 3, RING_SIZE), Some(5));
+        assert_eq!(responses_to_consume(5, 4, 1024), None);
     }
 
     #[test]
     fn response_judgement() {
-        let mut s = Slots::<()>::new();
+        let mut s = Slots::<()>::new(RING_SIZE).unwrap();
         s.insert(3, Pending::new((), OP_WRITE));
         let mut rsp = RingResponse {
             id: 3,
@@ -1026,12 +1226,14 @@ mod tests {
             max_discard_sectors: 8192,
             max_write_zeroes_sectors: 8192,
             max_segments: 64,
+            ring_slots: 128,
             ..Default::default()
         };
         let a = Agreement::negotiate(&want, all).unwrap();
         assert_eq!(a.features, all);
         assert_eq!(a.max_discard_sectors, 8192);
         assert_eq!((a.max_segments, a.segments()), (64, 64));
+        assert_eq!((a.ring_slots, a.slots()), (128, 128));
         assert_eq!(Agreement::default().segments(), SEGMENT_MAX);
         // The intersection, with the limits of what is left out cleared.
         let a = Agreement::negotiate(&want, FEAT_FLUSH | FEAT_FUA).unwrap();
@@ -1045,7 +1247,7 @@ mod tests {
         let a = Agreement::negotiate(&want, all & !FEAT_FLUSH).unwrap();
         assert_eq!(
             a.features,
-            FEAT_DISCARD | FEAT_WRITE_ZEROES | FEAT_LARGE | FEAT_LOW_LATENCY
+            FEAT_DISCARD | FEAT_WRITE_ZEROES | FEAT_LARGE | FEAT_LOW_LATENCY | FEAT_DEEP
         );
         let a = Agreement::negotiate(&want, all & !FEAT_LARGE).unwrap();
         assert_eq!((a.max_segments, a.segments()), (0, SEGMENT_MAX));
@@ -1056,18 +1258,19 @@ mod tests {
             max_discard_sectors: 0,
             max_write_zeroes_sectors: 0,
             max_segments: 0,
+            ring_slots: 0,
             ..want
         };
         assert_eq!(Agreement::negotiate(&none, all), Ok(Agreement::default()));
         assert_eq!(
             Agreement::negotiate(
                 &Features {
-                    features: all | 0x200,
+                    features: all | 0x400,
                     ..want
                 },
                 all
             ),
-            Err(Refusal::Unknown(0x200))
+            Err(Refusal::Unknown(0x400))
         );
         for bad in [
             Features { version: 2, ..want },
@@ -1080,8 +1283,8 @@ mod tests {
                 ..want
             },
             Features {
-                reserved32: 1,
-                ..want
+                ring_slots: 64,
+                ..none
             },
             Features {
                 max_segments: SEGMENT_MAX as u32,
@@ -1163,15 +1366,91 @@ mod tests {
 
     #[test]
     fn mapping_sizes() {
-        let pages = |n: usize| mapping_segments(n * PAGE_SIZE);
-        assert_eq!(pages(353), Some(SEGMENT_MAX));
-        assert_eq!(pages(1 + 32 * 12), Some(12));
-        assert_eq!(pages(8193), Some(LARGE_SEGMENT_MAX));
-        for bad in [0, 1, 2, 352, 354, 1 + 32 * 10, 1 + 32 * 257, 8194] {
+        let pages = |n: usize| mapping_layout(n * PAGE_SIZE).map(|l| (l.slots, l.segments));
+        assert_eq!(pages(353), Some((RING_SIZE, SEGMENT_MAX)));
+        assert_eq!(pages(1 + 32 * 12), Some((RING_SIZE, 12)));
+        assert_eq!(pages(8193), Some((RING_SIZE, LARGE_SEGMENT_MAX)));
+        // Deep rings: 64 entries take 2 pages, 128 take 4, 1024 take 29.
+        assert_eq!(pages(2 + 64 * 11), Some((64, SEGMENT_MAX)));
+        assert_eq!(pages(4 + 128 * 256), Some((128, LARGE_SEGMENT_MAX)));
+        assert_eq!(pages(29 + 1024 * 32), Some((1024, 32)));
+        for bad in [
+            0,
+            1,
+            2,
+            352,
+            354,
+            1 + 32 * 10,
+            1 + 32 * 257,
+            8194 + 1,
+            2 + 64 * 10,
+            29 + 1024 * 33,
+            8 + 256 * 256,
+        ] {
             assert_eq!(pages(bad), None);
         }
-        assert_eq!(mapping_segments(353 * PAGE_SIZE - 1), None);
-        assert_eq!(mapping_segments(usize::MAX), None);
+        assert_eq!(mapping_layout(353 * PAGE_SIZE - 1), None);
+        assert_eq!(mapping_layout(usize::MAX), None);
+        // No size has two layouts (as `mapping_layout` argues), and every layout's own size
+        // gives it back.
+        let mut n = RING_SIZE;
+        while n <= DEEP_RING_SLOTS_MAX {
+            let mut m = RING_SIZE;
+            while m < n {
+                assert_ne!(ring_pages(n) % m, ring_pages(m) % m);
+                m *= 2;
+            }
+            for segments in SEGMENT_MAX..=LARGE_SEGMENT_MAX {
+                let layout = Layout::new(n, segments);
+                if layout.is_valid() {
+                    assert_eq!(
+                        mapping_layout(layout.mmap_pages() * PAGE_SIZE),
+                        Some(layout)
+                    );
+                }
+            }
+            n *= 2;
+        }
+    }
+
+    #[test]
+    fn deep_negotiation() {
+        let deep = |slots: u32, features: u64, max_segments: u32| Features {
+            size: FEATURES_SIZE_V1,
+            version: FEATURES_VERSION,
+            features,
+            max_segments,
+            ring_slots: slots,
+            ..Features::default()
+        };
+        let a = Agreement::negotiate(&deep(128, FEAT_DEEP, 0), FEATURES_KNOWN).unwrap();
+        assert_eq!(
+            (a.slots(), a.layout()),
+            (128, Layout::new(128, SEGMENT_MAX))
+        );
+        let a = Agreement::negotiate(&deep(128, FEAT_DEEP | FEAT_LARGE, 256), FEATURES_KNOWN);
+        assert_eq!(a.map(|a| a.layout()), Ok(Layout::new(128, 256)));
+        // Not supported: V-XS's ring, and no slot count.
+        let a = Agreement::negotiate(&deep(128, FEAT_DEEP, 0), FEATURES_KNOWN & !FEAT_DEEP);
+        assert_eq!(a.map(|a| (a.slots(), a.ring_slots)), Ok((RING_SIZE, 0)));
+        assert_eq!(Agreement::default().slots(), RING_SIZE);
+        for (slots, features, segments) in [
+            (0, FEAT_DEEP, 0),
+            (32, FEAT_DEEP, 0),
+            (96, FEAT_DEEP, 0),
+            (2048, FEAT_DEEP, 0),
+            (u32::MAX, FEAT_DEEP, 0),
+            (64, 0, 0),
+            (256, FEAT_DEEP | FEAT_LARGE, 256),
+            (1024, FEAT_DEEP | FEAT_LARGE, 33),
+        ] {
+            assert!(
+                Agreement::negotiate(&deep(slots, features, segments), FEATURES_KNOWN).is_err()
+            );
+        }
+        assert!(
+            Agreement::negotiate(&deep(1024, FEAT_DEEP | FEAT_LARGE, 32), FEATURES_KNOWN).is_ok()
+        );
     }
 
     #[test]

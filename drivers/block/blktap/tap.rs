@@ -66,7 +66,7 @@ use crate::{
     },
     ring::{
         checked_name,
-        mapping_segments,
+        mapping_layout,
         Agreement,
         DeviceConfig,
         DiskName,
@@ -76,14 +76,14 @@ use crate::{
     },
     uapi::{
         Features,
+        Layout,
+        FEAT_DEEP,
         FEAT_DISCARD,
         FEAT_FLUSH,
         FEAT_FUA,
         FEAT_LARGE,
         FEAT_LOW_LATENCY,
-        FEAT_WRITE_ZEROES,
-        RING_SIZE,
-        SEGMENT_MAX, //
+        FEAT_WRITE_ZEROES, //
     },
 };
 
@@ -132,6 +132,8 @@ pub(crate) struct Stats {
     pub(crate) wakeups: u64,
     /// Polls that sent requests (batches sent).
     pub(crate) dispatches: u64,
+    /// Most requests the daemon held at once (sent and not yet answered).
+    pub(crate) ring_peak: u32,
     /// Flush requests sent.
     pub(crate) flushes: u64,
     /// Writes sent with `REQ_FUA`.
@@ -173,9 +175,9 @@ struct Io {
     /// `FEAT_*` whose operations may be sent to the current ring: those its daemon agreed on
     /// for the disk (minus any the administrator switched off since). `0`: V-XS.
     ops_allowed: u64,
-    /// Data pages per request in the current ring's layout: `SEGMENT_MAX` (V-XS), or the
-    /// `max_segments` its daemon agreed on with `FEAT_LARGE` (set with `ops_allowed`).
-    data_stride: usize,
+    /// The current ring's layout as its daemon uses it: V-XS's, or the one it agreed on with
+    /// `FEAT_LARGE` and `FEAT_DEEP` (set with `ops_allowed`).
+    layout: Layout,
     /// Kernel-driven pause (V-OXT): what may be sent, the ring message, the waiting writer.
     pause: Pause,
     /// The ring file is open (mirrors `Ctl::task`, for the writer of `remove` to wait on).
@@ -190,7 +192,10 @@ impl Io {
     /// The current ring may be sent what `agreement` allows, in its data layout.
     fn allow(&mut self, agreement: &Agreement) {
         self.ops_allowed = agreement.features;
-        self.data_stride = agreement.segments();
+        self.layout = agreement.layout();
+        if let Some(ring) = self.ring.as_mut() {
+            ring.slots.set_limit(self.layout.slots);
+        }
     }
 }
 
@@ -341,7 +346,7 @@ impl Tap {
                     recovery: Recovery::new(),
                     ring_ready: false,
                     ops_allowed: 0,
-                    data_stride: SEGMENT_MAX,
+                    layout: Layout::VXS,
                     pause: Pause::new(),
                     ring_open: false,
                     removing: false,
@@ -422,14 +427,17 @@ impl Tap {
     }
 
     /// Maps the ring into `vma` (the whole area, once: 353 pages for V-XS, more for a daemon
-    /// that will negotiate `FEAT_LARGE`).
+    /// that will negotiate `FEAT_LARGE` or `FEAT_DEEP`).
     pub(crate) fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
-        // The mapping's size says how many data pages per request it has room for: V-XS's
-        // 353 pages, or more for a daemon that will negotiate `FEAT_LARGE`. The ring's pages
-        // (about 1.4 MiB for V-XS, up to 32 MiB) are allocated before `ctl`, which `RESPOND`
-        // needs: reclaim must never wait on this disk's I/O under it.
-        let shm = match mapping_segments(vma.end() - vma.start()) {
-            Some(segments) => Some(UniqueArc::new(SharedRing::new(segments)?, GFP_KERNEL)?),
+        // The mapping's size gives its layout: V-XS's 353 pages, or more entries and data
+        // pages for a daemon that will negotiate `FEAT_LARGE` or `FEAT_DEEP`. The ring's pages
+        // (about 1.4 MiB for V-XS, up to 128 MiB) and its id table are allocated before
+        // `ctl`, which `RESPOND` needs: reclaim must never wait on this disk's I/O under it.
+        let shm = match mapping_layout(vma.end() - vma.start()) {
+            Some(layout) => Some((
+                UniqueArc::new(SharedRing::new(layout)?, GFP_KERNEL)?,
+                Slots::new(layout.slots)?,
+            )),
             None => None,
         };
         let mut ctl = this.ctl.lock();
@@ -440,7 +448,7 @@ impl Tap {
             return Err(ENXIO);
         }
         // A size that is neither V-XS's nor a large ring's (after `EBUSY`, as before).
-        let Some(mut shm) = shm else {
+        let Some((mut shm, slots)) = shm else {
             return Err(EINVAL);
         };
         // Everything that can fail comes before `map`, which installs the VMA callbacks (and
@@ -452,18 +460,18 @@ impl Tap {
         ctl.session = None;
         ctl.sessions += 1;
         let mut io = this.io.lock();
-        io.allow(&Agreement::default());
         io.ring = Some(Ring {
             shm,
             owner: task::current_task(),
             owner_mm: task::current_mm_id(),
             killed_at: None,
             marks_taken: false,
-            slots: Slots::new(),
+            slots,
             req_prod_pvt: 0,
             req_prod_published: 0,
             rsp_cons: 0,
         });
+        io.allow(&Agreement::default());
         io.queue_busy = false;
         // A poisoned session, and an abort, last as long as the ring they were made against.
         io.poisoned = None;
@@ -530,7 +538,7 @@ impl Tap {
             Self::end_pause(io, ENXIO);
             io.pause.hold = Hold::Running;
             if let Some(r) = ring.as_mut() {
-                for id in 0..RING_SIZE {
+                for id in 0..r.slots.capacity() {
                     if let Some(pending) = r.slots.take(id) {
                         if let Err(pending) = io.recovery.hold(pending) {
                             failed.push(pending.rq);
@@ -691,7 +699,7 @@ impl Tap {
             seg_boundary_mask: kernel::page::PAGE_SIZE as u64 - 1,
             dma_alignment: 511,
             max_hw_sectors: (config.agreement.segments() * kernel::page::PAGE_SIZE / 512) as u32,
-            queue_depth: RING_SIZE as u32,
+            queue_depth: config.agreement.slots() as u32,
             // `FEAT_LOW_LATENCY`: `queue_rq` publishes requests itself, under a mutex.
             blocking: config.agreement.has(FEAT_LOW_LATENCY),
             read_only: config.read_only,
@@ -703,13 +711,19 @@ impl Tap {
             max_write_zeroes_sectors: config.agreement.max_write_zeroes_sectors,
             timer_interval_ms: TIMER_INTERVAL_MS,
         };
+        // Room to hold a request of every tag for a new daemon (recovery), made before any
+        // can be held; the room it replaces is freed outside the spinlock (`vfree` sleeps).
+        let room = Recovery::room(config.agreement.slots() + 1)?;
         // Live before the disk is added: udev may read it at once. Its operations may go to
         // this ring from the start too (an opener may flush at once).
-        {
+        let spare = {
             let mut io = this.io.lock();
+            let spare = io.recovery.make_room(room);
             io.disk_live = true;
             io.allow(&config.agreement);
-        }
+            spare
+        };
+        drop(spare);
         match GenDisk::new(
             fmt!("{}", DiskName::new(this.minor)),
             &params,
@@ -764,9 +778,12 @@ impl Tap {
             }
             Err(Refusal::Bad(why)) => return refuse(why, None),
         };
-        let mapped = self.io.lock().ring.as_ref().map(|r| r.shm.segments());
-        if agreed.has(FEAT_LARGE) && mapped != Some(agreed.segments()) {
-            return refuse("max segments other than the ring mapping's", None);
+        let mapped = self.io.lock().ring.as_ref().map(|r| r.shm.layout());
+        if agreed.has(FEAT_LARGE | FEAT_DEEP) && mapped != Some(agreed.layout()) {
+            return refuse(
+                "max segments or ring slots other than the ring mapping's",
+                None,
+            );
         }
         if let Some(disk) = ctl.config.map(|c| c.agreement) {
             // A new daemon for an existing disk (recovery): the disk's features cannot change.

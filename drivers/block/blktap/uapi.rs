@@ -98,9 +98,74 @@ pub(crate) const FEAT_LOW_LATENCY: u64 = 0x100;
 /// `BLKTAP_LARGE_SEGMENT_MAX`: most data pages per request with `FEAT_LARGE`.
 pub(crate) const LARGE_SEGMENT_MAX: usize = 256;
 
+/// `BLKTAP_FEAT_DEEP`: a ring of `ring_slots` entries, its data pages after it.
+pub(crate) const FEAT_DEEP: u64 = 0x200;
+/// `BLKTAP_DEEP_RING_SLOTS_MIN`: fewest entries of a deep ring.
+pub(crate) const DEEP_RING_SLOTS_MIN: usize = 64;
+/// `BLKTAP_DEEP_RING_SLOTS_MAX`: most entries of a deep ring.
+pub(crate) const DEEP_RING_SLOTS_MAX: usize = 1024;
+/// `BLKTAP_DEEP_DATA_PAGES_MAX`: most data pages of a deep ring's mapping (128 MiB).
+pub(crate) const DEEP_DATA_PAGES_MAX: usize = 32768;
+
 /// `BLKTAP_MMAP_PAGES_LARGE`: pages of a ring mapping with `segments` data pages per request.
 pub(crate) const fn mmap_pages(segments: usize) -> usize {
-    1 + RING_SIZE * segments
+    Layout::new(RING_SIZE, segments).mmap_pages()
+}
+
+/// `BLKTAP_RING_PAGES`: pages of a ring of `slots` entries (header included).
+pub(crate) const fn ring_pages(slots: usize) -> usize {
+    (RING_HEADER_SIZE + RING_ENTRY_SIZE * slots).div_ceil(PAGE_SIZE)
+}
+
+/// The layout of a ring mapping: the ring's entries, then the data pages of each request.
+///
+/// V-XS's is [`Layout::VXS`]; `FEAT_LARGE` changes `segments`, `FEAT_DEEP` changes `slots`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Ring entries, and so request ids (`RING_SIZE`, or a power of two with `FEAT_DEEP`).
+    pub(crate) slots: usize,
+    /// Data pages per request (`SEGMENT_MAX`, or `max_segments` with `FEAT_LARGE`).
+    pub(crate) segments: usize,
+}
+
+impl Layout {
+    /// V-XS's: 32 entries in one page, 11 data pages per request.
+    pub(crate) const VXS: Self = Self::new(RING_SIZE, SEGMENT_MAX);
+
+    /// The layout of `slots` entries and `segments` data pages per request (not checked).
+    pub(crate) const fn new(slots: usize, segments: usize) -> Self {
+        Self { slots, segments }
+    }
+
+    /// `BLKTAP_DEEP_MMAP_PAGES`: pages of the mapping.
+    pub(crate) const fn mmap_pages(self) -> usize {
+        ring_pages(self.slots) + self.slots * self.segments
+    }
+
+    /// `BLKTAP_DEEP_DATA_PAGE`: the page of data page `seg` of request `id` (not checked).
+    pub(crate) const fn data_page(self, id: usize, seg: usize) -> usize {
+        ring_pages(self.slots) + id * self.segments + seg
+    }
+
+    /// Whether the data of a request lies packed in its pages (`FEAT_LARGE`) rather than in
+    /// V-XS's segments.
+    pub(crate) const fn packed(self) -> bool {
+        self.segments > SEGMENT_MAX
+    }
+
+    /// Whether the layout is one a mapping may have: V-XS's; `SEGMENT_MAX < segments <=
+    /// LARGE_SEGMENT_MAX` (`FEAT_LARGE`); a power-of-two `slots` in
+    /// `DEEP_RING_SLOTS_MIN..=DEEP_RING_SLOTS_MAX` (`FEAT_DEEP`) with at most
+    /// `DEEP_DATA_PAGES_MAX` data pages.
+    pub(crate) const fn is_valid(self) -> bool {
+        let segments = self.segments >= SEGMENT_MAX && self.segments <= LARGE_SEGMENT_MAX;
+        let slots = self.slots == RING_SIZE
+            || (self.slots.is_power_of_two()
+                && self.slots >= DEEP_RING_SLOTS_MIN
+                && self.slots <= DEEP_RING_SLOTS_MAX
+                && self.slots * self.segments <= DEEP_DATA_PAGES_MAX);
+        segments && slots
+    }
 }
 /// Largest per-request sector count of a range operation.
 pub(crate) const MAX_RANGE_SECTORS: u32 = 0x7f_ffff;
@@ -266,9 +331,9 @@ pub(crate) struct Features {
     pub(crate) max_write_zeroes_sectors: u32,
     /// `FEAT_LARGE`: data pages per request.
     pub(crate) max_segments: u32,
+    /// `FEAT_DEEP`: ring entries.
+    pub(crate) ring_slots: u32,
     /// Zero.
-    pub(crate) reserved32: u32,
-    /// Zero (room for deeper rings).
     pub(crate) reserved: [u64; 2],
 }
 
@@ -331,9 +396,22 @@ const _: () = {
     assert!(FEAT_WRITE_ZEROES == 64); // BLKTAP_FEAT_WRITE_ZEROES
     assert!(FEAT_LARGE == 128); // BLKTAP_FEAT_LARGE
     assert!(FEAT_LOW_LATENCY == 256); // BLKTAP_FEAT_LOW_LATENCY
+    assert!(FEAT_DEEP == 512); // BLKTAP_FEAT_DEEP
     assert!(LARGE_SEGMENT_MAX == 256); // BLKTAP_LARGE_SEGMENT_MAX
     assert!(mmap_pages(LARGE_SEGMENT_MAX) == 8193); // BLKTAP_MMAP_PAGES_LARGE(256)
     assert!(mmap_pages(SEGMENT_MAX) == 353); // BLKTAP_MMAP_PAGES_LARGE(11)
+    assert!(DEEP_RING_SLOTS_MIN == 64); // BLKTAP_DEEP_RING_SLOTS_MIN
+    assert!(DEEP_RING_SLOTS_MAX == 1024); // BLKTAP_DEEP_RING_SLOTS_MAX
+    assert!(DEEP_DATA_PAGES_MAX == 32768); // BLKTAP_DEEP_DATA_PAGES_MAX
+    assert!(ring_pages(RING_SIZE) == 1); // BLKTAP_RING_PAGES(32)
+    assert!(ring_pages(64) == 2); // BLKTAP_RING_PAGES(64)
+    assert!(ring_pages(128) == 4); // BLKTAP_RING_PAGES(128)
+    assert!(ring_pages(DEEP_RING_SLOTS_MAX) == 29); // BLKTAP_RING_PAGES(1024)
+    assert!(Layout::VXS.mmap_pages() == 353); // BLKTAP_DEEP_MMAP_PAGES(32, 11)
+    assert!(Layout::new(128, 256).mmap_pages() == 32772); // BLKTAP_DEEP_MMAP_PAGES(128, 256)
+    assert!(Layout::new(1024, SEGMENT_MAX).mmap_pages() == 11293); // BLKTAP_DEEP_MMAP_PAGES(1024, 11)
+    assert!(Layout::new(128, 256).data_page(0, 0) == 4); // BLKTAP_DEEP_DATA_PAGE(128, 256, 0, 0)
+    assert!(Layout::new(128, 256).data_page(127, 255) == 32771); // BLKTAP_DEEP_DATA_PAGE(128, 256, 127, 255)
     assert!(MAX_RANGE_SECTORS == 8388607); // BLKTAP_MAX_RANGE_SECTORS
     assert!(MAX_DISCARD_GRANULARITY == 1073741824); // BLKTAP_MAX_DISCARD_GRANULARITY
     assert!(RSP_OKAY == 0); // BLKTAP_RSP_OKAY
@@ -428,7 +506,7 @@ const _: () = {
     assert!(offset_of!(Features, max_discard_sectors) == 32);
     assert!(offset_of!(Features, max_write_zeroes_sectors) == 36);
     assert!(offset_of!(Features, max_segments) == 40);
-    assert!(offset_of!(Features, reserved32) == 44); // __rsvd32
+    assert!(offset_of!(Features, ring_slots) == 44);
     assert!(offset_of!(Features, reserved) == 48); // __rsvd
 };
 // END GENERATED

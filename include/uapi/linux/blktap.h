@@ -206,8 +206,9 @@ struct blktap_sring {
  * non-zero bytes past the module's struct; a version other than 1; unknown feature bits (the
  * module has then written size and supported, so that a newer daemon can retry with
  * wanted & supported); FUA without FLUSH; a limit that is out of range, or non-zero for a
- * feature not wanted; LARGE with max_segments other than the mapping's; non-zero reserved words; a second negotiation once the session's disk
- * exists. A new daemon taking over an existing disk (recovery) must ask for exactly the disk's
+ * feature not wanted; LARGE with max_segments, or DEEP with ring_slots, other than the
+ * mapping's; DEEP with more than BLKTAP_DEEP_DATA_PAGES_MAX data pages; non-zero reserved
+ * words; a second negotiation once the session's disk exists. A new daemon taking over an existing disk (recovery) must ask for exactly the disk's
  * features and limits, else EINVAL.
  *
  * The feature bits are those of V-DS/V-OXT's device-info flags where they exist (FLUSH 0x4,
@@ -228,6 +229,7 @@ struct blktap_sring {
  * woken and without a poll(2). Waking and poll work as always for a daemon that sleeps.
  */
 #define BLKTAP_FEAT_LOW_LATENCY			0x100
+#define BLKTAP_FEAT_DEEP			0x200	/* deep rings: see below */
 
 /* Largest max_discard_sectors / max_write_zeroes_sectors: the most one bio carries (4 GiB - 512). */
 #define BLKTAP_MAX_RANGE_SECTORS		0x7fffff
@@ -249,6 +251,25 @@ struct blktap_sring {
 #define BLKTAP_MMAP_PAGES_LARGE(s)		(1 + BLKTAP_RING_SIZE * (s))
 #define BLKTAP_LARGE_DATA_PAGE(s, id, seg)	(1 + (id) * (s) + (seg))
 
+/*
+ * Deep rings (BLKTAP_FEAT_DEEP, with ring_slots = N, a power of two in
+ * [BLKTAP_DEEP_RING_SLOTS_MIN, BLKTAP_DEEP_RING_SLOTS_MAX]): the ring has N entries, request
+ * ids 0 .. N - 1, and ring index i lives in entry i mod N. struct blktap_sring's header is
+ * unchanged, its ring[] array is N entries long and spans BLKTAP_RING_PAGES(N) pages; the data
+ * pages follow, S per request (S = max_segments with BLKTAP_FEAT_LARGE, else
+ * BLKTAP_SEGMENT_MAX): BLKTAP_DEEP_MMAP_PAGES(N, S) pages in all, with N * S at most
+ * BLKTAP_DEEP_DATA_PAGES_MAX, and the pages of request id are BLKTAP_DEEP_DATA_PAGE(N, S, id,
+ * 0 .. S - 1). mmap accepts any such size; NEGOTIATE wants N and S to match the mapping. A
+ * disk made by such a session has N tags (its queue depth); the requests themselves are as
+ * without the feature. The same formulas with N = BLKTAP_RING_SIZE give the other layouts.
+ */
+#define BLKTAP_DEEP_RING_SLOTS_MIN		64
+#define BLKTAP_DEEP_RING_SLOTS_MAX		1024
+#define BLKTAP_DEEP_DATA_PAGES_MAX		32768	/* 128 MiB of data pages */
+#define BLKTAP_RING_PAGES(n)			((64 + 112 * (n) + 4095) / 4096)
+#define BLKTAP_DEEP_MMAP_PAGES(n, s)		(BLKTAP_RING_PAGES(n) + (n) * (s))
+#define BLKTAP_DEEP_DATA_PAGE(n, s, id, seg)	(BLKTAP_RING_PAGES(n) + (id) * (s) + (seg))
+
 /* Argument of BLKTAP_IOCTL_NEGOTIATE: 64 bytes in version 1. */
 struct blktap_features {
 	__u32 size;			/* in: sizeof as the caller knows it; out: the module's */
@@ -260,9 +281,8 @@ struct blktap_features {
 	__u32 max_discard_sectors;	/* 512-byte sectors per request, in [1, MAX_RANGE_SECTORS] */
 	__u32 max_write_zeroes_sectors;	/* 512-byte sectors per request, same range */
 	__u32 max_segments;		/* BLKTAP_FEAT_LARGE: data pages per request */
-	__u32 __rsvd32;			/* zero */
-	/* Zero. Reserved for deeper rings, which will come with a feature bit of their own. */
-	__u64 __rsvd[2];
+	__u32 ring_slots;		/* BLKTAP_FEAT_DEEP: ring entries */
+	__u64 __rsvd[2];		/* zero */
 };
 
 #endif /* _UAPI_LINUX_BLKTAP_H */

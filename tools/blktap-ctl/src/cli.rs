@@ -128,13 +128,19 @@ pub struct CreateArgs {
     /// Features beyond V-XS for blktapd to negotiate (its `--features`): a comma-separated
     /// list of flush, fua, discard, write-zeroes, all (those four), large (requests of up to
     /// --max-segments pages), low-latency (requests published at once, blktapd watches the
-    /// ring). Without it the disk is plain V-XS.
+    /// ring), deep (a ring of --ring-slots entries: the disk's queue depth). Without it the
+    /// disk is plain V-XS.
     #[arg(long, value_name = "LIST")]
     pub features: Option<String>,
 
     /// Data pages per request with large, passed to blktapd (its `--max-segments`, 12-256).
     #[arg(long, value_name = "N")]
     pub max_segments: Option<u32>,
+
+    /// Ring entries with deep, passed to blktapd (its `--ring-slots`: a power of two from 64
+    /// to 1024).
+    #[arg(long, value_name = "N")]
+    pub ring_slots: Option<u32>,
 
     /// With low-latency, microseconds blktapd watches the ring after each batch (its
     /// `--spin-us`).

@@ -262,6 +262,9 @@ fn start_daemon(
     if let Some(n) = args.max_segments {
         cmd.arg("--max-segments").arg(n.to_string());
     }
+    if let Some(n) = args.ring_slots {
+        cmd.arg("--ring-slots").arg(n.to_string());
+    }
     if let Some(n) = args.spin_us {
         cmd.arg("--spin-us").arg(n.to_string());
     }

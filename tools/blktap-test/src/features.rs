@@ -114,11 +114,11 @@ pub fn run(env: &Env, t: &mut Ktap) {
         },
     );
     let mut unknown = Features {
-        features: FEATURES_ALL | 0x200,
+        features: FEATURES_ALL | 0x400,
         ..all()
     };
     let r = ring.negotiate_raw(&mut unknown);
-    t.expect_errno("unknown feature bit 0x200 is EINVAL", r, libc::EINVAL);
+    t.expect_errno("unknown feature bit 0x400 is EINVAL", r, libc::EINVAL);
     t.check(
         "... and the answer names the supported features",
         unknown.supported == FEATURES_KNOWN && unknown.size == FEATURES_SIZE_V1,
@@ -159,10 +159,26 @@ pub fn run(env: &Env, t: &mut Ktap) {
     );
     expect_einval(
         t,
-        "reserved word __rsvd32 is EINVAL",
+        "ring_slots without DEEP is EINVAL",
         &ring,
-        Features { rsvd32: 1, ..all() },
+        Features {
+            ring_slots: 64,
+            ..all()
+        },
     );
+    // Nor does it hold a deep ring: 32 entries.
+    for n in [0, 32, 64, 128, 1024, 2048, u32::MAX] {
+        expect_einval(
+            t,
+            &format!("DEEP with ring_slots {n} on a V-XS mapping is EINVAL"),
+            &ring,
+            Features {
+                features: FEATURES_ALL | blktap::uapi::FEAT_DEEP,
+                ring_slots: n,
+                ..all()
+            },
+        );
+    }
     // This ring is mapped with V-XS's 353 pages: 11 data pages per request.
     for n in [0, 11, 12, 64, 256, 257, u32::MAX] {
         expect_einval(
@@ -402,6 +418,125 @@ pub fn run(env: &Env, t: &mut Ktap) {
     t.expect_ok("REMOVE_DEVICE", removed);
     drop(ring);
     t.expect_ok("FREE_TAP", taps.free(minor));
+    deep(env, t, &mut taps);
+}
+
+/// Deep rings (`FEAT_DEEP`): the ring_slots agreed must be the mapping's, and the disk gets
+/// as many tags; a daemon mapping V-XS's size cannot take such a disk over.
+fn deep(env: &Env, t: &mut Ktap, taps: &mut Taps<'_>) {
+    use blktap::uapi::{FEAT_DEEP, FEAT_LARGE};
+    let Some(info) = t.expect_ok("ALLOC_TAP (deep)", taps.alloc()) else {
+        return;
+    };
+    let minor = info.ring_minor;
+    let Some(mut ring) = t.expect_ok("open the ring (deep)", env.open_ring(&info)) else {
+        return;
+    };
+    if t.expect_ok("mmap a ring of 128 entries", ring.map_layout(128, 11))
+        .is_none()
+    {
+        return;
+    }
+    let deep = |slots: u32| Features {
+        features: FEATURES_ALL | FEAT_DEEP,
+        ring_slots: slots,
+        ..all()
+    };
+    for n in [64, 256, 1024] {
+        expect_einval(
+            t,
+            &format!("DEEP with ring_slots {n} on a 128-entry mapping is EINVAL"),
+            &ring,
+            deep(n),
+        );
+    }
+    expect_einval(
+        t,
+        "DEEP and LARGE with max_segments 64 on a mapping of 11 is EINVAL",
+        &ring,
+        Features {
+            features: FEATURES_ALL | FEAT_DEEP | FEAT_LARGE,
+            max_segments: 64,
+            ..deep(128)
+        },
+    );
+    let mut f = all();
+    let r = ring.negotiate_raw(&mut f);
+    t.check(
+        "without DEEP, a deep mapping is used as V-XS's",
+        r.is_ok() && f.features == FEATURES_ALL && f.ring_slots == 0,
+        || format!("{r:?} {f:?}"),
+    );
+    let mut f = deep(128);
+    let r = ring.negotiate_raw(&mut f);
+    t.check(
+        "DEEP with the mapping's 128 entries is agreed",
+        r.is_ok() && f.features == FEATURES_ALL | FEAT_DEEP && f.ring_slots == 128,
+        || format!("{r:?} {f:?}"),
+    );
+    let mut back = BackRing::new();
+    if t.expect_ok(
+        "CREATE_DEVICE (deep)",
+        ring.create_device_info(&valid_info()),
+    )
+    .is_none()
+    {
+        return;
+    }
+    let tags = env
+        .sysfs
+        .join("block")
+        .join(crate::disk_name(minor))
+        .join("mq/0/nr_tags");
+    let tags = sysfs::read_attr(&tags).map(|s| s.trim().to_string());
+    t.check(
+        "the disk has 128 tags",
+        tags.as_ref().is_ok_and(|s| s == "128"),
+        || format!("{tags:?}"),
+    );
+    // A daemon with V-XS's mapping cannot take the deep disk over.
+    let _ = serve_null(&ring, &mut back);
+    ring.unmap();
+    if t.expect_ok("mmap V-XS's size (a new session)", ring.map())
+        .is_none()
+    {
+        return;
+    }
+    expect_einval(
+        t,
+        "the disk's DEEP agreement on a V-XS mapping is EINVAL",
+        &ring,
+        deep(128),
+    );
+    t.expect_errno(
+        "... and its CREATE_DEVICE is EINVAL",
+        ring.create_device_info(&valid_info()),
+        libc::EINVAL,
+    );
+    ring.unmap();
+    if t.expect_ok("mmap 128 entries again", ring.map_layout(128, 11))
+        .is_none()
+    {
+        return;
+    }
+    let mut f = deep(128);
+    let r = ring.negotiate_raw(&mut f);
+    t.check(
+        "the same agreement on the same layout is accepted",
+        r.is_ok() && f.ring_slots == 128,
+        || format!("{r:?} {f:?}"),
+    );
+    t.expect_errno(
+        "... and CREATE_DEVICE then finds the disk (EEXIST)",
+        ring.create_device_info(&valid_info()),
+        libc::EEXIST,
+    );
+    ring.set_layout(128, 11).ok();
+    let mut back = BackRing::new();
+    let removed = crate::remove_with_retry(&ring, &mut back, Duration::from_secs(10));
+    t.expect_ok("REMOVE_DEVICE (deep)", removed);
+    drop(ring);
+    t.expect_ok("FREE_TAP (deep)", taps.free(minor));
 }
 
 /// `BLKZEROOUT` of `len` bytes at `offset` of the block device `dev`.

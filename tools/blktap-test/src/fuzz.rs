@@ -1102,7 +1102,7 @@ fn features_bytes(f: &uapi::Features, extra: usize, dirty: bool) -> Vec<u8> {
         f.max_discard_sectors,
         f.max_write_zeroes_sectors,
         f.max_segments,
-        f.rsvd32,
+        f.ring_slots,
     ] {
         b.extend_from_slice(&v.to_ne_bytes());
     }
@@ -1126,12 +1126,14 @@ fn negotiate_want(f: &uapi::Features, dirty: bool) -> i32 {
         && f.version == 1
         && f.features & !uapi::FEATURES_KNOWN == 0
         && (f.features & FEAT_FUA == 0 || f.features & FEAT_FLUSH != 0)
-        && f.rsvd32 == 0
         && f.rsvd == [0; 2]
         // The ring is mapped with 353 pages: LARGE needs 12..=256 data pages per request and
-        // the mapping's count (11), so it is never agreed here.
+        // the mapping's count (11), DEEP 64..=1024 entries and the mapping's (32), so neither
+        // is ever agreed here.
         && f.features & uapi::FEAT_LARGE == 0
         && f.max_segments == 0
+        && f.features & uapi::FEAT_DEEP == 0
+        && f.ring_slots == 0
         && if f.features & FEAT_DISCARD != 0 {
             let g = f.discard_granularity;
             g.is_power_of_two()
@@ -1212,9 +1214,13 @@ fn probes_negotiate(t: &mut Ktap, raw: RawFd, arena: &Arena, rng: &mut Rng) {
             f.max_write_zeroes_sectors = limit(rng);
         }
         if rng.chance(10) {
-            match rng.below(3) {
-                2 => f.rsvd32 = rng.next_u32() | 1,
-                i => f.rsvd[i as usize] = rng.next_u64() | 1,
+            let i = rng.below(2) as usize;
+            f.rsvd[i] = rng.next_u64() | 1;
+        }
+        if rng.chance(15) {
+            f.ring_slots = *rng.pick(&[0, 1, 32, 64, 96, 128, 1024, 2048, u32::MAX]);
+            if rng.chance(50) {
+                f.features |= uapi::FEAT_DEEP;
             }
         }
         if rng.chance(15) {
@@ -1504,7 +1510,7 @@ impl Walk<'_> {
             ("valid-rounded", MMAP_SIZE - 7, rw, libc::MAP_SHARED, 0, 0),
             ("short", MMAP_SIZE - PAGE_SIZE, rw, libc::MAP_SHARED, 0, 0),
             ("long", MMAP_SIZE + PAGE_SIZE, rw, libc::MAP_SHARED, 0, 0),
-            // FEAT_LARGE's sizes: 1 + 32 * S pages for S in 12..=256, nothing else.
+            // FEAT_LARGE's sizes: 1 + 32 * S pages for S in 12..=256.
             (
                 "large",
                 uapi::mmap_pages_large(64) * PAGE_SIZE,
@@ -1524,6 +1530,40 @@ impl Walk<'_> {
             (
                 "large-huge",
                 uapi::mmap_pages_large(257) * PAGE_SIZE,
+                rw,
+                libc::MAP_SHARED,
+                0,
+                0,
+            ),
+            // FEAT_DEEP's: ring_pages(N) + N * S pages, N a power of two in 64..=1024, S in
+            // 11..=256, N * S at most 32768. A V-XS session uses the first 353 pages.
+            (
+                "deep",
+                uapi::deep_mmap_pages(128, 11) * PAGE_SIZE,
+                rw,
+                libc::MAP_SHARED,
+                0,
+                0,
+            ),
+            (
+                "deep-large",
+                uapi::deep_mmap_pages(64, 64) * PAGE_SIZE,
+                rw,
+                libc::MAP_SHARED,
+                0,
+                0,
+            ),
+            (
+                "deep-odd",
+                (uapi::deep_mmap_pages(128, 11) + 64) * PAGE_SIZE,
+                rw,
+                libc::MAP_SHARED,
+                0,
+                0,
+            ),
+            (
+                "deep-huge",
+                uapi::deep_mmap_pages(1024, 33) * PAGE_SIZE,
                 rw,
                 libc::MAP_SHARED,
                 0,
@@ -1563,7 +1603,7 @@ impl Walk<'_> {
             libc::EBUSY
         } else {
             match what {
-                "valid" | "valid-rounded" | "large" => 0,
+                "valid" | "valid-rounded" | "large" | "deep" | "deep-large" => 0,
                 "exec" => libc::EPERM,
                 _ => libc::EINVAL,
             }
@@ -1775,7 +1815,7 @@ impl Walk<'_> {
             k if k < AGREEMENTS.len() => (agreement_request(k), true, false),
             3 => (
                 uapi::Features {
-                    features: uapi::FEATURES_ALL | 0x200,
+                    features: uapi::FEATURES_ALL | 0x400,
                     ..agreement_request(2)
                 },
                 false,

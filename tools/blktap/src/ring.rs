@@ -29,8 +29,11 @@ pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
     /// Data pages per request in the layout agreed for this mapping ([`SEGMENT_MAX`] unless
-    /// [`FEAT_LARGE`](uapi::FEAT_LARGE) was negotiated: [`Mapping::set_large`]).
+    /// [`FEAT_LARGE`](uapi::FEAT_LARGE) was negotiated: [`Mapping::set_layout`]).
     stride: u32,
+    /// Ring entries in the layout agreed for this mapping ([`RING_SIZE`] unless
+    /// [`FEAT_DEEP`](uapi::FEAT_DEEP) was negotiated).
+    slots: u32,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; all access to it goes through raw
@@ -89,22 +92,41 @@ impl Mapping {
             base,
             len,
             stride: SEGMENT_MAX,
+            slots: RING_SIZE,
         })
     }
 
     /// Uses the [`FEAT_LARGE`](uapi::FEAT_LARGE) layout with `segments` data pages per
-    /// request from now on. Fails (and changes nothing) if `segments` is out of range or the
-    /// mapping is too small for it.
+    /// request from now on (and the ring size it has). Fails (and changes nothing) if
+    /// `segments` is out of range or the mapping is too small for it.
     pub fn set_large(&mut self, segments: u32) -> Result<()> {
-        if !(SEGMENT_MAX + 1..=uapi::LARGE_SEGMENT_MAX).contains(&segments)
-            || self.len < uapi::mmap_pages_large(segments) * PAGE_SIZE
+        if segments <= SEGMENT_MAX {
+            return Err(Error::Invalid(format!(
+                "{segments} data pages per request are not a large layout"
+            )));
+        }
+        self.set_layout(self.slots, segments)
+    }
+
+    /// Uses the layout of a ring of `slots` entries ([`RING_SIZE`], or a power of two in
+    /// [`DEEP_RING_SLOTS_MIN`](uapi::DEEP_RING_SLOTS_MIN)..=[`DEEP_RING_SLOTS_MAX`](uapi::DEEP_RING_SLOTS_MAX)
+    /// for [`FEAT_DEEP`](uapi::FEAT_DEEP)) with `segments` data pages per request
+    /// ([`SEGMENT_MAX`], or more for [`FEAT_LARGE`](uapi::FEAT_LARGE)) from now on. Fails (and
+    /// changes nothing) if either is out of range or the mapping is too small for them.
+    pub fn set_layout(&mut self, slots: u32, segments: u32) -> Result<()> {
+        let deep = (uapi::DEEP_RING_SLOTS_MIN..=uapi::DEEP_RING_SLOTS_MAX).contains(&slots)
+            && slots.is_power_of_two();
+        if !(SEGMENT_MAX..=uapi::LARGE_SEGMENT_MAX).contains(&segments)
+            || !(slots == RING_SIZE || deep)
+            || self.len < uapi::deep_mmap_pages(slots, segments) * PAGE_SIZE
         {
             return Err(Error::Invalid(format!(
-                "{segments} data pages per request do not fit a mapping of {} bytes",
+                "{slots} entries of {segments} data pages do not fit a mapping of {} bytes",
                 self.len
             )));
         }
         self.stride = segments;
+        self.slots = slots;
         Ok(())
     }
 
@@ -135,6 +157,7 @@ impl Mapping {
         Some(RingMemory {
             pages: self.len / PAGE_SIZE,
             stride: self.stride,
+            slots: self.slots,
             ..mem
         })
     }
@@ -159,6 +182,8 @@ pub struct RingMemory<'a> {
     pages: usize,
     /// Data pages per request: [`SEGMENT_MAX`], or more for `FEAT_LARGE`.
     stride: u32,
+    /// Ring entries: [`RING_SIZE`], or more (a power of two) for `FEAT_DEEP`.
+    slots: u32,
     _mapping: PhantomData<&'a Mapping>,
 }
 
@@ -188,8 +213,14 @@ impl<'a> RingMemory<'a> {
             base: NonNull::new(base).expect("ring memory base is NULL"),
             pages: uapi::MMAP_PAGES,
             stride: SEGMENT_MAX,
+            slots: RING_SIZE,
             _mapping: PhantomData,
         }
+    }
+
+    /// Ring entries in this memory's layout ([`RING_SIZE`] for V-XS): request ids are below.
+    pub fn slots(&self) -> u32 {
+        self.slots
     }
 
     /// Data pages per request in this memory's layout ([`SEGMENT_MAX`] for V-XS).
@@ -206,9 +237,10 @@ impl<'a> RingMemory<'a> {
         }
     }
 
-    /// The data pages (all pages but the ring page), as one range of bytes.
+    /// The data pages (all pages after the ring's), as one range of bytes.
     pub fn data_area(&self) -> (*mut u8, usize) {
-        (self.page_ptr(1), (self.pages - 1) * PAGE_SIZE)
+        let first = uapi::ring_pages(self.slots);
+        (self.page_ptr(first), (self.pages - first) * PAGE_SIZE)
     }
 
     /// Start of the ring page.
@@ -299,12 +331,14 @@ impl<'a> RingMemory<'a> {
     }
 
     fn entry(&self, index: u32) -> *mut u8 {
-        let slot = index % RING_SIZE;
-        // SAFETY: entry_offset(slot) + 112 <= 64 + 32 * 112 < PAGE_SIZE, inside the ring page.
+        let slot = index % self.slots;
+        // `set_layout` made the ring's pages fit the memory.
+        assert!(uapi::entry_offset(slot) + uapi::RING_ENTRY_SIZE <= self.pages * PAGE_SIZE);
+        // SAFETY: the entry lies inside the memory (asserted above).
         unsafe { self.base.as_ptr().add(uapi::entry_offset(slot)) }
     }
 
-    /// Copies the request in the slot of ring index `index` (`index % RING_SIZE`).
+    /// Copies the request in the slot of ring index `index` (`index % slots`).
     pub fn read_request(&self, index: u32) -> RingRequest {
         // SAFETY: the entry is inside the ring page and 8-byte aligned (64 + n * 112); it is
         // copied out by value.
@@ -341,17 +375,17 @@ impl<'a> RingMemory<'a> {
     }
 
     /// Start of the data page of segment `seg` of request `id`:
-    /// `base + (1 + id * stride + seg) * 4096` (stride 11 for V-XS).
+    /// `base + (ring_pages + id * stride + seg) * 4096` (one ring page and stride 11 for V-XS).
     ///
     /// # Panics
     ///
-    /// If `id >= RING_SIZE` or `seg >= stride`.
+    /// If `id >= slots` or `seg >= stride`.
     pub fn data_ptr(&self, id: u32, seg: u32) -> *mut u8 {
         assert!(
-            id < RING_SIZE && seg < self.stride,
+            id < self.slots && seg < self.stride,
             "bad data page ({id}, {seg})"
         );
-        self.page_ptr(uapi::large_data_page(self.stride, id, seg))
+        self.page_ptr(uapi::deep_data_page(self.slots, self.stride, id, seg))
     }
 
     /// The contiguous data of a [`FEAT_LARGE`](uapi::FEAT_LARGE) request `id` of
@@ -579,10 +613,24 @@ impl Request {
         Self::parse_with(raw, 0)
     }
 
+    /// As [`parse_with`](Self::parse_with), in the layout of `mem` (its data pages per request
+    /// and its ring size: ids below [`RingMemory::slots`]).
+    pub fn parse_in(raw: &RingRequest, mem: &RingMemory<'_>) -> Result<Self, RequestError> {
+        Self::parse_layout(raw, mem.large_segments(), mem.slots())
+    }
+
     /// As [`parse`](Self::parse), in the layout of `large_segments` data pages per request
     /// ([`FEAT_LARGE`](uapi::FEAT_LARGE); 0: V-XS): READ and WRITE then come with no segments
     /// and a sector count of 1..=8 * `large_segments` (their data contiguous).
     pub fn parse_with(raw: &RingRequest, large_segments: u32) -> Result<Self, RequestError> {
+        Self::parse_layout(raw, large_segments, RING_SIZE)
+    }
+
+    fn parse_layout(
+        raw: &RingRequest,
+        large_segments: u32,
+        slots: u32,
+    ) -> Result<Self, RequestError> {
         let op = match raw.operation {
             OP_READ => Op::Read,
             OP_WRITE => Op::Write,
@@ -591,7 +639,7 @@ impl Request {
             OP_WRITE_ZEROES => Op::WriteZeroes,
             op => return Err(RequestError::BadOperation(op)),
         };
-        if raw.id >= u64::from(RING_SIZE) {
+        if raw.id >= u64::from(slots) {
             return Err(RequestError::BadId(raw.id));
         }
         let n = raw.nr_segments;
@@ -759,7 +807,7 @@ impl BackRing {
     /// Each entry is copied out of the shared page and validated; valid requests go to
     /// `handler`, which returns the response status; invalid ones are answered with
     /// `RSP_ERROR` (echoing id and operation, as tapdisk does). Fails without consuming
-    /// anything if the producer claims more than [`RING_SIZE`] unconsumed requests.
+    /// anything if the producer claims more unconsumed requests than the ring has entries.
     pub fn process<F>(&mut self, mem: RingMemory<'_>, mut handler: F) -> Result<Batch>
     where
         F: FnMut(&Request) -> i16,
@@ -778,10 +826,9 @@ impl BackRing {
     where
         F: FnOnce(&[Request], &mut [i16]),
     {
-        const N: usize = RING_SIZE as usize;
         let prod = mem.req_prod();
         let pending = prod.wrapping_sub(self.req_cons);
-        if pending > RING_SIZE {
+        if pending > mem.slots() {
             return Err(Error::Invalid(format!(
                 "ring overflow: req_prod {prod}, req_cons {} ({pending} requests pending)",
                 self.req_cons
@@ -790,13 +837,14 @@ impl BackRing {
         let mut batch = Batch::default();
         // Per ring entry of the pass: the id and operation to echo, and the index of the
         // request in `reqs` if it is valid.
-        let mut entries = [(0u64, 0u8, None::<usize>); N];
-        let mut reqs = [Request::IDLE; N];
+        let n = pending as usize;
+        let mut entries = vec![(0u64, 0u8, None::<usize>); n];
+        let mut reqs = vec![Request::IDLE; n];
         let mut nvalid = 0;
-        for entry in entries.iter_mut().take(pending as usize) {
+        for entry in entries.iter_mut() {
             let raw = mem.read_request(self.req_cons);
             self.req_cons = self.req_cons.wrapping_add(1);
-            let valid = match Request::parse_with(&raw, mem.large_segments()) {
+            let valid = match Request::parse_in(&raw, &mem) {
                 Ok(req) => {
                     reqs[nvalid] = req;
                     nvalid += 1;
@@ -810,11 +858,11 @@ impl BackRing {
             };
             *entry = (raw.id, raw.operation, valid);
         }
-        let mut status = [uapi::RSP_OKAY; N];
+        let mut status = vec![uapi::RSP_OKAY; n];
         if nvalid > 0 {
             handler(&reqs[..nvalid], &mut status[..nvalid]);
         }
-        for &(id, operation, valid) in entries.iter().take(pending as usize) {
+        for &(id, operation, valid) in entries.iter() {
             let st = valid.map_or(RSP_ERROR, |i| status[i]);
             batch.failed += u32::from(valid.is_some() && st != uapi::RSP_OKAY);
             mem.write_response(self.rsp_prod_pvt, &RingResponse::new(id, operation, st));
@@ -938,9 +986,27 @@ impl Ring {
     /// stays V-XS's until [`set_large`](Self::set_large). A driver without large requests
     /// refuses the size (`EINVAL`).
     pub fn map_large(&mut self, segments: u32) -> Result<()> {
-        let m = self.map_with(uapi::mmap_pages_large(segments) * PAGE_SIZE, 0)?;
+        self.map_layout(RING_SIZE, segments)
+    }
+
+    /// Maps the ring with `slots` entries and `segments` data pages per request
+    /// ([`uapi::deep_mmap_pages`]), for a daemon that will negotiate
+    /// [`FEAT_DEEP`](uapi::FEAT_DEEP) (and [`FEAT_LARGE`](uapi::FEAT_LARGE) if `segments` is
+    /// above [`SEGMENT_MAX`]) with those values; the layout stays V-XS's until
+    /// [`set_layout`](Self::set_layout). A driver without them refuses the size (`EINVAL`).
+    pub fn map_layout(&mut self, slots: u32, segments: u32) -> Result<()> {
+        let m = self.map_with(uapi::deep_mmap_pages(slots, segments) * PAGE_SIZE, 0)?;
         self.mapping = Some(m);
         Ok(())
+    }
+
+    /// Switches the mapping to the layout agreed on (`slots` entries, `segments` data pages
+    /// per request).
+    pub fn set_layout(&mut self, slots: u32, segments: u32) -> Result<()> {
+        self.mapping
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("the ring is not mapped".into()))?
+            .set_layout(slots, segments)
     }
 
     /// Switches the mapping to the `FEAT_LARGE` layout agreed on (`segments` data pages per
@@ -1281,6 +1347,59 @@ mod tests {
         );
         assert_eq!(b.len(), 2048);
         assert_eq!(mem.entry(33) as usize - base, 64 + 112);
+    }
+
+    #[test]
+    fn deep_layout() {
+        let (slots, segments) = (128, SEGMENT_MAX);
+        let pages = uapi::deep_mmap_pages(slots, segments);
+        assert_eq!(pages, 4 + 128 * 11);
+        let mut m = Mapping::anonymous(pages * PAGE_SIZE).unwrap();
+        assert!(m.set_layout(96, 11).is_err() && m.set_layout(2048, 11).is_err());
+        assert!(m.set_layout(256, 11).is_err(), "larger than the mapping");
+        m.set_layout(slots, segments).unwrap();
+        let mem = m.memory().unwrap();
+        mem.init();
+        let base = m.as_ptr() as usize;
+        assert_eq!(
+            (mem.slots(), mem.stride(), mem.large_segments()),
+            (128, 11, 0)
+        );
+        assert_eq!(mem.data_ptr(0, 0) as usize - base, 4 * PAGE_SIZE);
+        assert_eq!(
+            mem.data_ptr(127, 10) as usize - base,
+            (pages - 1) * PAGE_SIZE
+        );
+        assert_eq!(mem.data_area(), (mem.page_ptr(4), 128 * 11 * PAGE_SIZE));
+        // Entries wrap at 128, across the ring's pages.
+        assert_eq!(mem.entry(127) as usize - base, 64 + 127 * 112);
+        assert_eq!(mem.entry(128) as usize - base, 64);
+        // A request id up to 127 is valid, 128 is not; a batch may hold 128 requests.
+        let mut back = BackRing::new();
+        for i in 0..128u32 {
+            let req = RingRequest::new(OP_READ, u64::from(i), 8 * u64::from(i), &[(0, 7)]);
+            mem.write_request(i, &req);
+        }
+        mem.set_req_prod(128);
+        let mut seen = 0;
+        let batch = back
+            .process(mem, |r| {
+                seen += 1;
+                assert!(r.id < 128);
+                RSP_OKAY
+            })
+            .unwrap();
+        assert_eq!((batch.responses, batch.invalid, seen), (128, 0, 128));
+        let bad = RingRequest::new(OP_READ, 128, 0, &[(0, 7)]);
+        assert!(matches!(
+            Request::parse_in(&bad, &mem),
+            Err(RequestError::BadId(128))
+        ));
+        mem.set_req_prod(128 + 129);
+        assert!(
+            back.process(mem, |_| RSP_OKAY).is_err(),
+            "more pending than entries"
+        );
     }
 
     #[test]

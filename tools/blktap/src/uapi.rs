@@ -111,12 +111,22 @@ pub const FEAT_LARGE: u64 = 0x80;
 /// Feature: the kernel publishes each request as it is submitted, not when the daemon polls,
 /// for a daemon that watches `req_prod` for a while after each batch (busy-polling).
 pub const FEAT_LOW_LATENCY: u64 = 0x100;
-/// The operation and flag features of version 1 (not [`FEAT_LARGE`], which needs a mapping of
-/// its own, nor [`FEAT_LOW_LATENCY`], which is a daemon's way of working).
+/// Feature: a deep ring of [`Features::ring_slots`] entries (a power of two in
+/// [`DEEP_RING_SLOTS_MIN`]..=[`DEEP_RING_SLOTS_MAX`]) over [`ring_pages`] pages, the data
+/// pages after it ([`deep_mmap_pages`]); the disk gets that many tags.
+pub const FEAT_DEEP: u64 = 0x200;
+/// Fewest entries of a deep ring.
+pub const DEEP_RING_SLOTS_MIN: u32 = 64;
+/// Most entries of a deep ring.
+pub const DEEP_RING_SLOTS_MAX: u32 = 1024;
+/// Most data pages of a deep ring's mapping (entries times data pages per request; 128 MiB).
+pub const DEEP_DATA_PAGES_MAX: u32 = 32768;
+/// The operation and flag features of version 1 (not [`FEAT_LARGE`] and [`FEAT_DEEP`], which
+/// need a mapping of their own, nor [`FEAT_LOW_LATENCY`], which is a daemon's way of working).
 pub const FEATURES_ALL: u64 = FEAT_FLUSH | FEAT_DISCARD | FEAT_FUA | FEAT_WRITE_ZEROES;
 /// Every feature this version of the ABI knows (what a module offers when nothing is
 /// switched off).
-pub const FEATURES_KNOWN: u64 = FEATURES_ALL | FEAT_LARGE | FEAT_LOW_LATENCY;
+pub const FEATURES_KNOWN: u64 = FEATURES_ALL | FEAT_LARGE | FEAT_LOW_LATENCY | FEAT_DEEP;
 /// Most data pages per request with [`FEAT_LARGE`] (1 MiB).
 pub const LARGE_SEGMENT_MAX: u32 = 256;
 /// Largest `max_discard_sectors` / `max_write_zeroes_sectors`.
@@ -138,12 +148,29 @@ pub const fn data_page(id: u32, seg: u32) -> usize {
 
 /// Pages of a ring mapping with `segments` data pages per request ([`FEAT_LARGE`]).
 pub const fn mmap_pages_large(segments: u32) -> usize {
-    1 + (RING_SIZE * segments) as usize
+    deep_mmap_pages(RING_SIZE, segments)
 }
 
 /// Page index of data page `seg` of request `id` with `segments` data pages per request.
 pub const fn large_data_page(segments: u32, id: u32, seg: u32) -> usize {
-    (1 + id * segments + seg) as usize
+    deep_data_page(RING_SIZE, segments, id, seg)
+}
+
+/// Pages of a ring of `slots` entries, its header included (1 for [`RING_SIZE`]).
+pub const fn ring_pages(slots: u32) -> usize {
+    (SRING_HEADER_SIZE + slots as usize * RING_ENTRY_SIZE).div_ceil(PAGE_SIZE)
+}
+
+/// Pages of a ring mapping of `slots` entries and `segments` data pages per request
+/// ([`FEAT_DEEP`]; with [`RING_SIZE`] entries, the other layouts).
+pub const fn deep_mmap_pages(slots: u32, segments: u32) -> usize {
+    ring_pages(slots) + slots as usize * segments as usize
+}
+
+/// Page index of data page `seg` of request `id` in a ring mapping of `slots` entries and
+/// `segments` data pages per request.
+pub const fn deep_data_page(slots: u32, segments: u32, id: u32, seg: u32) -> usize {
+    ring_pages(slots) + id as usize * segments as usize + seg as usize
 }
 
 /// Offset of ring entry `slot` (0..[`RING_SIZE`]) from the start of the ring page.
@@ -465,9 +492,11 @@ pub struct Features {
     /// Data pages per request with [`FEAT_LARGE`]: above [`SEGMENT_MAX`], at most
     /// [`LARGE_SEGMENT_MAX`], and the ring's mapping (0 without the feature).
     pub max_segments: u32,
+    /// Ring entries with [`FEAT_DEEP`]: a power of two in
+    /// [`DEEP_RING_SLOTS_MIN`]..=[`DEEP_RING_SLOTS_MAX`], and the ring's mapping (0 without
+    /// the feature).
+    pub ring_slots: u32,
     /// Zero.
-    pub rsvd32: u32,
-    /// Zero (reserved for deeper rings).
     pub rsvd: [u64; 2],
 }
 
@@ -763,7 +792,7 @@ mod tests {
                 "max_segments",
                 max_segments
             ),
-            off!("struct blktap_features", Features, "__rsvd32", rsvd32),
+            off!("struct blktap_features", Features, "ring_slots", ring_slots),
             off!("struct blktap_features", Features, "__rsvd", rsvd),
             off!("struct blktap_ring_request", RingRequest, "id", id),
             off!(
@@ -838,6 +867,25 @@ mod tests {
             konst!("BLKTAP_FEAT_LARGE", FEAT_LARGE),
             konst!("BLKTAP_FEAT_LOW_LATENCY", FEAT_LOW_LATENCY),
             konst!("BLKTAP_LARGE_SEGMENT_MAX", LARGE_SEGMENT_MAX),
+            konst!("BLKTAP_FEAT_DEEP", FEAT_DEEP),
+            konst!("BLKTAP_DEEP_RING_SLOTS_MIN", DEEP_RING_SLOTS_MIN),
+            konst!("BLKTAP_DEEP_RING_SLOTS_MAX", DEEP_RING_SLOTS_MAX),
+            konst!("BLKTAP_DEEP_DATA_PAGES_MAX", DEEP_DATA_PAGES_MAX),
+            konst!("BLKTAP_RING_PAGES(32)", ring_pages(32)),
+            konst!("BLKTAP_RING_PAGES(128)", ring_pages(128)),
+            konst!("BLKTAP_RING_PAGES(1024)", ring_pages(1024)),
+            konst!(
+                "BLKTAP_DEEP_MMAP_PAGES(128, 256)",
+                deep_mmap_pages(128, 256)
+            ),
+            konst!(
+                "BLKTAP_DEEP_MMAP_PAGES(1024, 11)",
+                deep_mmap_pages(1024, 11)
+            ),
+            konst!(
+                "BLKTAP_DEEP_DATA_PAGE(128, 256, 127, 255)",
+                deep_data_page(128, 256, 127, 255)
+            ),
             konst!("BLKTAP_MMAP_PAGES_LARGE(256)", mmap_pages_large(256)),
             konst!(
                 "BLKTAP_LARGE_DATA_PAGE(64, 31, 63)",

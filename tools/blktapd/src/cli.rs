@@ -23,10 +23,11 @@ pub fn parse_sector_size(s: &str) -> Result<u32, String> {
 }
 
 /// Parses `--features`: a comma-separated list of `flush`, `fua`, `discard`, `write-zeroes`,
-/// `large`, or `all` (the first four), or `none`; returns the `FEAT_*` bits.
+/// `large`, `low-latency`, `deep`, or `all` (the first four), or `none`; returns the `FEAT_*`
+/// bits.
 pub fn parse_features(s: &str) -> Result<u64, String> {
     use blktap::uapi::{
-        FEATURES_ALL, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_LARGE, FEAT_LOW_LATENCY,
+        FEATURES_ALL, FEAT_DEEP, FEAT_DISCARD, FEAT_FLUSH, FEAT_FUA, FEAT_LARGE, FEAT_LOW_LATENCY,
         FEAT_WRITE_ZEROES,
     };
     let mut bits = 0;
@@ -38,17 +39,30 @@ pub fn parse_features(s: &str) -> Result<u64, String> {
             "write-zeroes" | "write_zeroes" => FEAT_WRITE_ZEROES,
             "large" => FEAT_LARGE,
             "low-latency" | "low_latency" => FEAT_LOW_LATENCY,
+            "deep" => FEAT_DEEP,
             "all" => FEATURES_ALL,
             "none" => 0,
             _ => {
                 return Err(format!(
                     "unknown feature {word:?} (flush, fua, discard, write-zeroes, large, \
-                     low-latency, all, none)"
+                     low-latency, deep, all, none)"
                 ))
             }
         };
     }
     Ok(bits)
+}
+
+/// Parses `--ring-slots`: a power of two in 64..=1024.
+fn parse_ring_slots(s: &str) -> Result<u32, String> {
+    use blktap::uapi::{DEEP_RING_SLOTS_MAX, DEEP_RING_SLOTS_MIN};
+    let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !n.is_power_of_two() || !(DEEP_RING_SLOTS_MIN..=DEEP_RING_SLOTS_MAX).contains(&n) {
+        return Err(format!(
+            "{n}: a power of two from {DEEP_RING_SLOTS_MIN} to {DEEP_RING_SLOTS_MAX}"
+        ));
+    }
+    Ok(n)
 }
 
 /// The driver line whose ABI blktapd speaks (`--abi`).
@@ -188,6 +202,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = blktap::uapi::LARGE_SEGMENT_MAX,
           value_parser = clap::value_parser!(u32).range(12..=256))]
     pub max_segments: u32,
+
+    /// Ring entries, with --features deep: a power of two from 64 to 1024 (the disk's queue
+    /// depth). The ring mapping holds that many requests' data pages (at most 128 MiB, so 128
+    /// entries with 256 data pages each).
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = parse_ring_slots)]
+    pub ring_slots: u32,
 
     /// With --features low-latency: microseconds to watch the ring for new requests after
     /// each batch before sleeping in poll (1 to 100000). An idle daemon spins only this long

@@ -14,7 +14,7 @@ mod serve;
 use blktap::node::{self, disk_name};
 use blktap::ring::Ring;
 use blktap::sysfs;
-use blktap::uapi::{DeviceInfo, FEAT_LARGE, SECTOR_SIZE};
+use blktap::uapi::{DeviceInfo, FEAT_DEEP, FEAT_LARGE, SECTOR_SIZE};
 use blktapd::backend::{self, BackendSpec, IoMode};
 use blktapd::cli::{Abi, Args};
 use clap::Parser;
@@ -230,7 +230,24 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     let mut server = Server::new(backend, args.read_only);
 
     let mut wanted = args.features;
-    if wanted.is_some_and(|f| f & FEAT_LARGE != 0) {
+    if wanted.is_some_and(|f| f & FEAT_DEEP != 0) {
+        // A driver without deep rings refuses a ring of their size.
+        let (slots, segments) = ring_layout(args, wanted.unwrap_or(0));
+        match ring.map_layout(slots, segments) {
+            Ok(()) => {}
+            Err(e) if e.is_errno(libc::EINVAL) => {
+                log!(
+                    "warning: the driver refuses a deep ring ({e}): {} entries",
+                    blktap::uapi::RING_SIZE
+                );
+                wanted = wanted.map(|f| f & !FEAT_DEEP);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if ring.is_mapped() {
+        // The deep ring's mapping.
+    } else if wanted.is_some_and(|f| f & FEAT_LARGE != 0) {
         // A driver without large requests refuses a ring of another size than V-XS's.
         match ring.map_large(args.max_segments) {
             Ok(()) => {}
@@ -333,6 +350,26 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     result.map(|()| log!("{disk} removed, exiting"))
 }
 
+/// The ring's entries and data pages per request for the features `wanted`: `--ring-slots`
+/// with `deep` (else 32), `--max-segments` with `large` (else 11), the latter lowered so that
+/// a deep ring's data pages stay within `DEEP_DATA_PAGES_MAX` (1024 entries get 32).
+fn ring_layout(args: &Args, wanted: u64) -> (u32, u32) {
+    use blktap::uapi::{DEEP_DATA_PAGES_MAX, RING_SIZE, SEGMENT_MAX};
+    let slots = if wanted & FEAT_DEEP != 0 {
+        args.ring_slots
+    } else {
+        RING_SIZE
+    };
+    let segments = if wanted & FEAT_LARGE == 0 {
+        SEGMENT_MAX
+    } else if wanted & FEAT_DEEP != 0 {
+        args.max_segments.min(DEEP_DATA_PAGES_MAX / slots)
+    } else {
+        args.max_segments
+    };
+    (slots, segments)
+}
+
 /// `NEGOTIATE`s `wanted` (`FEAT_*`) with the limits of the command line, and lets `server`
 /// accept the agreed operations. A driver without the negotiation gives a V-XS disk.
 fn negotiate(
@@ -344,8 +381,12 @@ fn negotiate(
 ) -> AnyResult<()> {
     use blktap::uapi::{Features, FEAT_DISCARD, FEAT_WRITE_ZEROES};
     let mut want = Features::request(wanted);
+    let (slots, segments) = ring_layout(args, wanted);
     if wanted & FEAT_LARGE != 0 {
-        want.max_segments = args.max_segments;
+        want.max_segments = segments;
+    }
+    if wanted & FEAT_DEEP != 0 {
+        want.ring_slots = slots;
     }
     if wanted & FEAT_DISCARD != 0 {
         want.discard_granularity = args.discard_granularity;
@@ -363,12 +404,25 @@ fn negotiate(
                     args.spin_us
                 );
             }
+            let slots = if got.features & FEAT_DEEP != 0 {
+                got.ring_slots
+            } else {
+                blktap::uapi::RING_SIZE
+            };
+            let segments = if got.features & FEAT_LARGE != 0 {
+                got.max_segments
+            } else {
+                blktap::uapi::SEGMENT_MAX
+            };
+            ring.set_layout(slots, segments)?;
             if got.features & FEAT_LARGE != 0 {
-                ring.set_large(got.max_segments)?;
                 log!(
                     "{disk}: large requests: up to {} KiB each",
                     got.max_segments * 4
                 );
+            }
+            if got.features & FEAT_DEEP != 0 {
+                log!("{disk}: deep ring: {slots} entries (the disk's queue depth)");
             }
             server.set_features(got.features);
             log!(

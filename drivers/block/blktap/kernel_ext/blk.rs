@@ -190,6 +190,82 @@ impl Drop for Request {
     }
 }
 
+/// Requests owned by the driver, chained through their own `rq_next` field (the block layer's
+/// singly linked request list), to be ended once a lock is released: keeping one needs no
+/// allocation and has no bound. Dropping the list ends what it still holds with `EIO`.
+///
+/// # Invariants
+///
+/// `head` is null, or the first of `len` requests chained through `rq_next` in push order,
+/// the last being `tail`, whose `rq_next` is null. Each is a request owned by the driver as
+/// [`Request`] describes, and this list is its only owner.
+pub(crate) struct RequestList {
+    head: *mut bindings::request,
+    tail: *mut bindings::request,
+    len: usize,
+}
+
+// SAFETY: the list owns its requests, which may be ended from any thread (see `Request`).
+unsafe impl Send for RequestList {}
+
+impl RequestList {
+    /// An empty list.
+    pub(crate) const fn new() -> Self {
+        Self {
+            head: core::ptr::null_mut(),
+            tail: core::ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    /// Adds `rq` at the end of the list.
+    pub(crate) fn push(&mut self, rq: Request) {
+        let rq = ManuallyDrop::new(rq);
+        let raw = rq.raw();
+        // SAFETY: the driver owns the started request `raw` (type invariant of `Request`); the
+        // block layer uses `rq_next` only for requests on a plug or a completion batch, never
+        // for one the driver holds, so the field is ours until the request is ended.
+        unsafe { (*raw).__bindgen_anon_1.rq_next = core::ptr::null_mut() };
+        if self.tail.is_null() {
+            self.head = raw;
+        } else {
+            // SAFETY: `tail` is the last request of the list, owned by it (type invariant).
+            unsafe { (*self.tail).__bindgen_anon_1.rq_next = raw };
+        }
+        // INVARIANT: `raw` is chained last, its `rq_next` null; ownership moved from `rq`.
+        self.tail = raw;
+        self.len += 1;
+    }
+
+    /// Takes the first request out of the list.
+    pub(crate) fn pop(&mut self) -> Option<Request> {
+        let ptr = NonNull::new(self.head)?;
+        // SAFETY: `head` is the first request of the list, owned by it (type invariant).
+        let next = unsafe { (*ptr.as_ptr()).__bindgen_anon_1.rq_next };
+        // INVARIANT: the rest of the chain stays as it was; an emptied list has no tail.
+        self.head = next;
+        if next.is_null() {
+            self.tail = core::ptr::null_mut();
+        }
+        self.len -= 1;
+        // INVARIANT: the request is started, not ended, and now owned by the `Request` alone.
+        Some(Request { ptr })
+    }
+
+    /// Number of requests in the list.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for RequestList {
+    fn drop(&mut self) {
+        while let Some(rq) = self.pop() {
+            rq.end(Status::IoError);
+        }
+    }
+}
+
 /// The identity of a request handed to the driver, to find the [`Request`] it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RequestId(usize);

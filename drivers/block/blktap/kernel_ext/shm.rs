@@ -40,15 +40,12 @@ use kernel::{
 };
 
 use crate::uapi::{
-    mmap_pages,
+    Layout,
     RingRangeRequest,
     RingRequest,
     RingResponse,
-    LARGE_SEGMENT_MAX,
     RING_ENTRY_SIZE,
-    RING_HEADER_SIZE,
-    RING_SIZE,
-    SEGMENT_MAX, //
+    RING_HEADER_SIZE, //
 };
 
 const REQ_PROD_OFFSET: usize = 0;
@@ -58,14 +55,16 @@ const RSP_EVENT_OFFSET: usize = 12;
 /// The ring message byte (V-OXT): written only by the kernel, read by the daemon.
 const MESSAGE_OFFSET: usize = 16;
 
-/// The ring page and the data pages of one ring mapping: `segments` data pages per request
-/// (`SEGMENT_MAX` for V-XS's 353 pages, more for `FEAT_LARGE`).
+/// The ring pages and the data pages of one ring mapping, in the [`Layout`] its size gives
+/// (V-XS's 353 pages; more for `FEAT_LARGE` and `FEAT_DEEP`).
+///
+/// Which layout the entries and data pages are used in is the caller's (the daemon may agree
+/// on less than the mapping has room for); every access is bounds-checked against the area.
 ///
 /// # Invariants
 ///
-/// `area` is a zeroed vmalloc allocation (so page aligned) of `mmap_pages(segments)` pages,
-/// with `SEGMENT_MAX <= segments <= LARGE_SEGMENT_MAX`, and `base` its first byte; `area` is
-/// only taken out of the `ManuallyDrop` by `drop`. No element of `area` is ever initialised
+/// `area` is a zeroed vmalloc allocation (so page aligned) of `bytes` bytes, at least one page,
+/// and `base` its first byte; `area` is only taken out of the `ManuallyDrop` by `drop`. No element of `area` is ever initialised
 /// as far as the `VVec` knows (its length stays 0): the bytes are reached through `base` only.
 ///
 /// A `SharedRing` may be dropped in atomic context (the data path holds a reference while it
@@ -74,7 +73,8 @@ const MESSAGE_OFFSET: usize = 16;
 pub(crate) struct SharedRing {
     area: ManuallyDrop<VVec<u8>>,
     base: *mut u8,
-    segments: usize,
+    bytes: usize,
+    layout: Layout,
 }
 
 // SAFETY: `SharedRing` owns its area exclusively (no thread-local state); moving it to another
@@ -100,21 +100,22 @@ impl Drop for SharedRing {
 }
 
 impl SharedRing {
-    /// Allocates a zeroed area for `segments` data pages per request
-    /// (`SEGMENT_MAX..=LARGE_SEGMENT_MAX`, else `EINVAL`), with the ring header initialised
-    /// (both event indices 1).
-    pub(crate) fn new(segments: usize) -> Result<Self> {
-        if !(SEGMENT_MAX..=LARGE_SEGMENT_MAX).contains(&segments) {
+    /// Allocates a zeroed area in `layout` (which must be [valid](Layout::is_valid), else
+    /// `EINVAL`), with the ring header initialised (both event indices 1).
+    pub(crate) fn new(layout: Layout) -> Result<Self> {
+        if !layout.is_valid() {
             return Err(EINVAL);
         }
-        let bytes = mmap_pages(segments) * PAGE_SIZE;
+        let bytes = layout.mmap_pages() * PAGE_SIZE;
         let mut area = VVec::<u8>::with_capacity(bytes, GFP_KERNEL | __GFP_ZERO)?;
         let base = area.as_mut_ptr();
-        // INVARIANT: a zeroed vmalloc allocation of `bytes`, `segments` in range (checked).
+        // INVARIANT: a zeroed vmalloc allocation of `bytes`, at least one page (a valid
+        // layout has its ring page).
         let ring = Self {
             area: ManuallyDrop::new(area),
             base,
-            segments,
+            bytes,
+            layout,
         };
         ring.store_u32(REQ_EVENT_OFFSET, 1);
         ring.store_u32(RSP_EVENT_OFFSET, 1);
@@ -127,12 +128,23 @@ impl SharedRing {
 
     /// Size of the area (and of the only mapping accepted), in bytes.
     pub(crate) fn bytes(&self) -> usize {
-        mmap_pages(self.segments) * PAGE_SIZE
+        self.bytes
     }
 
-    /// The data pages per request the area has room for.
-    pub(crate) fn segments(&self) -> usize {
-        self.segments
+    /// The layout the area was made for (the mapping's).
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Where `len` bytes at byte `offset` of the area are, if they are all within it.
+    fn at(&self, offset: usize, len: usize) -> Result<*mut u8> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.bytes => {
+                // SAFETY: `offset + len <= bytes`, the area's size (type invariant).
+                Ok(unsafe { self.base().add(offset) })
+            }
+            _ => Err(EINVAL),
+        }
     }
 
     fn store_u32(&self, offset: usize, value: u32) {
@@ -177,66 +189,80 @@ impl SharedRing {
         unsafe { core::ptr::read_volatile(self.base().add(MESSAGE_OFFSET)) }
     }
 
-    fn entry(&self, index: u32) -> *mut u8 {
-        let slot = index as usize % RING_SIZE;
-        // SAFETY: `slot < RING_SIZE`, and the entries fit in the ring page (checked at build
-        // time in `uapi`), so the pointer stays within the area.
-        unsafe { self.base().add(RING_HEADER_SIZE + slot * RING_ENTRY_SIZE) }
+    /// The entry of ring index `index` in a ring of `layout.slots` entries (a power of two),
+    /// if it lies within the area.
+    fn entry(&self, layout: Layout, index: u32) -> Result<*mut u8> {
+        let slots = layout.slots.max(1);
+        let slot = index as usize % slots;
+        self.at(RING_HEADER_SIZE + slot * RING_ENTRY_SIZE, RING_ENTRY_SIZE)
     }
 
-    /// Writes `req` into the entry of ring index `index`.
-    pub(crate) fn write_request(&self, index: u32, req: &RingRequest) {
-        // SAFETY: `entry` is within the area and 8-aligned (64 + k * 112); `RingRequest` is
-        // plain data of `RING_ENTRY_SIZE` bytes.
-        unsafe { core::ptr::write_volatile(self.entry(index).cast::<RingRequest>(), *req) };
+    /// Writes `req` into the entry of ring index `index`, in `layout`.
+    pub(crate) fn write_request(&self, layout: Layout, index: u32, req: &RingRequest) -> Result {
+        let entry = self.entry(layout, index)?;
+        // SAFETY: `entry` is valid for `RING_ENTRY_SIZE` bytes of the area and 8-aligned
+        // (64 + k * 112 from a page-aligned base); `RingRequest` is plain data of
+        // `RING_ENTRY_SIZE` bytes.
+        unsafe { core::ptr::write_volatile(entry.cast::<RingRequest>(), *req) };
+        Ok(())
     }
 
-    /// Writes the discard or write-zeroes request `req` at ring index `index`; the rest of the
+    /// Writes the range request `req` at ring index `index`, in `layout`; the rest of the
     /// entry is zero.
-    pub(crate) fn write_range_request(&self, index: u32, req: &RingRangeRequest) {
-        self.write_request(index, &RingRequest::default());
+    pub(crate) fn write_range_request(
+        &self,
+        layout: Layout,
+        index: u32,
+        req: &RingRangeRequest,
+    ) -> Result {
+        self.write_request(layout, index, &RingRequest::default())?;
+        let entry = self.entry(layout, index)?;
         // SAFETY: as in `write_request`; `RingRangeRequest` is plain data of 32 bytes, less
         // than `RING_ENTRY_SIZE`, with the same (8-byte) alignment.
-        unsafe { core::ptr::write_volatile(self.entry(index).cast::<RingRangeRequest>(), *req) };
+        unsafe { core::ptr::write_volatile(entry.cast::<RingRangeRequest>(), *req) };
+        Ok(())
     }
 
-    /// Copies the response at ring index `index` out of the shared page.
-    pub(crate) fn read_response(&self, index: u32) -> RingResponse {
+    /// Copies the response at ring index `index`, in `layout`, out of the shared pages (a
+    /// zeroed response, which names no request, if the entry were outside the area).
+    pub(crate) fn read_response(&self, layout: Layout, index: u32) -> RingResponse {
+        let Ok(entry) = self.entry(layout, index) else {
+            return RingResponse {
+                id: u64::MAX,
+                ..RingResponse::default()
+            };
+        };
         // SAFETY: as in `write_request`; every bit pattern is a valid `RingResponse`.
-        unsafe { core::ptr::read_volatile(self.entry(index).cast::<RingResponse>()) }
+        unsafe { core::ptr::read_volatile(entry.cast::<RingResponse>()) }
     }
 
-    /// Where `len` bytes at `offset` of data page `seg` of request `id` are, in the layout with
-    /// `stride` data pages per request (`SEGMENT_MAX` for V-XS, the negotiated `max_segments`
-    /// for `FEAT_LARGE`), which must fit the area.
+    /// Where `len` bytes at `offset` of data page `seg` of request `id` are, in `layout`,
+    /// which must fit the area.
     fn data(
         &self,
-        stride: usize,
+        layout: Layout,
         id: usize,
         seg: usize,
         offset: usize,
         len: usize,
     ) -> Result<*mut u8> {
-        if stride > self.segments
-            || id >= RING_SIZE
-            || seg >= stride
+        if id >= layout.slots
+            || seg >= layout.segments
             || offset > PAGE_SIZE
             || len > PAGE_SIZE - offset
         {
             return Err(EINVAL);
         }
-        let page = 1 + id * stride + seg;
-        // SAFETY: `page < mmap_pages(stride) <= mmap_pages(self.segments)`, the area's pages,
-        // and `offset + len <= PAGE_SIZE` were checked above.
-        Ok(unsafe { self.base().add(page * PAGE_SIZE + offset) })
+        let page = layout.data_page(id, seg);
+        self.at(page * PAGE_SIZE + offset, len)
     }
 
     /// Copies `len` bytes at `src_offset` of `src` into data page `seg` of request `id` at
-    /// `offset`, in the layout with `stride` data pages per request.
+    /// `offset`, in `layout`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_to_data(
         &self,
-        stride: usize,
+        layout: Layout,
         id: usize,
         seg: usize,
         offset: usize,
@@ -244,18 +270,18 @@ impl SharedRing {
         src_offset: usize,
         len: usize,
     ) -> Result {
-        let dst = self.data(stride, id, seg, offset, len)?;
+        let dst = self.data(layout, id, seg, offset, len)?;
         // SAFETY: `dst` is valid for `len` bytes of the area; the daemon may write them
         // concurrently, which only affects the data copied, as with any user buffer.
         unsafe { src.read_raw(dst, src_offset, len) }
     }
 
     /// Copies `len` bytes of data page `seg` of request `id` at `offset` into `dst` at
-    /// `dst_offset`, in the layout with `stride` data pages per request.
+    /// `dst_offset`, in `layout`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_from_data(
         &self,
-        stride: usize,
+        layout: Layout,
         id: usize,
         seg: usize,
         offset: usize,
@@ -263,7 +289,7 @@ impl SharedRing {
         dst_offset: usize,
         len: usize,
     ) -> Result {
-        let src = self.data(stride, id, seg, offset, len)?;
+        let src = self.data(layout, id, seg, offset, len)?;
         // SAFETY: as in `copy_to_data`.
         unsafe { dst.write_raw(src, dst_offset, len) }
     }

@@ -137,8 +137,8 @@ impl Tap {
         )?;
         writeln!(
             out,
-            "wakeups:{} dispatches:{} responds:{}",
-            s.wakeups, s.dispatches, s.responds
+            "wakeups:{} dispatches:{} responds:{} ring peak:{} entries:{}",
+            s.wakeups, s.dispatches, s.responds, s.ring_peak, io.layout.slots
         )?;
         writeln!(
             out,

@@ -25,6 +25,7 @@ use kernel::{
 
 use super::{
     worth_logging,
+    Ctl,
     Doomed,
     FailReason,
     Io,
@@ -53,9 +54,11 @@ use crate::{
         SECTOR_SIZE, //
     },
     uapi::{
+        Layout,
         RingRangeRequest,
         RingRequest,
         Segment,
+        DEEP_RING_SLOTS_MAX,
         FEAT_FUA,
         FEAT_LARGE,
         FEAT_LOW_LATENCY,
@@ -66,7 +69,6 @@ use crate::{
         OP_WRITE_ZEROES,
         REQ_FUA,
         REQ_NOUNMAP,
-        RING_SIZE,
         SEGMENT_MAX, //
     },
 };
@@ -74,6 +76,10 @@ use crate::{
 /// How long a daemon seen exiting may keep its ring mapped before the requests held from before
 /// are failed, in case it waits for one of them (a normal exit unmaps within milliseconds).
 const EXIT_GRACE_MS: i64 = 1000;
+
+/// Requests taken from the ring per round of [`Tap::respond`] and [`Tap::dispatch`]: bounds
+/// their stack arrays and spinlock hold times whatever the ring's depth.
+const CHUNK: usize = 32;
 
 /// A ring entry built by [`Tap::encode`].
 enum Entry {
@@ -122,23 +128,23 @@ impl Tap {
 
     /// `RESPOND`: consumes the daemon's responses and completes their requests.
     ///
-    /// Three steps, so that the spinlock `queue_rq` needs is held only briefly: judge the
-    /// responses and take their requests, keeping their ids reserved; copy read data out of
-    /// the shared pages without the lock (holding `ctl` keeps the mapping, and so the pages,
-    /// alive); then free the ids and end the requests.
+    /// In chunks of [`CHUNK`] responses (a deep ring has up to 1024), each in three steps, so
+    /// that the spinlock `queue_rq` needs is held only briefly: judge the responses and take
+    /// their requests, keeping their ids reserved; copy read data out of the shared pages
+    /// without the lock (holding `ctl` keeps the mapping, and so the pages, alive); then free
+    /// the ids and end the requests. `rsp_prod` is read once: responses written after it wait
+    /// for the next call.
     pub(crate) fn respond(&self) -> Result {
         let ctl = self.ctl.lock();
         Self::check_owner(&ctl)?;
-        let mut done: [Option<(usize, Pending<Request>, Status)>; RING_SIZE] =
-            [const { None }; RING_SIZE];
-        let shm = {
+        let mut left = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             let Some(ring) = io.ring.as_mut() else {
                 return Err(EACCES);
             };
             let prod = ring.shm.responses_produced();
-            let Some(n) = responses_to_consume(ring.rsp_cons, prod) else {
+            let Some(n) = responses_to_consume(ring.rsp_cons, prod, io.layout.slots) else {
                 io.stats.bad_responses += 1;
                 if worth_logging(io.stats.bad_responses) {
                     pr_warn!(
@@ -152,9 +158,33 @@ impl Tap {
                 ring.rsp_cons = prod;
                 return Ok(());
             };
+            io.stats.responds += u64::from(n > 0);
+            n
+        };
+        // At most `slots / CHUNK` rounds (`responses_to_consume` bounds `left`).
+        while left > 0 {
+            let n = left.min(CHUNK as u32);
+            self.respond_chunk(&ctl, n)?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// Consumes the next `n` (at most [`CHUNK`]) responses for [`Tap::respond`].
+    fn respond_chunk(&self, ctl: &Ctl, n: u32) -> Result {
+        let mut done: [Option<(usize, Pending<Request>, Status)>; CHUNK] = [const { None }; CHUNK];
+        let shm = {
+            let mut guard = self.io.lock();
+            let io = &mut *guard;
+            let layout = io.layout;
+            let Some(ring) = io.ring.as_mut() else {
+                return Err(EACCES);
+            };
             let mut ndone = 0;
             for i in 0..n {
-                let rsp = ring.shm.read_response(ring.rsp_cons.wrapping_add(i));
+                let rsp = ring
+                    .shm
+                    .read_response(layout, ring.rsp_cons.wrapping_add(i));
                 let (id, status) = match judge_response(&ring.slots, &rsp) {
                     Verdict::Complete { id, ok } => {
                         (id, if ok { Status::Ok } else { Status::IoError })
@@ -191,23 +221,24 @@ impl Tap {
                 };
                 // `judge_response` found the request pending, so it is there.
                 if let Some(pending) = ring.slots.begin_complete(id) {
-                    done[ndone] = Some((id, pending, status));
-                    ndone += 1;
+                    if let Some(slot) = done.get_mut(ndone) {
+                        *slot = Some((id, pending, status));
+                        ndone += 1;
+                    }
                 }
             }
             ring.rsp_cons = ring.rsp_cons.wrapping_add(n);
-            io.stats.responds += u64::from(n > 0);
             ring.shm.clone()
         };
 
         for (id, pending, status) in done.iter_mut().flatten() {
             if *status == Status::Ok && pending.operation == OP_READ {
-                let stride = pending.stride;
-                let copied = if stride > SEGMENT_MAX {
-                    Self::copy_packed(&shm, stride, *id, &pending.rq, false)
+                let layout = pending.layout;
+                let copied = if layout.packed() {
+                    Self::copy_packed(&shm, layout, *id, &pending.rq, false)
                 } else {
                     pending.rq.segments().enumerate().try_for_each(|(seg, s)| {
-                        shm.copy_from_data(stride, *id, seg, s.offset, &s.page, s.offset, s.len)
+                        shm.copy_from_data(layout, *id, seg, s.offset, &s.page, s.offset, s.len)
                     })
                 };
                 if copied.is_err() {
@@ -334,7 +365,7 @@ impl Tap {
     /// last poll, so a busy daemon costs no wake-ups.
     fn notify(io: &mut Io) -> bool {
         // Nothing is sent while paused: the end of the pause wakes the daemon.
-        let queued = io.pause.sends() && io.ring.as_ref().is_some_and(|r| r.slots.queued() != 0);
+        let queued = io.pause.sends() && io.ring.as_ref().is_some_and(|r| r.slots.has_queued());
         let wake = queued && !core::mem::replace(&mut io.daemon_notified, true);
         io.stats.wakeups += u64::from(wake);
         wake
@@ -369,53 +400,71 @@ impl Tap {
     /// write data into their pages, without the lock (the `dispatch` mutex makes the entries
     /// past `req_prod_pvt` ours, and the reference keeps the memory alive should the daemon
     /// unmap the ring meanwhile); then, if the same ring is still there and the disk live,
-    /// record them as sent and publish `req_prod`, else fail them.
+    /// record them as sent and publish `req_prod`, else fail them. In chunks of [`CHUNK`]
+    /// requests, each published as it is ready.
     fn dispatch(&self) {
         let _dispatching = self.dispatch.lock();
-        let mut taken: [Option<(usize, Pending<Request>, bool)>; RING_SIZE] =
-            [const { None }; RING_SIZE];
-        let (shm, base, allowed, stride) = {
+        // Bounded: a deep ring has at most `DEEP_RING_SLOTS_MAX` ids; what is queued meanwhile
+        // beyond them goes at the next poll.
+        for _ in 0..=DEEP_RING_SLOTS_MAX / CHUNK {
+            if !self.dispatch_chunk() {
+                break;
+            }
+        }
+    }
+
+    /// Sends up to [`CHUNK`] queued requests, lowest ids first, for [`Tap::dispatch`] (whose
+    /// mutex the caller holds). Returns whether it took a full chunk (more may be queued).
+    fn dispatch_chunk(&self) -> bool {
+        let mut taken: [Option<(usize, Pending<Request>, bool)>; CHUNK] = [const { None }; CHUNK];
+        let (shm, base, allowed, layout) = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
             if !io.pause.sends() {
                 // Paused (V-OXT): queued requests wait for the resume.
-                return;
+                return false;
             }
             let Some(ring) = io.ring.as_mut() else {
-                return;
+                return false;
             };
             // Cleared before taking the requests: one queued after this wakes the daemon again.
             io.daemon_notified = false;
-            let queued = ring.slots.queued();
-            if queued == 0 {
-                return;
+            for slot in taken.iter_mut() {
+                let Some((id, pending)) = ring.slots.take_first_queued() else {
+                    break;
+                };
+                *slot = Some((id, pending, false));
             }
-            for (id, slot) in taken.iter_mut().enumerate() {
-                if queued & (1 << id) != 0 {
-                    *slot = ring.slots.take_queued(id).map(|p| (id, p, false));
-                }
+            if taken[0].is_none() {
+                return false;
             }
             (
                 ring.shm.clone(),
                 ring.req_prod_pvt,
                 io.ops_allowed,
-                io.data_stride,
+                io.layout,
             )
         };
+        let full = taken.iter().all(Option::is_some);
 
         let mut n: u32 = 0;
         for (id, pending, ok) in taken.iter_mut().flatten() {
-            pending.stride = stride;
-            match Self::encode(&shm, &pending.rq, *id, pending.operation, allowed, stride) {
-                Ok(Entry::Data(req)) => shm.write_request(base.wrapping_add(n), &req),
-                Ok(Entry::Range(req)) => shm.write_range_request(base.wrapping_add(n), &req),
-                Err(_) => continue,
+            pending.layout = layout;
+            let index = base.wrapping_add(n);
+            let written =
+                match Self::encode(&shm, &pending.rq, *id, pending.operation, allowed, layout) {
+                    Ok(Entry::Data(req)) => shm.write_request(layout, index, &req),
+                    Ok(Entry::Range(req)) => shm.write_range_request(layout, index, &req),
+                    Err(e) => Err(e),
+                };
+            if written.is_err() {
+                continue;
             }
             n += 1;
             *ok = true;
         }
 
-        let mut failed: [Option<(Request, bool)>; RING_SIZE] = [const { None }; RING_SIZE];
+        let mut failed: [Option<(Request, bool)>; CHUNK] = [const { None }; CHUNK];
         let drained = {
             let mut guard = self.io.lock();
             let io = &mut *guard;
@@ -459,6 +508,8 @@ impl Tap {
                 if let Some(ring) = io.ring.as_mut() {
                     debug_assert_eq!(ring.req_prod_pvt, base);
                     ring.req_prod_pvt = base.wrapping_add(n);
+                    let held = ring.slots.live() - ring.slots.queued_count();
+                    io.stats.ring_peak = io.stats.ring_peak.max(held);
                 }
                 // The caller is the poller: `poll` reports these itself, no wake-up needed.
                 Self::publish(io);
@@ -481,15 +532,17 @@ impl Tap {
             }
             rq.end(Status::IoError);
         }
+        full
     }
 
     /// Copies the data of the `FEAT_LARGE` request `rq` between its pages and its contiguous
-    /// data in slot `id` (`stride` pages from the slot's first): into the ring if `to_ring`,
-    /// else out of it. A segment lies within one page of the request, but may straddle two
-    /// data pages (at most two steps each); `SharedRing` refuses anything past the slot.
+    /// data in slot `id` (`layout.segments` pages from the slot's first): into the ring if
+    /// `to_ring`, else out of it. A segment lies within one page of the request, but may
+    /// straddle two data pages (at most two steps each); `SharedRing` refuses anything past
+    /// the slot.
     fn copy_packed(
         shm: &SharedRing,
-        stride: usize,
+        layout: Layout,
         id: usize,
         rq: &Request,
         to_ring: bool,
@@ -502,9 +555,9 @@ impl Tap {
                 // Non-zero: `offset < PAGE_SIZE` and `done < s.len`.
                 let len = (s.len - done).min(PAGE_SIZE - offset);
                 if to_ring {
-                    shm.copy_to_data(stride, id, page, offset, &s.page, s.offset + done, len)?;
+                    shm.copy_to_data(layout, id, page, offset, &s.page, s.offset + done, len)?;
                 } else {
-                    shm.copy_from_data(stride, id, page, offset, &s.page, s.offset + done, len)?;
+                    shm.copy_from_data(layout, id, page, offset, &s.page, s.offset + done, len)?;
                 }
                 done += len;
                 pos += len;
@@ -516,8 +569,8 @@ impl Tap {
     /// Builds the ring entry for `rq` in slot `id`, copying write data into its pages.
     ///
     /// `allowed` are the `FEAT_*` the ring's daemon agreed on: any other operation, or flag,
-    /// is refused, never sent (a V-XS daemon sees only READ and WRITE, flags 0). `stride` is
-    /// the ring's data pages per request: with `FEAT_LARGE` (more than `SEGMENT_MAX`), READ
+    /// is refused, never sent (a V-XS daemon sees only READ and WRITE, flags 0). `layout` is
+    /// the ring's: with `FEAT_LARGE` (more than `SEGMENT_MAX` data pages per request), READ
     /// and WRITE go as range requests whose data is contiguous in the slot's pages.
     fn encode(
         shm: &SharedRing,
@@ -525,7 +578,7 @@ impl Tap {
         id: usize,
         operation: u8,
         allowed: u64,
-        stride: usize,
+        layout: Layout,
     ) -> Result<Entry> {
         let need = feature_of(operation);
         if need & allowed != need {
@@ -565,16 +618,16 @@ impl Tap {
             }
             _ => {}
         }
-        if stride > SEGMENT_MAX {
+        if layout.packed() {
             if allowed & FEAT_LARGE == 0 {
                 return Err(EINVAL);
             }
             let len = rq.bytes() as usize;
-            if len == 0 || len % SECTOR_SIZE != 0 || len > stride * PAGE_SIZE {
+            if len == 0 || len % SECTOR_SIZE != 0 || len > layout.segments * PAGE_SIZE {
                 return Err(EINVAL);
             }
             if operation == OP_WRITE {
-                Self::copy_packed(shm, stride, id, rq, true)?;
+                Self::copy_packed(shm, layout, id, rq, true)?;
             }
             return Ok(Entry::Range(RingRangeRequest {
                 operation,
@@ -599,7 +652,7 @@ impl Tap {
             }
             let (first_sect, last_sect) = segment_sectors(s.offset, s.len)?;
             if operation == OP_WRITE {
-                shm.copy_to_data(stride, id, n, s.offset, &s.page, s.offset, s.len)?;
+                shm.copy_to_data(layout, id, n, s.offset, &s.page, s.offset, s.len)?;
             }
             req.seg[n] = Segment {
                 first_sect,
@@ -791,7 +844,7 @@ impl Tap {
     /// Moves every request of the current ring (sent or queued) to `failed`.
     pub(super) fn fail_ring(io: &mut Io, failed: &mut Doomed) {
         if let Some(ring) = io.ring.as_mut() {
-            for id in 0..RING_SIZE {
+            for id in 0..ring.slots.capacity() {
                 if let Some(pending) = ring.slots.abandon(id) {
                     failed.push(pending.rq);
                 }

@@ -207,7 +207,7 @@ impl Tap {
     fn in_flight(io: &Io) -> u32 {
         io.ring
             .as_ref()
-            .map_or(0, |r| r.slots.live() - r.slots.queued().count_ones())
+            .map_or(0, |r| r.slots.live() - r.slots.queued_count())
     }
 
     /// Moves a draining pause on to `Requested` (`PAUSE` in the ring) once nothing is with the

@@ -26,10 +26,10 @@ use crate::{
     kernel_ext::blk::{
         Request,
         RequestId,
+        RequestList,
         Status, //
     },
     ring::Pending,
-    uapi::RING_SIZE,
 };
 
 /// Why the driver ended a request without the daemon's answer.
@@ -56,42 +56,34 @@ impl FailReason {
 }
 
 /// Requests to end with `EIO` once the spinlock is released (completion may run the queue,
-/// which takes it again).
-///
-/// At most one request per tag exists and the tag set has [`RING_SIZE`] tags, so twice that is
-/// more room than any caller can fill; a request that still found no room would be ended by
-/// its `Drop` (with `EIO`), never lost.
+/// which takes it again). They are chained through the requests themselves, so the list never
+/// runs out of room, whatever the ring's depth; one still in it when it is dropped ends with
+/// `EIO` too, never lost.
 pub(crate) struct Doomed {
-    list: [Option<Request>; 2 * RING_SIZE],
-    len: usize,
+    list: RequestList,
 }
 
 impl Doomed {
     /// An empty list.
     pub(crate) const fn new() -> Self {
         Self {
-            list: [const { None }; 2 * RING_SIZE],
-            len: 0,
+            list: RequestList::new(),
         }
     }
 
     /// Adds `rq` to the list.
     pub(crate) fn push(&mut self, rq: Request) {
-        debug_assert!(self.len < self.list.len());
-        if let Some(slot) = self.list.get_mut(self.len) {
-            *slot = Some(rq);
-            self.len += 1;
-        }
+        self.list.push(rq);
     }
 
     /// Number of requests in the list.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.list.len()
     }
 
     /// Ends every request in the list with `EIO`. Call it without the spinlock.
-    pub(crate) fn end_all(self) {
-        for rq in self.list.into_iter().flatten() {
+    pub(crate) fn end_all(mut self) {
+        while let Some(rq) = self.list.pop() {
             rq.end(Status::IoError);
         }
     }
@@ -104,17 +96,41 @@ pub(super) struct Recovery {
     pub(super) window_secs: u32,
     /// While a window is (or was last) open: when it ends.
     until: Option<Instant<Monotonic>>,
-    /// The held requests (at most one per tag, so the ring's size is enough).
-    held: [Option<Pending<Request>>; RING_SIZE],
+    /// The held requests: room for one per tag of the disk (see [`Recovery::make_room`]).
+    held: KVVec<Option<Pending<Request>>>,
 }
 
 impl Recovery {
-    /// Recovery off, nothing held.
+    /// Recovery off, nothing held, no room yet.
     pub(super) const fn new() -> Self {
         Self {
             window_secs: 0,
             until: None,
-            held: [const { None }; RING_SIZE],
+            held: KVVec::new(),
+        }
+    }
+
+    /// Room to hold `n` requests, allocated where sleeping is allowed, for
+    /// [`Recovery::make_room`].
+    pub(super) fn room(n: usize) -> Result<KVVec<Option<Pending<Request>>>> {
+        let mut room = KVVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            room.push(None, GFP_KERNEL)?;
+        }
+        Ok(room)
+    }
+
+    /// Takes `room` (from [`Recovery::room`]) if it is larger than the room there is and
+    /// nothing is held (a new disk has none): every tag of the new disk then has a place.
+    /// Returns the room not kept, empty, for the caller to free once it may sleep (`vfree`).
+    pub(super) fn make_room(
+        &mut self,
+        room: KVVec<Option<Pending<Request>>>,
+    ) -> KVVec<Option<Pending<Request>>> {
+        if room.len() > self.held.len() && self.held_count() == 0 {
+            core::mem::replace(&mut self.held, room)
+        } else {
+            room
         }
     }
 
