@@ -7,7 +7,7 @@
 #
 # CONFIG is a shell fragment setting:
 #   TARGETS   space-separated, from: blktap-null blktap-null-large blktap-null-lowlat ublk-null
-#             nullb blktap-file
+#             blktap-null-deep ublk-null-deep (depth 128) nullb blktap-file
 #             blktap-file-large blktap-file-sync
 #             blktap-file-uring blktap-ext4-sync blktap-ext4-uring loop ublk-loop
 #             tapdisk-blktap tapdisk-nbd (the real tapdisk serving the image through its tap,
@@ -72,6 +72,8 @@ job_args() {
 	write-44k-qd32)    echo "--rw=write --bs=44k --iodepth=32" ;;
 	read-1m-qd8)       echo "--rw=read --bs=1m --iodepth=8" ;;
 	write-1m-qd8)      echo "--rw=write --bs=1m --iodepth=8" ;;
+	randread-4k-qd128) echo "--rw=randread --bs=4k --iodepth=128" ;;
+	randwrite-4k-qd128) echo "--rw=randwrite --bs=4k --iodepth=128" ;;
 	*) return 1 ;;
 	esac
 }
@@ -129,11 +131,12 @@ blktap_dev() { # blktap_dev SPEC [BLKTAP-CTL CREATE ARGS...]
 	wait_blk "$DEV" || fail "no $DEV"
 	SRV=$(new_pid blktapd "$old")
 }
-ublk_dev() { # ublk_dev ID TARGET [ARGS...]: one queue, depth 32, default (kernel copy) buffers
+ublk_dev() { # ublk_dev ID TARGET [ARGS...]: one queue, depth $UBLK_DEPTH (32 unless set),
+	# default (kernel copy) buffers
 	load ublk_drv
 	id=$1; shift
 	old=$(pidof rublk)
-	on_cpu0 rublk add "$@" -n "$id" -q 1 -d 32 --quiet >"/tmp/rublk.$id.log" 2>&1 ||
+	on_cpu0 rublk add "$@" -n "$id" -q 1 -d "${UBLK_DEPTH:-32}" --quiet >"/tmp/rublk.$id.log" 2>&1 ||
 		{ cat "/tmp/rublk.$id.log"; fail "rublk add $*"; }
 	DEV=/dev/ublkb$id
 	wait_blk "$DEV" || fail "no $DEV"
@@ -231,6 +234,9 @@ setup_target() {
 	blktap-ext4-sync) ext4_image; blktap_dev "file:$EXT4_IMG" --io sync ;;
 	blktap-ext4-uring) ext4_image; blktap_dev "file:$EXT4_IMG" --io uring ;;
 	ublk-null) ublk_dev 0 null ;;
+	# Depth 128: a deep blktap ring (FEAT_DEEP) against ublk at the same depth.
+	blktap-null-deep) blktap_dev null:1G --features large,deep --ring-slots 128 ;;
+	ublk-null-deep) UBLK_DEPTH=128 ublk_dev 2 null ;;
 	ublk-loop) image; ublk_dev 1 loop -f "$IMG" ;;
 	tapdisk-blktap) image; tapdisk_dev "$1" ;;
 	tapdisk-nbd) image; tapdisk_dev "$1"; nbd_dev "$1" ;;

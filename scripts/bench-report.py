@@ -32,6 +32,8 @@ TARGET_LABEL = {
     "blktap-null-large": "blktap-rs null, large requests",
     "blktap-null-lowlat": "blktap-rs null, large + low latency",
     "ublk-null": "ublk null (rublk)",
+    "blktap-null-deep": "blktap-rs null, large + deep ring (128)",
+    "ublk-null-deep": "ublk null (rublk), depth 128",
     "nullb": "null_blk",
     "blktap-file": "blktap-rs file",
     "blktap-file-large": "blktap-rs file, all features + large",
@@ -44,7 +46,8 @@ TARGET_LABEL = {
     "tapdisk-blktap": "tapdisk via blktap-rs",
     "tapdisk-nbd": "tapdisk via NBD",
 }
-NULL_GROUP = ["blktap-null", "blktap-null-large", "blktap-null-lowlat", "ublk-null", "nullb"]
+NULL_GROUP = ["blktap-null", "blktap-null-large", "blktap-null-lowlat", "blktap-null-deep", "ublk-null",
+              "ublk-null-deep", "nullb"]
 FILE_GROUP = ["blktap-file", "blktap-file-large", "blktap-file-sync", "blktap-file-uring", "blktap-ext4-sync",
               "blktap-ext4-uring", "loop", "ublk-loop"]
 # The real tapdisk serving the same image through its tap (blktap-rs) or through its NBD socket
@@ -59,6 +62,7 @@ END_MARK = ".. bench-results-end"
 QD1 = ["randread-4k-qd1", "randwrite-4k-qd1"]
 QD32 = ["randread-4k-qd32", "randwrite-4k-qd32"]
 MIB = ["read-1m-qd8", "write-1m-qd8"]
+QD128 = ["randread-4k-qd128", "randwrite-4k-qd128"]
 GOALS = [
     ("blktap-null / ublk-null, 4k QD32", "blktap-null", "ublk-null",
      ["randread-4k-qd32", "randwrite-4k-qd32"], 1.0),
@@ -75,6 +79,8 @@ GOALS = [
     ("blktap-file-large / loop, 4k QD32", "blktap-file-large", "loop", QD32, 1.0),
     ("blktap-file-large / loop, 1 MiB", "blktap-file-large", "loop", MIB, 0.9),
     ("blktap-file-large / ublk-loop, all jobs", "blktap-file-large", "ublk-loop", None, 1.0),
+    # Deep rings (run only when named): both at depth 128.
+    ("blktap-null-deep / ublk-null-deep, 4k QD128", "blktap-null-deep", "ublk-null-deep", QD128, 1.5),
 ]
 
 
@@ -316,7 +322,8 @@ def main():
                          ("blktap-file", "ublk-loop"), ("blktap-file-large", "loop"),
                          ("blktap-file-large", "ublk-loop"), ("ublk-loop", "loop"),
                          ("tapdisk-blktap", "tapdisk-nbd"), ("tapdisk-blktap", "loop"),
-                         ("tapdisk-nbd", "loop")):
+                         ("tapdisk-nbd", "loop"), ("blktap-null-deep", "ublk-null-deep"),
+                         ("blktap-null", "ublk-null-deep"), ("blktap-null-deep", "blktap-null")):
             r = ratio(num, den, j)
             if r:
                 ratios[f"{num}:{den}/{j}"] = r
@@ -493,8 +500,8 @@ def main():
         return agg(vals)
 
     brows = []
-    for t in ("blktap-null", "blktap-null-large", "blktap-null-lowlat", "blktap-file",
-              "blktap-file-large", "tapdisk-blktap"):
+    for t in ("blktap-null", "blktap-null-large", "blktap-null-lowlat", "blktap-null-deep",
+              "blktap-file", "blktap-file-large", "tapdisk-blktap"):
         for j in jobs:
             b = [tap_batch(t, j, k) for k in ("tap_wakeups", "tap_dispatches", "tap_responds")]
             if any(b):

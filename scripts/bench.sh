@@ -24,10 +24,12 @@
 #                 over a tmpfs file: a file system that starts I/O without blocking).
 #                 blktap-null-large, blktap-null-lowlat and blktap-file-large are blktapd
 #                 with the features negotiated (--features large, large,low-latency, and
-#                 all,large: a 1 MiB I/O is one ring request)
+#                 all,large: a 1 MiB I/O is one ring request). Run only when named:
+#                 blktap-null-deep (--features large,deep --ring-slots 128) and
+#                 ublk-null-deep (rublk at depth 128 instead of 32), for the QD128 jobs
 #   --jobs        subset/order of: randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1
 #                 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8
-#                 write-1m-qd8
+#                 write-1m-qd8; and, only when named, randread-4k-qd128 randwrite-4k-qd128
 #   --out DIR     results directory (default results/bench/<date>-<time>; results/bench/latest
 #                 points at the newest)
 #   --no-doc      do not rewrite the results section of Documentation/benchmarks.rst and
@@ -74,8 +76,10 @@ RUBLK_VERSION=0.2.15
 # requests, low latency; the file target with flush, FUA, discard and write-zeroes too).
 ALL_TARGETS="blktap-null blktap-null-large blktap-null-lowlat ublk-null nullb blktap-file blktap-file-large loop ublk-loop tapdisk-blktap tapdisk-nbd"
 # Run only when named: blktapd's file backend on either I/O path, on tmpfs and on ext4.
-EXTRA_TARGETS="blktap-file-sync blktap-file-uring blktap-ext4-sync blktap-ext4-uring"
+EXTRA_TARGETS="blktap-file-sync blktap-file-uring blktap-ext4-sync blktap-ext4-uring blktap-null-deep ublk-null-deep"
 ALL_JOBS="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randrw70-4k-qd32 read-44k-qd32 write-44k-qd32 read-1m-qd8 write-1m-qd8"
+# Run only when named: depth 128, for the deep targets.
+EXTRA_JOBS="randread-4k-qd128 randwrite-4k-qd128"
 smoke=0 reps=3 runtime=3 ramp=1 targets=$ALL_TARGETS jobs=$ALL_JOBS out='' doc=1 chart=1
 kdir=${BENCH_KDIR:-} pin=same verbose=0 icount='' smp=2 cpu=max,erms=off profile=0 load=quiet
 while [ $# -gt 0 ]; do

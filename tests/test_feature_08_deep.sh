@@ -3,12 +3,13 @@
 # Deep rings (issue 22, FEAT_DEEP): blktapd --features deep --ring-slots 128 maps a ring of 128
 # entries (4 ring pages, then the data pages) and negotiates ring_slots 128. The disk then has
 # 128 tags (mq/0/nr_tags), and with the daemon stopped (SIGSTOP) a QD128 fio job gets all 128
-# requests into the driver at once (the disk's inflight); once the daemon runs again it is sent
-# the 128 at once (the tap's ring peak) and every read succeeds. fio verify at QD128
-# passes at 4 KiB, 44 KiB, 128 KiB and 1 MiB with deep rings alone and with large requests
-# and every other feature, on both of blktapd's I/O paths, with the image equal to the disk; a
-# 1024-entry ring (with 32 data pages per request, the most that fits 128 MiB) passes too. A
-# disk without --features stays at V-XS's 32: 64 requests leave 32 waiting outside the driver.
+# requests into the driver at once (the disk's inflight); once the daemon runs again it is
+# sent the 128 at once (the tap's ring peak) and every read succeeds. fio verify at QD128
+# passes at 4 KiB, 44 KiB, 128 KiB and 1 MiB with deep rings alone (on both of blktapd's I/O
+# paths) and with every other feature (large requests and the low-latency mode included),
+# with the image equal to the disk; a 1024-entry ring (with 32 data pages per request, the
+# most that fits 128 MiB) passes too. A disk without --features stays at V-XS's 32: 64
+# requests leave 32 waiting outside the driver.
 # timeout: 600
 . "$(dirname "$0")/lib/common.sh"
 
@@ -75,10 +76,11 @@ for io in sync uring; do
 	tap_destroy "$TAP_MINOR"
 done
 
-# Every feature: 128 entries of 256 data pages (128 MiB), 1 MiB requests.
+# Every feature together (the low-latency mode too): 128 entries of 256 data pages (128 MiB),
+# 1 MiB requests.
 fresh_image
-tap_create --backend "file:$img" --features all,large,deep --ring-slots 128
-debug | grep -q 'features:0x2ec ' || fail "debug does not show features 0x2ec: $(debug)"
+tap_create --backend "file:$img" --features all,large,deep,low-latency --ring-slots 128
+debug | grep -q 'features:0x3ec ' || fail "debug does not show features 0x3ec: $(debug)"
 [ "$(nr_tags)" = 128 ] || fail "the disk has $(nr_tags) tags, not 128"
 [ "$(cat "/sys/block/$TAP_DISK/queue/max_hw_sectors_kb")" = 1024 ] || fail "max_hw_sectors_kb is not 1024 with large requests"
 fio_verify_sizes "all" 128 "fsync=7

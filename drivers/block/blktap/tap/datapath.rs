@@ -406,8 +406,9 @@ impl Tap {
         let _dispatching = self.dispatch.lock();
         // Bounded: a deep ring has at most `DEEP_RING_SLOTS_MAX` ids; what is queued meanwhile
         // beyond them goes at the next poll.
+        let mut counted = false;
         for _ in 0..=DEEP_RING_SLOTS_MAX / CHUNK {
-            if !self.dispatch_chunk() {
+            if !self.dispatch_chunk(&mut counted) {
                 break;
             }
         }
@@ -415,7 +416,9 @@ impl Tap {
 
     /// Sends up to [`CHUNK`] queued requests, lowest ids first, for [`Tap::dispatch`] (whose
     /// mutex the caller holds). Returns whether it took a full chunk (more may be queued).
-    fn dispatch_chunk(&self) -> bool {
+    /// `counted`: whether this dispatch was counted already (`Stats::dispatches` counts polls
+    /// that sent requests, not chunks).
+    fn dispatch_chunk(&self, counted: &mut bool) -> bool {
         let mut taken: [Option<(usize, Pending<Request>, bool)>; CHUNK] = [const { None }; CHUNK];
         let (shm, base, allowed, layout) = {
             let mut guard = self.io.lock();
@@ -504,7 +507,10 @@ impl Tap {
                 *slot = Some((pending.rq, !encoded));
             }
             if same_ring && live {
-                io.stats.dispatches += u64::from(n > 0);
+                if n > 0 && !*counted {
+                    io.stats.dispatches += 1;
+                    *counted = true;
+                }
                 if let Some(ring) = io.ring.as_mut() {
                     debug_assert_eq!(ring.req_prod_pvt, base);
                     ring.req_prod_pvt = base.wrapping_add(n);
