@@ -8,8 +8,10 @@
 # passes at 4 KiB, 44 KiB, 128 KiB and 1 MiB with deep rings alone (on both of blktapd's I/O
 # paths) and with every other feature (large requests and the low-latency mode included),
 # with the image equal to the disk; a 1024-entry ring (with 32 data pages per request, the
-# most that fits 128 MiB) passes too. A disk without --features stays at V-XS's 32: 64
-# requests leave 32 waiting outside the driver.
+# most that fits 128 MiB) passes too. A restart (--recover 30) with 128 writes held: all 128
+# are held, a daemon with a 64-entry ring is refused, one with 128 gets all of them again and
+# fio verifies them. A disk without --features stays at V-XS's 32: 64 requests leave 32
+# waiting outside the driver.
 # timeout: 600
 . "$(dirname "$0")/lib/common.sh"
 
@@ -96,6 +98,52 @@ tap_create --backend "file:$img" --features deep,large --ring-slots 1024
 fio_verify_sizes "deepest" 256
 disk_same_as_image "$img" "1024 entries"
 tap_destroy "$TAP_MINOR"
+
+# A restart with 128 requests held (recovery): blktapd --recover 30 is stopped under 128
+# writes, then killed; the tap holds all 128 (room for every tag, not V-XS's 32); a daemon
+# mapping a 64-entry ring is refused; one with the same 128 takes the disk over, is sent all
+# 128 again, and fio then verifies every block.
+fresh_image
+tap_alloc
+m=$TAP_MINOR
+atexit "free_tap $m"
+TAP_DISK=$(disk_name "$m") TAP_DEV=/dev/$(disk_name "$m")
+serve_tap "$m" "file:$img" --features deep --ring-slots 128 --recover 30
+atexit "kill -KILL $DAEMON_PID 2>/dev/null; true"
+echo 2 > "/sys/block/$TAP_DISK/queue/nomerges" || fail "cannot switch merges off"
+fio_verify_job held.fio "$TAP_DEV"
+cat >> held.fio <<JOB
+[held]
+bs=4k
+rw=randwrite
+size=4m
+iodepth=128
+iodepth_batch_submit=128
+JOB
+kill -STOP "$DAEMON_PID" || fail "cannot stop the daemon"
+fio --output-format=terse --terse-version=3 held.fio > fio.out 2> fio.err &
+fio_pid=$!
+wait_for 30 inflight_is 128 ||
+	{ kill -KILL "$DAEMON_PID"; kill "$fio_pid"; fail "the driver holds $(inflight) writes with the daemon stopped, not 128"; }
+kill_daemon "$DAEMON_PID"
+held_now() { [ "$(field holding)" = 128 ]; }
+wait_for 10 held_now || fail "the tap holds $(field holding) requests after the daemon died, not 128: $(debug)"
+rc=0
+blktapd --minor "$m" --backend "file:$img" --features deep --ring-slots 64 --foreground \
+	--log "$PWD/blktapd.64.log" </dev/null >/dev/null 2>&1 3<&- 4<&- 5<&- 6<&- 7<&- 8<&- || rc=$?
+[ "$rc" != 0 ] || fail "a blktapd with a 64-entry ring served the 128-tag disk"
+kill -0 "$fio_pid" 2>/dev/null || { cat fio.err; fail "fio ended while the tap held its requests"; }
+rm -f "blktapd.$m.log"
+serve_tap "$m" "file:$img" --features deep --ring-slots 128
+atexit "kill -KILL $DAEMON_PID 2>/dev/null; true"
+grep -q "exists already" "blktapd.$m.log" || fail "the new blktapd did not find the disk"
+rc=0
+wait "$fio_pid" || rc=$?
+fio_check "128 writes held across a restart" fio.out fio.err "$rc"
+log "restart: $(field reissued) request(s) sent again to the new daemon"
+[ "$(field reissued)" -ge 128 ] || fail "only $(field reissued) requests were sent again, not 128"
+echo 0 > "/sys/block/$TAP_DISK/queue/nomerges"
+kill_daemon "$DAEMON_PID" TERM
 
 # V-XS: 32 tags; 64 requests leave 32 outside the driver.
 fresh_image
