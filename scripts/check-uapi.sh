@@ -90,9 +90,9 @@ BLKTAP_RING_PAGES(128)                        |     4 | ring_pages(128)
 BLKTAP_RING_PAGES(1024)                       |    29 | ring_pages(DEEP_RING_SLOTS_MAX)
 BLKTAP_DEEP_MMAP_PAGES(32, 11)                |   353 | Layout::VXS.mmap_pages()
 BLKTAP_DEEP_MMAP_PAGES(128, 256)              | 32772 | Layout::new(128, 256).mmap_pages()
-BLKTAP_DEEP_MMAP_PAGES(1024, 11)              | 11293 | Layout::new(1024, SEGMENT_MAX).mmap_pages()
-BLKTAP_DEEP_DATA_PAGE(128, 256, 0, 0)         |     4 | Layout::new(128, 256).data_page(0, 0)
-BLKTAP_DEEP_DATA_PAGE(128, 256, 127, 255)     | 32771 | Layout::new(128, 256).data_page(127, 255)
+BLKTAP_DEEP_MMAP_PAGES(1024, 11)              | 11293 | Layout::new(1024, 11).mmap_pages()
+BLKTAP_DEEP_DATA_PAGE(64, 11, 1, 2)           |    15 | Layout::new(64, 11).data_page(1, 2)
+BLKTAP_DEEP_DATA_PAGE(128, 256, 127, 255)     | 32771 | -
 BLKTAP_MAX_RANGE_SECTORS                      | 8388607 | MAX_RANGE_SECTORS
 BLKTAP_MAX_DISCARD_GRANULARITY                | 1073741824 | MAX_DISCARD_GRANULARITY
 BLKTAP_RSP_OKAY                               |     0 | RSP_OKAY

@@ -409,9 +409,8 @@ const _: () = {
     assert!(ring_pages(DEEP_RING_SLOTS_MAX) == 29); // BLKTAP_RING_PAGES(1024)
     assert!(Layout::VXS.mmap_pages() == 353); // BLKTAP_DEEP_MMAP_PAGES(32, 11)
     assert!(Layout::new(128, 256).mmap_pages() == 32772); // BLKTAP_DEEP_MMAP_PAGES(128, 256)
-    assert!(Layout::new(1024, SEGMENT_MAX).mmap_pages() == 11293); // BLKTAP_DEEP_MMAP_PAGES(1024, 11)
-    assert!(Layout::new(128, 256).data_page(0, 0) == 4); // BLKTAP_DEEP_DATA_PAGE(128, 256, 0, 0)
-    assert!(Layout::new(128, 256).data_page(127, 255) == 32771); // BLKTAP_DEEP_DATA_PAGE(128, 256, 127, 255)
+    assert!(Layout::new(1024, 11).mmap_pages() == 11293); // BLKTAP_DEEP_MMAP_PAGES(1024, 11)
+    assert!(Layout::new(64, 11).data_page(1, 2) == 15); // BLKTAP_DEEP_DATA_PAGE(64, 11, 1, 2)
     assert!(MAX_RANGE_SECTORS == 8388607); // BLKTAP_MAX_RANGE_SECTORS
     assert!(MAX_DISCARD_GRANULARITY == 1073741824); // BLKTAP_MAX_DISCARD_GRANULARITY
     assert!(RSP_OKAY == 0); // BLKTAP_RSP_OKAY

@@ -64,8 +64,9 @@ const MESSAGE_OFFSET: usize = 16;
 /// # Invariants
 ///
 /// `area` is a zeroed vmalloc allocation (so page aligned) of `bytes` bytes, at least one page,
-/// and `base` its first byte; `area` is only taken out of the `ManuallyDrop` by `drop`. No element of `area` is ever initialised
-/// as far as the `VVec` knows (its length stays 0): the bytes are reached through `base` only.
+/// in `layout`, and `base` its first byte; `area` is only taken out of the `ManuallyDrop` by
+/// `drop`. No element of `area` is ever initialised as far as the `VVec` knows (its length
+/// stays 0): the bytes are reached through `base` only.
 ///
 /// A `SharedRing` may be dropped in atomic context (the data path holds a reference while it
 /// copies write data in `queue_rq`, and may turn out to hold the last one if the daemon unmaps
