@@ -2,7 +2,7 @@
 //! open so that tests can break and repair them.
 
 use blktap::ring::{Request, Ring, RingMemory};
-use blktap::uapi::{RingResponse, SringHeader, RING_SIZE, RSP_ERROR, RSP_OKAY};
+use blktap::uapi::{RingResponse, SringHeader, RSP_ERROR, RSP_OKAY};
 use std::mem::offset_of;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::Duration;
@@ -92,7 +92,7 @@ impl Backend {
     ) -> Result<u32, String> {
         let prod = mem.req_prod();
         let n = prod.wrapping_sub(self.req_cons);
-        if n > RING_SIZE {
+        if n > mem.slots() {
             return Err(format!(
                 "req_prod {prod} is {n} requests past req_cons {}",
                 self.req_cons
@@ -101,7 +101,7 @@ impl Backend {
         for _ in 0..n {
             let raw = mem.read_request(self.req_cons);
             self.req_cons = self.req_cons.wrapping_add(1);
-            let status = match Request::parse(&raw) {
+            let status = match Request::parse_in(&raw, &mem) {
                 Ok(req) => self.handle(mem, &req),
                 Err(_) => RSP_ERROR,
             };

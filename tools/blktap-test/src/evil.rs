@@ -18,8 +18,7 @@ use crate::util::{self, AlignedBuf, BlockModel, PlannedIo, TapDebug, BLOCK};
 use crate::{Env, Taps};
 use blktap::ring::{Request, Ring, RingMemory};
 use blktap::uapi::{
-    self, DeviceInfo, RingResponse, MMAP_PAGES, OP_READ, OP_WRITE, PAGE_SIZE, RING_SIZE, RSP_ERROR,
-    RSP_OKAY,
+    self, DeviceInfo, RingResponse, OP_READ, OP_WRITE, PAGE_SIZE, RING_SIZE, RSP_ERROR, RSP_OKAY,
 };
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -48,6 +47,22 @@ pub struct EvilArgs {
     /// Only these actions (comma separated; see the list printed at start).
     #[arg(long, value_delimiter = ',')]
     pub actions: Vec<String>,
+    /// A deep ring (FEAT_DEEP) of this many entries instead of V-XS's 32.
+    #[arg(long)]
+    pub ring_slots: Option<u32>,
+}
+
+/// Maps `ring` as V-XS's, or as a deep ring of `slots` entries and negotiates it.
+fn map_ring(ring: &mut Ring, slots: Option<u32>) -> blktap::Result<()> {
+    let Some(n) = slots else {
+        return ring.map();
+    };
+    ring.map_layout(n, uapi::SEGMENT_MAX)?;
+    ring.negotiate(&uapi::Features {
+        ring_slots: n,
+        ..uapi::Features::request(uapi::FEAT_DEEP)
+    })?;
+    ring.set_layout(n, uapi::SEGMENT_MAX)
 }
 
 /// The hostile actions.
@@ -221,6 +236,10 @@ struct Evil<'a> {
     env: &'a Env,
     minor: u32,
     ring: Ring,
+    /// `--ring-slots`, if the ring is deep.
+    deep: Option<u32>,
+    /// Entries of the ring (32, or `--ring-slots`).
+    slots: u32,
     back: Backend,
     rng: Rng,
     actions: Vec<&'static str>,
@@ -261,7 +280,7 @@ impl Evil<'_> {
                 self.back.rsp_prod_pvt = rc;
             }
             if let Some(p) = d.req_prod_pvt {
-                if p.wrapping_sub(self.back.req_cons) > RING_SIZE {
+                if p.wrapping_sub(self.back.req_cons) > self.slots {
                     self.back.req_cons = p;
                 }
             }
@@ -297,12 +316,13 @@ impl Evil<'_> {
     }
 
     fn random_bad_id(&mut self) -> u64 {
-        let pending = self.rng.below(32);
+        let slots = u64::from(self.slots);
+        let pending = self.rng.below(slots);
         let r = self.rng.next_u64();
         *self.rng.pick(&[
-            32,
-            33,
-            64,
+            slots,
+            slots + 1,
+            2 * slots,
             1000,
             u64::from(u32::MAX),
             1 << 32,
@@ -325,7 +345,7 @@ impl Evil<'_> {
             }
             "rsp-prod-far" => {
                 let v = phase_start
-                    .wrapping_add(RING_SIZE + 1)
+                    .wrapping_add(self.slots + 1)
                     .wrapping_add(self.rng.below(1 << 20) as u32);
                 self.mem().set_rsp_prod(v);
                 self.respond();
@@ -350,7 +370,7 @@ impl Evil<'_> {
                     .map(|d| d.pending.iter().map(|p| p.0).collect())
                     .unwrap_or_default();
                 for _ in 0..self.rng.range(1, 8) {
-                    let id = self.rng.below(u64::from(RING_SIZE)) as u32;
+                    let id = self.rng.below(u64::from(self.slots)) as u32;
                     if !pending.contains(&id) {
                         let op = *self.rng.pick(&[OP_READ, OP_WRITE]);
                         let st = *self.rng.pick(&[RSP_OKAY, RSP_ERROR]);
@@ -398,7 +418,7 @@ impl Evil<'_> {
                     self.push(&RingResponse::new(raw.id, raw.operation, st));
                     // Garbage in the padding bytes too.
                     let base = self.mem().base();
-                    let off = uapi::entry_offset(idx % RING_SIZE);
+                    let off = uapi::entry_offset(idx % self.slots);
                     for b in [9usize, 12, 13, 14, 15] {
                         let v = self.rng.next_u32() as u8;
                         // SAFETY: inside the 112-byte entry of the live ring page.
@@ -414,18 +434,20 @@ impl Evil<'_> {
                 self.mem().set_req_prod(v);
             }
             "scribble-ring" => {
-                let mut page = vec![0u8; PAGE_SIZE];
+                let mut page = vec![0u8; uapi::ring_pages(self.slots) * PAGE_SIZE];
                 self.rng.fill(&mut page);
                 let base = self.mem().base();
                 for (i, b) in page.iter().enumerate() {
-                    // SAFETY: inside the ring page of the live mapping.
+                    // SAFETY: inside the ring pages of the live mapping.
                     unsafe { std::ptr::write_volatile(base.add(i), *b) };
                 }
                 self.respond();
             }
             "scribble-data" => {
                 for _ in 0..self.rng.range(1, 20) {
-                    let page = self.rng.range(1, MMAP_PAGES as u64 - 1) as usize;
+                    let first = uapi::ring_pages(self.slots) as u64;
+                    let pages = uapi::deep_mmap_pages(self.slots, uapi::SEGMENT_MAX) as u64;
+                    let page = self.rng.range(first, pages - 1) as usize;
                     let p = self.mem().page_ptr(page);
                     let v = self.rng.next_u32() as u8;
                     // SAFETY: a whole data page of the live mapping.
@@ -442,14 +464,18 @@ impl Evil<'_> {
             }
             "full-batch" => {
                 let pending: Vec<(u32, u8)> = self.debug().map(|d| d.pending).unwrap_or_default();
-                for _ in 0..RING_SIZE {
+                for _ in 0..self.slots {
                     let rsp = match (self.rng.below(3), pending.is_empty()) {
                         (0, false) => {
                             let &(id, op) = self.rng.pick(&pending);
                             RingResponse::new(u64::from(id), op, RSP_ERROR)
                         }
                         (1, _) => RingResponse::new(self.rng.next_u64(), 0, 0),
-                        _ => RingResponse::new(self.rng.below(32), self.rng.below(2) as u8, 0),
+                        _ => RingResponse::new(
+                            self.rng.below(u64::from(self.slots)),
+                            self.rng.below(2) as u8,
+                            0,
+                        ),
                     };
                     self.push(&rsp);
                 }
@@ -500,7 +526,7 @@ impl Evil<'_> {
             Ok(d) if d.pending.is_empty() && !d.mapped => {}
             other => self.problem(format!("after munmap: {other:?}, expected nothing pending")),
         }
-        if let Err(e) = self.ring.map() {
+        if let Err(e) = map_ring(&mut self.ring, self.deep) {
             self.problem(format!("mmap after munmap: {e}"));
             return;
         }
@@ -518,6 +544,7 @@ impl Evil<'_> {
         let stop = AtomicBool::new(false);
         let mut rng = Rng::new(self.rng.next_u64());
         let base_idx = self.back.rsp_prod_pvt;
+        let slots = u64::from(self.slots);
         let until = Instant::now() + Duration::from_millis(self.rng.range(20, 150));
         let (ring, back) = (&self.ring, &mut self.back);
         std::thread::scope(|s| {
@@ -527,7 +554,7 @@ impl Evil<'_> {
                 while !stop.load(SeqCst) {
                     let idx = base_idx.wrapping_add(rng.below(64) as u32);
                     let id = if rng.chance(70) {
-                        rng.below(32)
+                        rng.below(slots)
                     } else {
                         rng.next_u64()
                     };
@@ -596,7 +623,7 @@ impl Evil<'_> {
         let dist = x.wrapping_sub(g);
         if dist != 0 {
             let mem = self.mem();
-            if dist <= RING_SIZE {
+            if dist <= self.slots {
                 for i in 0..dist {
                     mem.write_response(g.wrapping_add(i), &RingResponse::new(u64::MAX, 0, 0));
                 }
@@ -657,7 +684,7 @@ fn take_requests(ring: &Ring, back: &mut Backend) -> Vec<uapi::RingRequest> {
     };
     let prod = mem.req_prod();
     let n = prod.wrapping_sub(back.req_cons);
-    if n > RING_SIZE {
+    if n > mem.slots() {
         back.req_cons = prod;
         return Vec::new();
     }
@@ -670,9 +697,12 @@ fn take_requests(ring: &Ring, back: &mut Backend) -> Vec<uapi::RingRequest> {
 
 /// Answers a request in an evil phase: reads get the stored data, writes are dropped.
 fn answer(ring: &Ring, back: &mut Backend, raw: &uapi::RingRequest) -> i16 {
-    match (Request::parse(raw), ring.memory()) {
-        (Ok(req), Some(mem)) if req.op == blktap::ring::Op::Read => back.handle(mem, &req),
-        (Ok(_), _) => RSP_OKAY,
+    let Some(mem) = ring.memory() else {
+        return RSP_ERROR;
+    };
+    match Request::parse_in(raw, &mem) {
+        Ok(req) if req.op == blktap::ring::Op::Read => back.handle(mem, &req),
+        Ok(_) => RSP_OKAY,
         _ => RSP_ERROR,
     }
 }
@@ -707,8 +737,11 @@ pub fn run(env: &Env, a: &EvilArgs, t: &mut Ktap) {
             .filter(|x| a.actions.iter().any(|y| y == x))
             .collect()
     };
+    let deep = a
+        .ring_slots
+        .map_or(String::new(), |n| format!(" --ring-slots {n}"));
     t.diag(&format!(
-        "evil: seed {seed} iterations {} threads {} (rerun: blktap-test evil --seed {seed} --iterations {} --threads {} --phase-ms {})",
+        "evil: seed {seed} iterations {} threads {} (rerun: blktap-test evil --seed {seed} --iterations {} --threads {} --phase-ms {}{deep})",
         a.iterations, a.threads, a.iterations, a.threads, a.phase_ms
     ));
     t.diag(&format!("evil: actions {}", actions.join(",")));
@@ -725,7 +758,7 @@ pub fn run(env: &Env, a: &EvilArgs, t: &mut Ktap) {
         Err(e) => return t.fail("evil: ALLOC_TAP", &e),
     };
     let ring = match env.open_ring(&info).and_then(|mut r| {
-        r.map()?;
+        map_ring(&mut r, a.ring_slots)?;
         r.create_device_info(&DeviceInfo::new(DISK_BYTES as u64 / 512, 512, false))?;
         Ok(r)
     }) {
@@ -751,6 +784,8 @@ pub fn run(env: &Env, a: &EvilArgs, t: &mut Ktap) {
         env,
         minor: info.ring_minor,
         ring,
+        deep: a.ring_slots,
+        slots: a.ring_slots.unwrap_or(RING_SIZE),
         back: Backend::new(DISK_BYTES),
         rng: Rng::new(seed),
         actions,
