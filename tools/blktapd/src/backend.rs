@@ -142,8 +142,14 @@ pub trait Backend: Send {
             }
         }
     }
-    /// Serves the checked requests of one batch, setting each one's `result`. The default
-    /// serves them one at a time, in order.
+    /// Most requests [`serve`](Backend::serve) takes at once: a deep ring's batch is handed
+    /// over in pieces of this many. V-XS's ring size unless a backend sizes its buffers for
+    /// more.
+    fn batch_max(&self) -> usize {
+        RING_SIZE as usize
+    }
+    /// Serves the checked requests of one batch (at most [`batch_max`](Backend::batch_max)),
+    /// setting each one's `result`. The default serves them one at a time, in order.
     fn serve(&mut self, ios: &mut [Io], mem: RingMemory<'_>) {
         for io in ios {
             io.result = self.serve_one(io, mem);
@@ -517,16 +523,21 @@ impl Backend for FileBackend {
         }
     }
     /// Serves each run of requests that continue one another on the disk (same operation,
-    /// each starting where the previous ends: sequential I/O split into ring requests) with
-    /// one vectored system call, and the other requests one by one. A run that fails is
-    /// served again request by request, so each request gets its own outcome.
+    /// each starting where the previous ends: sequential I/O split into ring requests; at most
+    /// [`RUN_MAX`] of them) with one vectored system call, and the other requests one by one.
+    /// A run that fails is served again request by request, so each request gets its own
+    /// outcome.
     fn serve(&mut self, ios: &mut [Io], mem: RingMemory<'_>) {
         let mut start = 0;
         while start < ios.len() {
             let (op, first) = (ios[start].req.op, ios[start].offset);
             let mut end = start + 1;
             let mut next = first + ios[start].req.len_bytes();
-            while end < ios.len() && ios[end].req.op == op && ios[end].offset == next {
+            while end < ios.len()
+                && end - start < RUN_MAX
+                && ios[end].req.op == op
+                && ios[end].offset == next
+            {
                 next += ios[end].req.len_bytes();
                 end += 1;
             }
@@ -573,8 +584,12 @@ pub(crate) const EMPTY_IOVEC: libc::iovec = libc::iovec {
     iov_len: 0,
 };
 
-/// Most iovecs of a batch: every segment of every ring slot (well under `IOV_MAX`).
-pub(crate) const MAX_IOVECS: usize = (RING_SIZE * SEGMENT_MAX) as usize;
+/// Most requests merged into one vectored call: their iovecs (at most [`MAX_IOVECS`]) stay
+/// well under `IOV_MAX` (1024).
+pub(crate) const RUN_MAX: usize = RING_SIZE as usize;
+
+/// Most iovecs of a run: every segment of [`RUN_MAX`] requests.
+pub(crate) const MAX_IOVECS: usize = RUN_MAX * SEGMENT_MAX as usize;
 
 /// Appends the request's buffers to the `n` iovecs in `iov`, merging buffers that are
 /// adjacent in memory (a segment ending a page followed by one starting the next page, also

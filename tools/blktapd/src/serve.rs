@@ -164,9 +164,10 @@ impl Server {
                 Err(st) => status[i] = st,
             }
         }
-        // A deep ring's batch goes to the backend 32 requests at a time: its buffers (iovecs,
-        // io_uring entries) are sized for V-XS's ring.
-        for chunk in ios.chunks_mut(blktap::uapi::RING_SIZE as usize) {
+        // A deep ring's batch goes to the backend in pieces it has buffers for (iovecs,
+        // io_uring entries): 32 requests, or the whole batch on io_uring.
+        let most = self.backend.batch_max().max(1);
+        for chunk in ios.chunks_mut(most) {
             self.backend.serve(chunk, mem);
         }
         for io in ios.iter_mut() {

@@ -28,9 +28,9 @@
 //! thread and loses to the synchronous path (4 KiB random writes at depth 32 were 4 times
 //! slower); `--io uring` forces io_uring there.
 
-use crate::backend::{push_iovecs, Backend, FileBackend, Io, EMPTY_IOVEC, MAX_IOVECS};
+use crate::backend::{push_iovecs, Backend, FileBackend, Io, EMPTY_IOVEC, RUN_MAX};
 use blktap::ring::{Op, RingMemory};
-use blktap::uapi::{PAGE_SIZE, RING_SIZE};
+use blktap::uapi::{DEEP_RING_SLOTS_MAX, PAGE_SIZE, SEGMENT_MAX};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::fmt;
 use std::io;
@@ -79,9 +79,15 @@ fn log(msg: fmt::Arguments<'_>) {
     eprintln!("blktapd[{}]: {msg}", std::process::id());
 }
 
-/// Entries of the submission queue: a batch has at most [`RING_SIZE`] requests, each at most two
-/// SQEs (a FUA write and its fsync).
-const SQ_ENTRIES: u32 = 2 * RING_SIZE;
+/// Requests of a batch: a deep ring's whole batch goes in one `io_uring_enter`.
+const BATCH_MAX: usize = DEEP_RING_SLOTS_MAX as usize;
+
+/// Entries of the submission queue: a batch has at most [`BATCH_MAX`] requests, each at most
+/// two SQEs (a FUA write and its fsync).
+const SQ_ENTRIES: u32 = 2 * BATCH_MAX as u32;
+
+/// iovecs of a batch: every segment of every request.
+const BATCH_IOVECS: usize = BATCH_MAX * SEGMENT_MAX as usize;
 
 /// io_uring failures logged before the daemon goes quiet about them.
 const MAX_LOGGED: u64 = 10;
@@ -188,7 +194,11 @@ fn run_end(ios: &[Io], start: usize) -> usize {
         return end;
     }
     let mut next = ios[start].offset + ios[start].req.len_bytes();
-    while end < ios.len() && ios[end].req.op == op && !ios[end].req.fua() && ios[end].offset == next
+    while end < ios.len()
+        && end - start < RUN_MAX
+        && ios[end].req.op == op
+        && !ios[end].req.fua()
+        && ios[end].offset == next
     {
         next += ios[end].req.len_bytes();
         end += 1;
@@ -223,8 +233,9 @@ struct Sqe {
 pub struct UringFile {
     file: FileBackend,
     ring: IoUring,
-    /// The iovecs of the batch in flight; never reallocated while SQEs point into it.
-    iov: Box<[libc::iovec; MAX_IOVECS]>,
+    /// The iovecs of the batch in flight ([`BATCH_IOVECS`]); never reallocated while SQEs
+    /// point into it.
+    iov: Box<[libc::iovec]>,
     /// The SQEs of the batch in flight, indexed by `user_data`.
     sqes: Vec<Sqe>,
     /// Per request of the batch: serve it again synchronously.
@@ -283,9 +294,9 @@ impl UringFile {
         Self {
             file,
             ring,
-            iov: Box::new([EMPTY_IOVEC; MAX_IOVECS]),
+            iov: vec![EMPTY_IOVEC; BATCH_IOVECS].into_boxed_slice(),
             sqes: Vec::with_capacity(SQ_ENTRIES as usize),
-            redo: Vec::with_capacity(RING_SIZE as usize),
+            redo: Vec::with_capacity(BATCH_MAX),
             fixed: Fixed::Untried,
             broken: false,
             failures: 0,
@@ -477,8 +488,8 @@ impl UringFile {
                 // for this call) and at `self.iov`, which is not touched again until every
                 // completion of the batch has been reaped in `serve`.
                 let pushed = unsafe { self.ring.submission().push(&entry) };
-                // The queue has room for two SQEs per ring slot, and a batch holds at most one
-                // request per slot.
+                // The queue has room for two SQEs per request of a batch of `BATCH_MAX`
+                // (`batch_max`).
                 assert!(pushed.is_ok(), "io_uring submission queue full");
                 self.sqes.push(sqe);
             }
@@ -590,6 +601,9 @@ impl Backend for UringFile {
     }
     fn write_zeroes(&mut self, offset: u64, len: u64, keep_allocated: bool) -> io::Result<()> {
         self.file.write_zeroes(offset, len, keep_allocated)
+    }
+    fn batch_max(&self) -> usize {
+        BATCH_MAX
     }
     /// One `io_uring_enter` submits the batch's SQEs and waits for all their completions;
     /// requests of failed or short SQEs are then served again synchronously.
@@ -704,6 +718,77 @@ mod tests {
         assert!("aio".parse::<IoMode>().is_err());
         assert_eq!(IoMode::default(), IoMode::Auto);
         assert_eq!(IoMode::Uring.to_string(), "uring");
+    }
+
+    /// A deep ring's batch (1024 requests: a sequential run of 100 full writes, cut into runs
+    /// of `RUN_MAX`, and 924 scattered ones) is one io_uring_enter, and reads it back.
+    #[test]
+    fn deep_batch_is_one_enter() {
+        const DISK: usize = 64 << 20;
+        const SLOTS: u32 = 1024;
+        let (dir, path) = scratch("deep", DISK);
+        let Some(mut b) = uring_file(&path) else {
+            return;
+        };
+        assert_eq!(b.batch_max(), SLOTS as usize);
+        let pages = blktap::uapi::deep_mmap_pages(SLOTS, SEGMENT_MAX);
+        let mut mapping = Mapping::anonymous(pages * PAGE_SIZE).unwrap();
+        mapping.set_layout(SLOTS, SEGMENT_MAX).unwrap();
+        let mem = mapping.memory().unwrap();
+        mem.init();
+        b.prepare(mem);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let full = [(0u8, 7u8); SEGMENT_MAX as usize];
+        let mut raws = Vec::new();
+        for id in 0..100u64 {
+            raws.push(RingRequest::new(OP_WRITE, id, id * 88, &full));
+        }
+        for id in 100..u64::from(SLOTS) {
+            raws.push(RingRequest::new(OP_WRITE, id, 20_000 + id * 64, &[(0, 7)]));
+        }
+        let parse = |r: &RingRequest| Request::parse_in(r, &mem).unwrap();
+        let reqs: Vec<Request> = raws.iter().map(parse).collect();
+        let mut model = vec![0u8; DISK];
+        for req in &reqs {
+            let d: Vec<u8> = (0..req.len_bytes()).map(|_| rng.next() as u8).collect();
+            fill(req, mem, &d);
+            let off = req.byte_range().unwrap().start as usize;
+            model[off..off + d.len()].copy_from_slice(&d);
+        }
+        let before = b.stats();
+        let mut ios = ios_of(&reqs);
+        b.serve(&mut ios, mem);
+        assert!(ios.iter().all(|io| io.result.is_ok()));
+        let after = b.stats();
+        assert_eq!(
+            after.enters - before.enters,
+            1,
+            "one io_uring_enter for 1024"
+        );
+        // 100 sequential writes in runs of 32: 4 SQEs; then 924.
+        assert_eq!(after.sqes - before.sqes, 4 + 924);
+        assert_eq!(std::fs::read(&path).unwrap(), model);
+        // Read everything back into cleared pages.
+        for req in &reqs {
+            fill(req, mem, &vec![0u8; req.len_bytes() as usize]);
+        }
+        let reads: Vec<Request> = raws
+            .iter()
+            .map(|r| {
+                let mut r = *r;
+                r.operation = OP_READ;
+                parse(&r)
+            })
+            .collect();
+        let mut ios = ios_of(&reads);
+        b.serve(&mut ios, mem);
+        assert!(ios.iter().all(|io| io.result.is_ok()));
+        for req in &reads {
+            let off = req.byte_range().unwrap().start as usize;
+            assert_eq!(data(req, mem), model[off..off + req.len_bytes() as usize]);
+        }
+        b.release();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Full batches of random writes (sequential runs, single and partial pages, FUA) and a
