@@ -69,6 +69,8 @@ table() { # CONSOLE SPLATS
 			else if (kv[1] == "failed") fl = kv[2]
 		}
 		if (!(cur in grp)) { grp[cur] = g; order[++n] = cur }
+		# Later groups of a test (fuzz_01: evil, then evil-deep) get rows of their own.
+		if (!(g in gseen)) { gseen[g] = 1; allg[++na] = g }
 		its[g] += it; ios[g] += io; fails[g] += fl
 	}
 	END {
@@ -79,6 +81,7 @@ table() { # CONSOLE SPLATS
 			tests[g]++; krep[g] += rep[t]
 			if (status[t] != "ok") res[g] = "FAIL"
 		}
+		for (i = 1; i <= na; i++) if (!(allg[i] in seen)) { seen[allg[i]] = 1; gorder[++m] = allg[i] }
 		for (t in status) if (!(t in grp)) { g = "(no stats)"; if (!(g in seen)) { seen[g] = 1; gorder[++m] = g } tests[g]++; krep[g] += rep[t]; if (status[t] != "ok") res[g] = "FAIL" }
 		for (i = 1; i <= m; i++) {
 			g = gorder[i]
