@@ -57,7 +57,7 @@ BLKTAP2_RING_MESSAGE_CLOSE                    |     3 | RING_MESSAGE_CLOSE
 BLKTAP_MAX_DEVICES                            | 16384 | MAX_DEVICES
 BLKTAP_RING_SIZE                              |    32 | RING_SIZE
 BLKTAP_SEGMENT_MAX                            |    11 | SEGMENT_MAX
-BLKTAP_MMAP_PAGES                             |   353 | MMAP_PAGES
+BLKTAP_MMAP_PAGES                             |   353 | Layout::VXS.mmap_pages()
 BLKTAP_DATA_PAGE(0, 0)                        |     1 | -
 BLKTAP_DATA_PAGE(31, 10)                      |   352 | -
 BLKTAP_OP_READ                                |     0 | OP_READ
@@ -77,8 +77,8 @@ BLKTAP_FEAT_LARGE                             |   128 | FEAT_LARGE
 BLKTAP_FEAT_LOW_LATENCY                       |   256 | FEAT_LOW_LATENCY
 BLKTAP_FEAT_DEEP                              |   512 | FEAT_DEEP
 BLKTAP_LARGE_SEGMENT_MAX                      |   256 | LARGE_SEGMENT_MAX
-BLKTAP_MMAP_PAGES_LARGE(256)                  |  8193 | mmap_pages(LARGE_SEGMENT_MAX)
-BLKTAP_MMAP_PAGES_LARGE(11)                   |   353 | mmap_pages(SEGMENT_MAX)
+BLKTAP_MMAP_PAGES_LARGE(256)                  |  8193 | Layout::new(32, 256).mmap_pages()
+BLKTAP_MMAP_PAGES_LARGE(11)                   |   353 | Layout::new(32, 11).mmap_pages()
 BLKTAP_LARGE_DATA_PAGE(256, 0, 0)             |     1 | -
 BLKTAP_LARGE_DATA_PAGE(256, 31, 255)          |  8192 | -
 BLKTAP_DEEP_RING_SLOTS_MIN                    |    64 | DEEP_RING_SLOTS_MIN

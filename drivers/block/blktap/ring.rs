@@ -423,7 +423,8 @@ impl<R> Slots<R> {
         self.limit = limit.min(self.slots.len());
     }
 
-    /// The ids handed out: the ring size the daemon agreed on.
+    /// The ids handed out: the ring size the daemon agreed on. Only the KUnit tests ask.
+    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn limit(&self) -> usize {
         self.limit
     }
@@ -513,6 +514,8 @@ impl<R> Slots<R> {
     }
 
     /// Number of reserved ids (pending requests, and abandoned ones the daemon still owes).
+    /// Only the KUnit tests ask.
+    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn count(&self) -> u32 {
         self.used.count()
     }

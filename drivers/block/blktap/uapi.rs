@@ -55,8 +55,6 @@ pub(crate) const MAX_DEVICES: u32 = 16384;
 pub(crate) const RING_SIZE: usize = 32;
 /// Data pages (segments) per request.
 pub(crate) const SEGMENT_MAX: usize = 11;
-/// Pages of the ring mapping: the ring page, then `RING_SIZE * SEGMENT_MAX` data pages.
-pub(crate) const MMAP_PAGES: usize = mmap_pages(SEGMENT_MAX);
 /// Bytes of the ring page before the first entry.
 pub(crate) const RING_HEADER_SIZE: usize = 64;
 /// Bytes of one ring entry (request or response).
@@ -107,11 +105,6 @@ pub(crate) const DEEP_RING_SLOTS_MAX: usize = 1024;
 /// `BLKTAP_DEEP_DATA_PAGES_MAX`: most data pages of a deep ring's mapping (128 MiB).
 pub(crate) const DEEP_DATA_PAGES_MAX: usize = 32768;
 
-/// `BLKTAP_MMAP_PAGES_LARGE`: pages of a ring mapping with `segments` data pages per request.
-pub(crate) const fn mmap_pages(segments: usize) -> usize {
-    Layout::new(RING_SIZE, segments).mmap_pages()
-}
-
 /// `BLKTAP_RING_PAGES`: pages of a ring of `slots` entries (header included).
 pub(crate) const fn ring_pages(slots: usize) -> usize {
     (RING_HEADER_SIZE + RING_ENTRY_SIZE * slots).div_ceil(PAGE_SIZE)
@@ -137,7 +130,8 @@ impl Layout {
         Self { slots, segments }
     }
 
-    /// `BLKTAP_DEEP_MMAP_PAGES`: pages of the mapping.
+    /// `BLKTAP_DEEP_MMAP_PAGES`: pages of the mapping (`BLKTAP_MMAP_PAGES` for
+    /// [`Layout::VXS`], `BLKTAP_MMAP_PAGES_LARGE` for `RING_SIZE` entries).
     pub(crate) const fn mmap_pages(self) -> usize {
         ring_pages(self.slots) + self.slots * self.segments
     }
@@ -380,7 +374,7 @@ const _: () = {
     assert!(MAX_DEVICES == 16384); // BLKTAP_MAX_DEVICES
     assert!(RING_SIZE == 32); // BLKTAP_RING_SIZE
     assert!(SEGMENT_MAX == 11); // BLKTAP_SEGMENT_MAX
-    assert!(MMAP_PAGES == 353); // BLKTAP_MMAP_PAGES
+    assert!(Layout::VXS.mmap_pages() == 353); // BLKTAP_MMAP_PAGES
     assert!(OP_READ == 0); // BLKTAP_OP_READ
     assert!(OP_WRITE == 1); // BLKTAP_OP_WRITE
     assert!(OP_FLUSH == 2); // BLKTAP_OP_FLUSH
@@ -398,8 +392,8 @@ const _: () = {
     assert!(FEAT_LOW_LATENCY == 256); // BLKTAP_FEAT_LOW_LATENCY
     assert!(FEAT_DEEP == 512); // BLKTAP_FEAT_DEEP
     assert!(LARGE_SEGMENT_MAX == 256); // BLKTAP_LARGE_SEGMENT_MAX
-    assert!(mmap_pages(LARGE_SEGMENT_MAX) == 8193); // BLKTAP_MMAP_PAGES_LARGE(256)
-    assert!(mmap_pages(SEGMENT_MAX) == 353); // BLKTAP_MMAP_PAGES_LARGE(11)
+    assert!(Layout::new(32, 256).mmap_pages() == 8193); // BLKTAP_MMAP_PAGES_LARGE(256)
+    assert!(Layout::new(32, 11).mmap_pages() == 353); // BLKTAP_MMAP_PAGES_LARGE(11)
     assert!(DEEP_RING_SLOTS_MIN == 64); // BLKTAP_DEEP_RING_SLOTS_MIN
     assert!(DEEP_RING_SLOTS_MAX == 1024); // BLKTAP_DEEP_RING_SLOTS_MAX
     assert!(DEEP_DATA_PAGES_MAX == 32768); // BLKTAP_DEEP_DATA_PAGES_MAX
@@ -546,7 +540,7 @@ mod tests {
         assert_eq!(size_of::<RingRequest>(), 112);
         assert_eq!(size_of::<RingResponse>(), 16);
         assert_eq!(RING_HEADER_SIZE + RING_SIZE * RING_ENTRY_SIZE, 3648);
-        assert_eq!(MMAP_PAGES, 353);
+        assert_eq!(Layout::VXS.mmap_pages(), 353);
     }
 
     #[test]
