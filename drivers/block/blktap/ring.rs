@@ -315,6 +315,16 @@ impl<R> Pending<R> {
     }
 }
 
+/// A table of `n` empty places (`kvmalloc`: a deep ring's is too big for `kmalloc` to be
+/// sure of), allocated where sleeping is allowed.
+pub(crate) fn empty_table<T>(n: usize) -> Result<KVVec<Option<T>>> {
+    let mut table = KVVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        table.push(None, GFP_KERNEL)?;
+    }
+    Ok(table)
+}
+
 /// A set of ids below a bound fixed at allocation.
 struct IdSet {
     words: KVec<u64>,
@@ -404,12 +414,8 @@ pub(crate) struct Slots<R> {
 impl<R> Slots<R> {
     /// An empty table with room for `capacity` ids, handing out V-XS's 32 (or fewer).
     pub(crate) fn new(capacity: usize) -> Result<Self> {
-        let mut slots = KVVec::with_capacity(capacity, GFP_KERNEL)?;
-        for _ in 0..capacity {
-            slots.push(None, GFP_KERNEL)?;
-        }
         Ok(Self {
-            slots,
+            slots: empty_table(capacity)?,
             limit: capacity.min(RING_SIZE),
             used: IdSet::new(capacity)?,
             queued: IdSet::new(capacity)?,

@@ -256,13 +256,22 @@ impl RequestList {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Ends every request in the list with `status`, first pushed first.
+    pub(crate) fn end_all(mut self, status: Status) {
+        self.end_each(status);
+    }
+
+    fn end_each(&mut self, status: Status) {
+        while let Some(rq) = self.pop() {
+            rq.end(status);
+        }
+    }
 }
 
 impl Drop for RequestList {
     fn drop(&mut self) {
-        while let Some(rq) = self.pop() {
-            rq.end(Status::IoError);
-        }
+        self.end_each(Status::IoError);
     }
 }
 

@@ -29,7 +29,10 @@ use crate::{
         RequestList,
         Status, //
     },
-    ring::Pending,
+    ring::{
+        empty_table,
+        Pending, //
+    },
 };
 
 /// Why the driver ended a request without the daemon's answer.
@@ -82,10 +85,8 @@ impl Doomed {
     }
 
     /// Ends every request in the list with `EIO`. Call it without the spinlock.
-    pub(crate) fn end_all(mut self) {
-        while let Some(rq) = self.list.pop() {
-            rq.end(Status::IoError);
-        }
+    pub(crate) fn end_all(self) {
+        self.list.end_all(Status::IoError);
     }
 }
 
@@ -113,11 +114,7 @@ impl Recovery {
     /// Room to hold `n` requests, allocated where sleeping is allowed, for
     /// [`Recovery::make_room`].
     pub(super) fn room(n: usize) -> Result<KVVec<Option<Pending<Request>>>> {
-        let mut room = KVVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            room.push(None, GFP_KERNEL)?;
-        }
-        Ok(room)
+        empty_table(n)
     }
 
     /// Takes `room` (from [`Recovery::room`]) if it is larger than the room there is and
