@@ -702,6 +702,16 @@ mod tests {
         req.buffers(mem).flat_map(|b| b.to_vec()).collect()
     }
 
+    /// Fills each write's pages with random bytes and records them in `model` (the disk).
+    fn fill_random(reqs: &[Request], mem: RingMemory<'_>, rng: &mut Rng, model: &mut [u8]) {
+        for req in reqs {
+            let d: Vec<u8> = (0..req.len_bytes()).map(|_| rng.next() as u8).collect();
+            fill(req, mem, &d);
+            let off = req.byte_range().unwrap().start as usize;
+            model[off..off + d.len()].copy_from_slice(&d);
+        }
+    }
+
     fn ios_of(reqs: &[Request]) -> Vec<Io> {
         reqs.iter()
             .enumerate()
@@ -749,12 +759,7 @@ mod tests {
         let parse = |r: &RingRequest| Request::parse_in(r, &mem).unwrap();
         let reqs: Vec<Request> = raws.iter().map(parse).collect();
         let mut model = vec![0u8; DISK];
-        for req in &reqs {
-            let d: Vec<u8> = (0..req.len_bytes()).map(|_| rng.next() as u8).collect();
-            fill(req, mem, &d);
-            let off = req.byte_range().unwrap().start as usize;
-            model[off..off + d.len()].copy_from_slice(&d);
-        }
+        fill_random(&reqs, mem, &mut rng, &mut model);
         let before = b.stats();
         let mut ios = ios_of(&reqs);
         b.serve(&mut ios, mem);
@@ -830,12 +835,7 @@ mod tests {
                 ));
             }
             let reqs: Vec<Request> = raws.iter().map(|r| Request::parse(r).unwrap()).collect();
-            for req in &reqs {
-                let d: Vec<u8> = (0..req.len_bytes()).map(|_| rng.next() as u8).collect();
-                fill(req, mem, &d);
-                let off = req.byte_range().unwrap().start as usize;
-                model[off..off + d.len()].copy_from_slice(&d);
-            }
+            fill_random(&reqs, mem, &mut rng, &mut model);
             let before = b.stats();
             let mut ios = ios_of(&reqs);
             b.serve(&mut ios, mem);
