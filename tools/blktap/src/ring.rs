@@ -834,12 +834,38 @@ impl BackRing {
                 self.req_cons
             )));
         }
+        // A V-XS pass fits arrays on the stack; only a deep ring's needs the heap.
+        const N: usize = RING_SIZE as usize;
+        let n = pending as usize;
+        if n <= N {
+            let mut entries = [(0u64, 0u8, None::<usize>); N];
+            let mut reqs = [Request::IDLE; N];
+            let mut status = [uapi::RSP_OKAY; N];
+            Ok(self.pass(mem, &mut entries[..n], &mut reqs, &mut status, handler))
+        } else {
+            let mut entries = vec![(0u64, 0u8, None::<usize>); n];
+            let mut reqs = vec![Request::IDLE; n];
+            let mut status = vec![uapi::RSP_OKAY; n];
+            Ok(self.pass(mem, &mut entries, &mut reqs, &mut status, handler))
+        }
+    }
+
+    /// The pass of [`process_all`](Self::process_all) over `entries.len()` published requests,
+    /// with room for each in `reqs` and `status`.
+    fn pass<F>(
+        &mut self,
+        mem: RingMemory<'_>,
+        entries: &mut [(u64, u8, Option<usize>)],
+        reqs: &mut [Request],
+        status: &mut [i16],
+        handler: F,
+    ) -> Batch
+    where
+        F: FnOnce(&[Request], &mut [i16]),
+    {
         let mut batch = Batch::default();
         // Per ring entry of the pass: the id and operation to echo, and the index of the
         // request in `reqs` if it is valid.
-        let n = pending as usize;
-        let mut entries = vec![(0u64, 0u8, None::<usize>); n];
-        let mut reqs = vec![Request::IDLE; n];
         let mut nvalid = 0;
         for entry in entries.iter_mut() {
             let raw = mem.read_request(self.req_cons);
@@ -858,7 +884,6 @@ impl BackRing {
             };
             *entry = (raw.id, raw.operation, valid);
         }
-        let mut status = vec![uapi::RSP_OKAY; n];
         if nvalid > 0 {
             handler(&reqs[..nvalid], &mut status[..nvalid]);
         }
@@ -869,7 +894,7 @@ impl BackRing {
             self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
             batch.responses += 1;
         }
-        Ok(batch)
+        batch
     }
 
     /// Marks every request up to `req_cons` taken, as Xen's `RING_FINAL_CHECK_FOR_REQUESTS`
