@@ -230,39 +230,7 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
     let mut server = Server::new(backend, args.read_only);
 
     let mut wanted = args.features;
-    if wanted.is_some_and(|f| f & FEAT_DEEP != 0) {
-        // A driver without deep rings refuses a ring of their size.
-        let (slots, segments) = ring_layout(args, wanted.unwrap_or(0));
-        match ring.map_layout(slots, segments) {
-            Ok(()) => {}
-            Err(e) if e.is_errno(libc::EINVAL) => {
-                log!(
-                    "warning: the driver refuses a deep ring ({e}): {} entries",
-                    blktap::uapi::RING_SIZE
-                );
-                wanted = wanted.map(|f| f & !FEAT_DEEP);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if ring.is_mapped() {
-        // The deep ring's mapping.
-    } else if wanted.is_some_and(|f| f & FEAT_LARGE != 0) {
-        // A driver without large requests refuses a ring of another size than V-XS's.
-        match ring.map_large(args.max_segments) {
-            Ok(()) => {}
-            Err(e) if e.is_errno(libc::EINVAL) => {
-                log!(
-                    "warning: the driver refuses a ring for large requests ({e}): 44 KiB requests"
-                );
-                wanted = wanted.map(|f| f & !FEAT_LARGE);
-                ring.map()?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        ring.map()?;
-    }
+    map_ring(&mut ring, args, &mut wanted)?;
     // Ask for the level-triggered poll from the start: the event loop keeps req_event the Xen
     // way (`BackRing::final_check_for_requests`). V-XS drivers ignore req_event.
     ring.memory().ok_or("ring is not mapped")?.set_req_event(0);
@@ -348,6 +316,31 @@ fn run(args: &Args, mut ready: Vec<OwnedFd>) -> AnyResult<()> {
         log!("{disk}: {report}");
     }
     result.map(|()| log!("{disk} removed, exiting"))
+}
+
+/// Maps `ring` in the layout the features `wanted` need. A driver that refuses that size
+/// (`EINVAL`) lacks the feature: it is dropped from `wanted`, with a warning, deep rings
+/// first and large requests next, down to V-XS's 353 pages.
+fn map_ring(ring: &mut Ring, args: &Args, wanted: &mut Option<u64>) -> AnyResult<()> {
+    loop {
+        let features = wanted.unwrap_or(0);
+        let (dropped, what, without) = if features & FEAT_DEEP != 0 {
+            (FEAT_DEEP, "a deep ring", "32 entries")
+        } else if features & FEAT_LARGE != 0 {
+            (FEAT_LARGE, "a ring for large requests", "44 KiB requests")
+        } else {
+            return Ok(ring.map()?);
+        };
+        let (slots, segments) = ring_layout(args, features);
+        match ring.map_layout(slots, segments) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_errno(libc::EINVAL) => {
+                log!("warning: the driver refuses {what} ({e}): {without}");
+                *wanted = wanted.map(|f| f & !dropped);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The ring's entries and data pages per request for the features `wanted`: `--ring-slots`
